@@ -1,0 +1,73 @@
+"""The ``mlscale`` command line: one sub-command per module in ``mlscale.commands``.
+
+Every sub-command runs on all ranks of the job (``mpiexec -n N mlscale ...``).
+User errors (:class:`MlscaleError`) print one line ``mlscale: error: ...`` on rank 0
+and exit with status 1 on every rank; an unexpected exception aborts the whole MPI
+job so that no rank hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from .errors import MlscaleError
+
+# sub-command name -> module in mlscale.commands (each has add_arguments(parser), run(args, comm))
+COMMANDS = {
+    "predict": "predict",
+    "descriptors": "descriptors",
+    "electrons": "electrons",
+    "train": "train",
+    "energy": "energy",
+    "datagen": "datagen",
+    "info": "info",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlscale", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"mlscale.commands.{module_name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"mlscale.commands.{module_name}":
+                continue  # sub-command not built yet
+            raise
+        doc = (module.__doc__ or "").strip().splitlines()
+        sub_parser = sub.add_parser(name, help=doc[0] if doc else None,
+                                    description=module.__doc__)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .parallel import fail_all, world
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    comm = world()
+    try:
+        status = args._module.run(args, comm)
+    except MlscaleError as error:
+        comm.print(f"mlscale: error: {error}", file=sys.stderr)
+        return _exit(1)
+    except KeyboardInterrupt:
+        return _exit(130)
+    except Exception:  # noqa: BLE001
+        fail_all(comm, traceback.format_exc())
+    return _exit(status or 0)
+
+
+def _exit(status: int) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``mlscale`` CLI: each module has ``add_arguments(parser)`` and ``run(args, comm)``."""

