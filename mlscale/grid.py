@@ -111,17 +111,25 @@ class Grid:
             )
 
 
-def shape_for_spacing(cell_cv: np.ndarray, spacing: float) -> tuple[int, int, int]:
-    """Smallest FFT-friendly grid (factors 2, 3, 5) with point spacing <= ``spacing`` Å."""
-    lengths = np.linalg.norm(np.asarray(cell_cv, dtype=float), axis=1)
-    return tuple(_next_fft_size(int(np.ceil(length / spacing - 1e-9))) for length in lengths)
+def qe_fft_shape(cell_cv, ecutrho_Ry: float) -> tuple[int, int, int]:
+    """Quantum ESPRESSO's dense FFT grid for a cell (Å) and density cutoff ``ecutrho`` (Ry).
+
+    As QE: n_i = 2*int(sqrt(ecutrho)*|a_i|/(2π)) + 1 (|a_i| in Bohr), raised to the next
+    size with prime factors 2, 3, 5 and 7 only.
+    """
+    bohr = 0.52917721067
+    lengths = np.linalg.norm(np.asarray(cell_cv, dtype=float), axis=1) / bohr
+    if not ecutrho_Ry > 0:
+        raise MlscaleError(f"ecutrho must be positive, got {ecutrho_Ry}")
+    raw = (2 * int(np.sqrt(ecutrho_Ry) * length / (2 * np.pi)) + 1 for length in lengths)
+    return tuple(_next_fft_size(n) for n in raw)
 
 
 def _next_fft_size(n: int) -> int:
     n = max(n, 1)
     while True:
         m = n
-        for p in (2, 3, 5):
+        for p in (2, 3, 5, 7):
             while m % p == 0:
                 m //= p
         if m == 1:

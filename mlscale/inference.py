@@ -1,0 +1,168 @@
+"""The prediction pipeline, top to bottom, identical on 1 and N ranks.
+
+atoms → grid block of this rank → descriptors → MLP → LDOS (local points)
+      → DOS (Allreduce) → Fermi level, band energy, −TS (replicated scalars)
+      → density n(r) (local points) → openPMD file (each rank writes its block)
+      → optional: density-dependent energy terms and total energy.
+
+Nothing global is gathered: each rank holds only its own points; the DOS (one
+number per energy) and scalars are the only reduced quantities.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import electrons
+from .config import BispectrumSettings, EnergyGrid
+from .errors import MlscaleError
+from .grid import Decomposition, Grid, qe_fft_shape
+from .parallel import Comm
+
+
+@dataclass
+class Timings:
+    """Wall time per phase in seconds (maximum over ranks when reported)."""
+
+    seconds: dict = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the pipeline needs from a model's metadata."""
+
+    descriptors: BispectrumSettings
+    energy_grid: EnergyGrid
+    temperature_K: float
+    species: tuple[str, ...]
+    valence_electrons: dict
+    ecutrho_Ry: float | None
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "ModelInfo":
+        try:
+            return cls(
+                descriptors=BispectrumSettings.from_dict(metadata["descriptors"]),
+                energy_grid=EnergyGrid.from_dict(metadata["energy_grid"]),
+                temperature_K=float(metadata["temperature_K"]),
+                species=tuple(metadata["species"]),
+                valence_electrons=dict(metadata.get("valence_electrons", {})),
+                ecutrho_Ry=metadata.get("ecutrho_Ry"),
+            )
+        except KeyError as missing:
+            raise MlscaleError(f"model metadata lacks the key {missing}") from None
+
+
+def number_of_electrons(atoms, valence_electrons: dict) -> float:
+    """Electron count of a structure from valence electrons per species."""
+    symbols = atoms.get_chemical_symbols()
+    unknown = sorted(set(symbols) - set(valence_electrons))
+    if unknown:
+        raise MlscaleError(
+            f"no valence electron count for {', '.join(unknown)} in the model; pass --electrons"
+        )
+    return float(sum(valence_electrons[s] for s in symbols))
+
+
+def grid_for(atoms, info: ModelInfo, shape=None) -> Grid:
+    """The grid of a prediction: given explicitly, or QE's FFT grid at the model's ecutrho."""
+    if shape is None:
+        if info.ecutrho_Ry is None:
+            raise MlscaleError("the model does not record ecutrho_Ry; pass --grid NX NY NZ")
+        shape = qe_fft_shape(atoms.cell[:], info.ecutrho_Ry)
+    return Grid(np.array(atoms.cell[:]), tuple(shape))
+
+
+def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons=None,
+            backend: str = "lammps", method: str = "analytical", chunk_points: int = 65536,
+            output_dir: Path | None = None, pseudopotentials: dict | None = None) -> dict:
+    """Predict the electronic structure of ``atoms``; collective over ``comm``.
+
+    Returns the results dict (identical on every rank). With ``output_dir``, rank 0
+    writes results.json and dos.csv and all ranks write their block of density.h5.
+    """
+    from .descriptors import compute_descriptors
+    from .model import predict_ldos
+
+    timings = Timings()
+    info = ModelInfo.from_metadata(metadata)
+    with comm.collective():
+        grid = grid_for(atoms, info, shape)
+        if n_electrons is None:
+            n_electrons = number_of_electrons(atoms, info.valence_electrons)
+    block = Decomposition(grid.shape, comm.size).block(comm.rank)
+    energies_e = info.energy_grid.energies
+
+    with timings.phase("descriptors"):
+        descriptors_gf = compute_descriptors(atoms, grid, block, info.descriptors, comm, backend)
+    with timings.phase("network"):
+        ldos_pe = predict_ldos(model, descriptors_gf.reshape(block.size, -1), chunk_points)
+        del descriptors_gf
+    with timings.phase("electrons"):
+        dos_e = comm.sum(electrons.dos_from_ldos(ldos_pe, grid.voxel_volume))
+        with comm.collective():
+            summary = electrons.electronic_structure(dos_e, energies_e, n_electrons,
+                                                     info.temperature_K, method)
+        mu = summary["fermi_energy_eV"]
+        density_p = electrons.density(ldos_pe, energies_e, mu, info.temperature_K, method)
+        del ldos_pe
+        summary["number_of_electrons_from_density"] = comm.sum(
+            float(density_p.sum() * grid.voxel_volume))
+    density_b = density_p.reshape(block.shape)
+
+    if pseudopotentials is not None:
+        from .energy import density_energy_terms, total_energy
+
+        with timings.phase("energy"):
+            terms = density_energy_terms(density_b, grid, block, atoms, pseudopotentials, comm)
+            summary.update(terms)
+            summary["total_energy_eV"] = total_energy(
+                summary["band_energy_eV"], summary["entropy_contribution_eV"], terms)
+
+    results = {
+        **summary,
+        "atoms": len(atoms),
+        "species": sorted(set(atoms.get_chemical_symbols())),
+        "grid": list(grid.shape),
+        "ranks": comm.size,
+        "process_grid": list(Decomposition(grid.shape, comm.size).dims),
+        "temperature_K": info.temperature_K,
+        "descriptor_backend": backend,
+        "integration": method,
+    }
+    if output_dir is not None:
+        with timings.phase("output"):
+            write_outputs(Path(output_dir), results, energies_e, dos_e, density_b, grid, block,
+                          comm)
+    results["timings_s"] = {name: comm.max(seconds) for name, seconds in timings.seconds.items()}
+    if output_dir is not None and comm.rank == 0:
+        from .io.atomic import write_json_atomic
+
+        write_json_atomic(Path(output_dir) / "results.json", results)
+    return results
+
+
+def write_outputs(output_dir: Path, results: dict, energies_e, dos_e, density_b, grid, block,
+                  comm: Comm):
+    """dos.csv (rank 0) and density.h5 (openPMD, every rank its block), atomically."""
+    from .io.atomic import write_text_atomic
+    from .io.openpmd_io import write_openpmd
+
+    with comm.collective():
+        output_dir.mkdir(parents=True, exist_ok=True)
+    write_openpmd(output_dir / "density.h5", "Density", density_b, block, grid, comm,
+                  unit_si=1e30, unit_dimension={"L": -3})
+    if comm.rank == 0:
+        lines = ["energy_eV,dos_per_eV"] + [f"{e:.10g},{d:.12g}" for e, d in zip(energies_e, dos_e)]
+        write_text_atomic(output_dir / "dos.csv", "\n".join(lines) + "\n")
