@@ -1,0 +1,220 @@
+"""The LDOS network: an MLP with its input standardisation and output scaling inside.
+
+``LDOSModel`` maps raw descriptors ``[points, features]`` to the LDOS in
+1/(eV·Å³) ``[points, energies]`` (float32). Both scalings are generic per-column
+affine maps kept as buffers, so they travel with the weights:
+
+    x_normalised = (x - input_shift) / input_scale
+    ldos         = mlp(x_normalised) * output_scale + output_shift
+
+A model is saved as ONE safetensors file: the tensors plus a JSON metadata string
+(key ``mlscale``) with the format name and version, the layer sizes and activation,
+and whatever the caller records (descriptor settings, energy grid, temperature,
+species, training information). Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+from .config import BispectrumSettings, EnergyGrid, ModelSettings
+from .errors import MlscaleError
+
+FORMAT = "mlscale-model"
+FORMAT_VERSION = 1
+METADATA_KEY = "mlscale"
+UNITS = {"descriptors": "dimensionless (LAMMPS sna/grid bispectrum)",
+         "ldos": "1/(eV*Angstrom^3)", "energy": "eV", "temperature": "K"}
+REQUIRED_METADATA = ("descriptors", "energy_grid", "temperature_K", "species")
+ACTIVATIONS = {"LeakyReLU": torch.nn.LeakyReLU, "ReLU": torch.nn.ReLU, "Tanh": torch.nn.Tanh,
+               "Sigmoid": torch.nn.Sigmoid, "ELU": torch.nn.ELU, "GELU": torch.nn.GELU,
+               "SiLU": torch.nn.SiLU}
+
+
+class LDOSModel(torch.nn.Module):
+    """MLP from descriptors to LDOS with the input/output affine maps as buffers."""
+
+    def __init__(self, settings: ModelSettings):
+        super().__init__()
+        layers = tuple(int(n) for n in settings.layers)
+        if len(layers) < 2 or min(layers) < 1:
+            raise MlscaleError(f"model needs at least two positive layer sizes, got {layers}")
+        if settings.activation not in ACTIVATIONS:
+            raise MlscaleError(f"unknown activation '{settings.activation}' "
+                               f"(choose from {', '.join(ACTIVATIONS)})")
+        self.settings = ModelSettings(layers=layers, activation=settings.activation)
+        modules = []
+        for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
+            modules.append(torch.nn.Linear(n_in, n_out))
+            if i < len(layers) - 2:
+                modules.append(ACTIVATIONS[settings.activation]())
+        self.mlp = torch.nn.Sequential(*modules)
+        self.register_buffer("input_shift", torch.zeros(layers[0]))
+        self.register_buffer("input_scale", torch.ones(layers[0]))
+        self.register_buffer("output_shift", torch.zeros(layers[-1]))
+        self.register_buffer("output_scale", torch.ones(layers[-1]))
+
+    @property
+    def n_features(self) -> int:
+        return self.settings.layers[0]
+
+    @property
+    def n_energies(self) -> int:
+        return self.settings.layers[-1]
+
+    def set_scaling(self, input_shift, input_scale, output_shift, output_scale):
+        """Set the affine maps (arrays of length features / energies; scales nonzero)."""
+        for name, value, n in (("input_shift", input_shift, self.n_features),
+                               ("input_scale", input_scale, self.n_features),
+                               ("output_shift", output_shift, self.n_energies),
+                               ("output_scale", output_scale, self.n_energies)):
+            value = torch.as_tensor(np.asarray(value, dtype=np.float32))
+            if value.shape != (n,) or not torch.isfinite(value).all():
+                raise MlscaleError(f"{name} must be {n} finite numbers, got shape "
+                                   f"{tuple(value.shape)}")
+            if name.endswith("scale") and (value == 0).any():
+                raise MlscaleError(f"{name} must be nonzero")
+            getattr(self, name).copy_(value)
+
+    def normalise_input(self, x_pf: torch.Tensor) -> torch.Tensor:
+        return (x_pf - self.input_shift) / self.input_scale
+
+    def normalise_output(self, ldos_pe: torch.Tensor) -> torch.Tensor:
+        return (ldos_pe - self.output_shift) / self.output_scale
+
+    def forward(self, x_pf: torch.Tensor) -> torch.Tensor:
+        """Raw descriptors [points, features] -> LDOS [points, energies] in 1/(eV·Å³)."""
+        return self.mlp(self.normalise_input(x_pf)) * self.output_scale + self.output_shift
+
+
+def check_metadata(metadata: dict, settings: ModelSettings) -> None:
+    """MlscaleError unless ``metadata`` describes descriptors and energies that fit the layers.
+
+    Required keys: ``descriptors`` (BispectrumSettings.to_dict()), ``energy_grid``
+    (EnergyGrid.to_dict()), ``temperature_K``, ``species``.
+    """
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise MlscaleError(f"model metadata lacks {', '.join(missing)}")
+    try:
+        descriptors = BispectrumSettings.from_dict(metadata["descriptors"])
+        energy_grid = EnergyGrid.from_dict(metadata["energy_grid"])
+        temperature = float(metadata["temperature_K"])
+    except (TypeError, ValueError) as error:
+        raise MlscaleError(f"invalid model metadata: {error}") from None
+    if descriptors.n_features != settings.layers[0]:
+        raise MlscaleError(f"the descriptors have {descriptors.n_features} features but the "
+                           f"network's input layer has {settings.layers[0]}")
+    if energy_grid.count != settings.layers[-1]:
+        raise MlscaleError(f"the energy grid has {energy_grid.count} energies but the "
+                           f"network's output layer has {settings.layers[-1]}")
+    if not temperature > 0:
+        raise MlscaleError(f"temperature must be positive, got {temperature} K")
+
+
+def save_model(path, model: LDOSModel, metadata: dict) -> None:
+    """Write ``model`` and ``metadata`` (JSON-serialisable) to one safetensors file, atomically.
+
+    The stored metadata is ``metadata`` plus ``format``, ``format_version``, ``model``
+    (layers, activation) and ``units``.
+    """
+    from .io.atomic import atomic_path
+
+    check_metadata(metadata, model.settings)
+    full = {**metadata, "format": FORMAT, "format_version": FORMAT_VERSION,
+            "model": model.settings.to_dict(), "units": UNITS}
+    try:
+        text = json.dumps(full, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise MlscaleError(f"model metadata is not JSON serialisable: {error}") from None
+    tensors = {name: t.detach().to("cpu", torch.float32).contiguous()
+               for name, t in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(safetensors.torch.save(tensors, metadata={METADATA_KEY: text}))
+
+
+def read_safetensors(path, fmt: str, version: int) -> tuple[dict, dict]:
+    """Tensors and decoded JSON metadata of an mlscale safetensors file of format ``fmt``.
+
+    Raises MlscaleError for a missing, unreadable, corrupt or foreign file, or another
+    format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MlscaleError(f"file not found: {path}")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as error:  # noqa: BLE001 - any decoding failure means a broken file
+        raise MlscaleError(f"{path} is not a readable safetensors file (corrupt or "
+                           f"truncated?): {error}") from None
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+        found = metadata["format"]
+    except (KeyError, TypeError, ValueError):
+        raise MlscaleError(f"{path} is not an {fmt} file (no mlscale metadata)") from None
+    if found != fmt:
+        raise MlscaleError(f"{path} is a '{found}' file, not an {fmt} file")
+    if metadata.get("format_version") != version:
+        raise MlscaleError(f"{path} has {fmt} format version {metadata.get('format_version')}; "
+                           f"this mlscale reads version {version}")
+    return tensors, metadata
+
+
+def model_from_state(settings: ModelSettings, state: dict, source) -> LDOSModel:
+    """An LDOSModel with ``state`` loaded; MlscaleError when tensors do not fit ``settings``."""
+    model = LDOSModel(settings)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if expected != found:
+        raise MlscaleError(f"{source}: tensors do not match the declared layers "
+                           f"{list(settings.layers)} (expected {expected}, found {found})")
+    if not all(torch.isfinite(t).all() for t in state.values()):
+        raise MlscaleError(f"{source}: model tensors contain NaN or infinity")
+    model.load_state_dict({name: t.to(torch.float32) for name, t in state.items()})
+    return model.eval()
+
+
+def load_model(path) -> tuple[LDOSModel, dict]:
+    """Load a model file written by :func:`save_model`: ``(model, metadata)``. No pickle."""
+    tensors, metadata = read_safetensors(path, FORMAT, FORMAT_VERSION)
+    try:
+        settings = ModelSettings.from_dict(metadata["model"])
+    except (KeyError, TypeError, ValueError, MlscaleError) as error:
+        raise MlscaleError(f"{path}: invalid model settings in metadata: {error}") from None
+    try:
+        check_metadata(metadata, settings)
+    except MlscaleError as error:
+        raise MlscaleError(f"{path}: {error}") from None
+    return model_from_state(settings, tensors, path), metadata
+
+
+def predict_ldos(model: LDOSModel, descriptors_pf, chunk_points: int = 65536) -> np.ndarray:
+    """LDOS [points, energies] in 1/(eV·Å³), float64, from raw descriptors [points, features].
+
+    Evaluated in chunks of ``chunk_points`` under ``torch.no_grad`` so the extra memory
+    is bounded by one chunk; threads are the caller's choice (``torch.set_num_threads``).
+    """
+    descriptors_pf = np.asarray(descriptors_pf)
+    if descriptors_pf.ndim != 2 or descriptors_pf.shape[1] != model.n_features:
+        raise MlscaleError(f"descriptors must have shape [points, {model.n_features}], "
+                           f"got {descriptors_pf.shape}")
+    if chunk_points < 1:
+        raise MlscaleError("chunk_points must be positive")
+    device = model.input_shift.device
+    ldos_pe = np.empty((len(descriptors_pf), model.n_energies))
+    with torch.no_grad():
+        for start in range(0, len(descriptors_pf), chunk_points):
+            chunk = np.asarray(descriptors_pf[start:start + chunk_points], dtype=np.float32)
+            if not np.isfinite(chunk).all():
+                raise MlscaleError("descriptors contain NaN or infinity")
+            out = model(torch.from_numpy(chunk).to(device))
+            ldos_pe[start:start + len(chunk)] = out.cpu().numpy()
+    return ldos_pe
