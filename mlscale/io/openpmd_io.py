@@ -1,0 +1,233 @@
+"""openPMD (HDF5) grid data in MALA's layout, written and read block by block.
+
+Layout (as in MALA's files): series attribute ``is_mala_data = 1``; one iteration
+(``/data/<iteration>/``); a mesh per quantity (``LDOS``, ``Density``, ...) whose
+record components ``"0" .. "n-1"`` are ``[nx, ny, nz]`` datasets, one per feature
+or energy. Values are stored in mlscale's (MALA's) units; ``unitSI`` converts them
+to SI and ``unitDimension`` names the SI dimension. Unlike MALA's files, the mesh
+also carries the true grid spacing (Å, ``gridUnitSI = 1e-10``), ``position = 0``
+(grid point i sits at i·spacing) and the cell vectors (``cell``, Å, row-major).
+
+The installed openpmd-api has no MPI support, so ranks write in turn: rank 0
+creates the file (under a temporary name) and declares every dataset, then each
+rank opens it and stores its own chunk; rank 0 renames the file at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import openpmd_api as opmd
+from ase.units import J
+
+from ..errors import MlscaleError
+from ..grid import Block, Grid
+from .atomic import remove_quietly, temporary_path
+from .numpy_io import check_finite
+
+ANGSTROM_SI = 1e-10
+EV_SI = 1.0 / J  # 1 eV in joule
+#: unit_si / unit_dimension for LDOS in 1/(eV·Å³) and density in 1/Å³ (MALA's values)
+LDOS_UNITS = {"unit_si": 1.0 / (EV_SI * ANGSTROM_SI**3), "unit_dimension": {"L": -5, "M": -1, "T": 2}}
+DENSITY_UNITS = {"unit_si": 1.0 / ANGSTROM_SI**3, "unit_dimension": {"L": -3}}
+
+
+def _unit_dimension(dims: dict | None) -> dict:
+    names = {"L": opmd.Unit_Dimension.L, "M": opmd.Unit_Dimension.M, "T": opmd.Unit_Dimension.T,
+             "I": opmd.Unit_Dimension.I, "theta": opmd.Unit_Dimension.theta,
+             "N": opmd.Unit_Dimension.N, "J": opmd.Unit_Dimension.J}
+    unknown = set(dims or {}) - set(names)
+    if unknown:
+        raise MlscaleError(f"unknown unit dimension(s) {sorted(unknown)}, use {list(names)}")
+    return {names[key]: float(value) for key, value in (dims or {}).items()}
+
+
+def _check_path(path) -> Path:
+    path = Path(path)
+    if "%" in path.name:
+        raise MlscaleError(f"openPMD file name must not contain '%': {path}")
+    if path.suffix != ".h5":
+        raise MlscaleError(f"openPMD output must end in .h5 (HDF5), got {path}")
+    return path
+
+
+def _declare(path, mesh_name, n, dtype, grid: Grid, unit_si, unit_dimension, attributes,
+             iteration):
+    """Create the file with the mesh, its attributes and all (empty) datasets."""
+    from .. import __version__
+
+    series = opmd.Series(str(path), opmd.Access.create)
+    try:
+        series.set_software("mlscale", __version__)
+        series.set_attribute("is_mala_data", 1)
+        mesh = series.iterations[iteration].meshes[mesh_name]
+        mesh.geometry = opmd.Geometry.cartesian
+        mesh.axis_labels = ["x", "y", "z"]
+        mesh.data_order = "C"
+        mesh.grid_spacing = [float(x) for x in np.linalg.norm(grid.voxel_cv, axis=1)]
+        mesh.grid_global_offset = [0.0, 0.0, 0.0]
+        mesh.grid_unit_SI = ANGSTROM_SI
+        mesh.unit_dimension = _unit_dimension(unit_dimension)
+        mesh.set_attribute("cell", [float(x) for x in grid.cell_cv.ravel()])
+        for key, value in (attributes or {}).items():
+            mesh.set_attribute(str(key), value)
+        for c in range(n):
+            component = mesh[str(c)]
+            component.reset_dataset(opmd.Dataset(np.dtype(dtype), list(grid.shape)))
+            component.unit_SI = float(unit_si)
+            component.position = [0.0, 0.0, 0.0]
+        series.flush()
+    finally:
+        series.close()
+
+
+def _store(path, mesh_name, local_g4: np.ndarray, block: Block, iteration):
+    """Open the existing file and store this rank's chunk of every component."""
+    series = opmd.Series(str(path), opmd.Access.read_write)
+    try:
+        mesh = series.iterations[iteration].meshes[mesh_name]
+        chunks = [np.ascontiguousarray(local_g4[..., c]) for c in range(local_g4.shape[3])]
+        for c, chunk in enumerate(chunks):
+            mesh[str(c)].store_chunk(chunk, list(block.start), list(block.shape))
+        series.flush()
+    finally:
+        series.close()
+
+
+def write_openpmd(path, mesh_name: str, local_array: np.ndarray, block: Block, grid: Grid,
+                  comm, unit_si: float = 1.0, unit_dimension: dict | None = None,
+                  attributes: dict | None = None, iteration: int = 0) -> None:
+    """Write a distributed grid quantity to one openPMD HDF5 file (collective).
+
+    local_array: this rank's ``[bx, by, bz]`` (one component) or ``[bx, by, bz, n]``
+    (components ``"0" .. "n-1"``) in mlscale units; unit_si: factor to SI;
+    unit_dimension: SI exponents, e.g. ``{"L": -3}`` (see LDOS_UNITS, DENSITY_UNITS);
+    attributes: extra mesh attributes (numbers, strings or lists of them).
+    """
+    local = np.asarray(local_array)
+    with comm.collective():
+        path = _check_path(path)
+        if local.ndim not in (3, 4):
+            raise MlscaleError(f"{mesh_name}: local array must be [bx, by, bz(, n)], got {local.shape}")
+        grid.check_array(local, f"{mesh_name} local array", block)
+        if local.dtype.kind != "f":
+            raise MlscaleError(f"{mesh_name}: expected floating-point data, got {local.dtype}")
+    local_g4 = local[..., None] if local.ndim == 3 else local
+    layout = comm.broadcast((local_g4.shape[3], local_g4.dtype.str))
+    tmp = None
+    with comm.collective():
+        if (local_g4.shape[3], local_g4.dtype.str) != layout:
+            raise MlscaleError(f"{mesh_name}: ranks disagree on components/dtype "
+                               f"({local_g4.shape[3]}, {local_g4.dtype.str}) vs {layout}")
+        if comm.rank == 0:
+            tmp = str(temporary_path(path))
+    tmp = comm.broadcast(tmp)
+    try:
+        with comm.collective():
+            if comm.rank == 0:
+                _declare(tmp, mesh_name, layout[0], layout[1], grid, unit_si, unit_dimension,
+                         attributes, iteration)
+        for turn in range(comm.size):  # serial openPMD: one rank at a time
+            with comm.collective():
+                if comm.rank == turn:
+                    _store(tmp, mesh_name, local_g4, block, iteration)
+        with comm.collective():
+            if comm.rank == 0:
+                os.replace(tmp, path)
+    except MlscaleError:
+        if comm.rank == 0:
+            remove_quietly(tmp)
+        raise
+
+
+def _open(path, mesh_name: str, iteration: int | None):
+    """Open a series read-only; return (series, mesh, component names in order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MlscaleError(f"file not found: {path}")
+    try:
+        series = opmd.Series(str(path), opmd.Access.read_only)
+    except Exception as error:  # noqa: BLE001 - openPMD raises several types
+        raise MlscaleError(f"cannot read openPMD file {path}: {error}") from None
+    try:
+        mesh, names = _find_mesh(series, path, mesh_name, iteration)
+    except BaseException:
+        series.close()
+        raise
+    return series, mesh, names
+
+
+def _find_mesh(series, path, mesh_name, iteration):
+    iterations = list(series.iterations)
+    if not iterations:
+        raise MlscaleError(f"{path} holds no openPMD iteration")
+    if iteration is None:
+        iteration = iterations[0]
+    if iteration not in iterations:
+        raise MlscaleError(f"{path} has no iteration {iteration} (has {iterations})")
+    meshes = series.iterations[iteration].meshes
+    if mesh_name not in meshes:
+        raise MlscaleError(f"{path} has no mesh {mesh_name!r} (has {sorted(meshes)})")
+    mesh = meshes[mesh_name]
+    if mesh.scalar:
+        names = [opmd.Mesh_Record_Component.SCALAR]
+    else:
+        names = sorted(mesh, key=lambda k: int(k) if k.isdigit() else -1)
+        if names != [str(c) for c in range(len(names))]:
+            raise MlscaleError(f"{path}: mesh {mesh_name!r} has components {names}, expected 0..n-1")
+    shapes = {tuple(mesh[name].shape) for name in names}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise MlscaleError(f"{path}: mesh {mesh_name!r} components are not equal 3-D grids ({shapes})")
+    return mesh, names
+
+
+def openpmd_info(path, mesh_name: str, iteration: int | None = None) -> dict:
+    """Shape, component count, units and attributes of a mesh, without reading data.
+
+    Returns ``{"shape": (nx, ny, nz), "n_components", "dtype", "unit_si",
+    "attributes": {...}}`` (attributes: the mesh's, openPMD's and custom ones).
+    """
+    series, mesh, names = _open(path, mesh_name, iteration)
+    try:
+        first = mesh[names[0]]
+        return {
+            "shape": tuple(int(n) for n in first.shape),
+            "n_components": len(names),
+            "dtype": np.dtype(first.dtype).str,
+            "unit_si": float(first.unit_SI),
+            "attributes": {key: mesh.get_attribute(key) for key in mesh.attributes},
+        }
+    finally:
+        series.close()
+
+
+def read_openpmd(path, mesh_name: str, block: Block | None = None,
+                 iteration: int | None = None) -> np.ndarray:
+    """Read only ``block`` of a mesh as float64 ``[bx, by, bz, n]``; ``[bx, by, bz]`` if n == 1.
+
+    iteration: None for the file's first iteration (MALA stores one per file).
+    Values are returned as stored (mlscale units; unitSI is not applied).
+    """
+    series, mesh, names = _open(path, mesh_name, iteration)
+    try:
+        shape = tuple(mesh[names[0]].shape)
+        if block is None:
+            block = Block((0, 0, 0), shape)
+        if any(b > n for b, n in zip(block.stop, shape)):
+            raise MlscaleError(
+                f"{path}: mesh {mesh_name!r} has grid shape {shape}, too small for block "
+                f"{block.start}..{block.stop}"
+            )
+        chunks = [mesh[name].load_chunk(list(block.start), list(block.shape)) for name in names]
+        series.flush()
+    except MlscaleError:
+        raise
+    except Exception as error:  # noqa: BLE001 - openPMD/HDF5 errors on corrupt data
+        raise MlscaleError(f"cannot read mesh {mesh_name!r} from {path}: {error}") from None
+    finally:
+        series.close()
+    data = check_finite(np.stack(chunks, axis=-1).astype(np.float64, copy=False),
+                        f"{path}: mesh {mesh_name!r}")
+    return data[..., 0] if len(names) == 1 else data

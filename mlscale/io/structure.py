@@ -1,0 +1,57 @@
+"""Atomic structures from any ASE-readable file (QE input/output, xyz, cif, POSCAR, ...).
+
+mlscale works on periodic cells: a structure must have a cell of non-zero volume,
+and it is treated as periodic along all three axes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ase import Atoms
+
+from ..errors import MlscaleError
+from .atomic import atomic_path
+
+
+def read_structure(path, format: str | None = None) -> Atoms:  # noqa: A002 - ASE's name
+    """Read the (last) structure in ``path``; ``format`` as in ``ase.io.read`` (None: guess).
+
+    Returns Atoms with ``pbc = True``. Raises MlscaleError for missing or unreadable
+    files and for structures without a cell.
+    """
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise MlscaleError(f"file not found: {path}")
+    try:
+        atoms = ase.io.read(path, format=format, index=-1)
+    except Exception as error:  # noqa: BLE001 - ASE raises many types for bad files
+        raise MlscaleError(f"cannot read a structure from {path} ({type(error).__name__}: {error})") from None
+    if not isinstance(atoms, Atoms) or len(atoms) == 0:
+        raise MlscaleError(f"{path} holds no atoms")
+    if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-10:
+        raise MlscaleError(f"{path} has no (3-D) cell; mlscale needs a periodic cell")
+    atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+    return atoms
+
+
+def write_structure(path, atoms: Atoms, format: str | None = None) -> None:  # noqa: A002
+    """Write ``atoms`` with ``ase.io.write`` (format from the name if None), atomically."""
+    import ase.io
+
+    with atomic_path(path) as tmp:
+        try:
+            ase.io.write(tmp, atoms, format=format or _format_of(path))
+        except Exception as error:  # noqa: BLE001
+            raise MlscaleError(f"cannot write {path} ({type(error).__name__}: {error})") from None
+
+
+def _format_of(path) -> str:
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(Path(path).name, read=False)
+    except Exception as error:  # noqa: BLE001
+        raise MlscaleError(f"cannot tell the structure format of {path}; pass format=") from None
