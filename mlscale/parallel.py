@@ -14,6 +14,7 @@ Code inside such a block must not itself call collectives.
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -54,6 +55,13 @@ class Comm:
 
     def barrier(self):
         self.mpi.Barrier()
+
+    def idle_barrier(self, poll_s: float = 0.05):
+        """A barrier that sleeps while it waits, leaving the cores to another program
+        (e.g. QE started by rank 0); a plain MPI barrier busy-polls."""
+        request = self.mpi.Ibarrier()
+        while not request.Test():
+            time.sleep(poll_s)
 
     def split(self, color: int) -> "Comm":
         return Comm(self.mpi.Split(color, self.rank))

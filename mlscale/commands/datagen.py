@@ -1,0 +1,114 @@
+"""Generate training data with Quantum ESPRESSO: pw.x SCF, pp.x LDOS and density, snapshots.
+
+Structures come from ASE-readable files, or (without files) from a seeded Langevin MD
+of an fcc supercell with ASE's EMT at the ionic temperature. Per structure the
+QE runs happen in <out>/qe/<name> (mpirun -np N, OpenMPI), then all ranks convert
+the cubes into <name>.in.npy / .out.npy / .dens.npy (+ openPMD .h5) and write
+<name>.info.json last. Finished snapshots (info JSON present) are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import BispectrumSettings, EnergyGrid
+from ..errors import MlscaleError
+from ._common import add_descriptor_backend
+
+
+def add_arguments(parser):
+    parser.add_argument("structures", nargs="*", type=Path,
+                        help="ASE-readable structure files (all frames); none: generate fcc MD snapshots")
+    parser.add_argument("--out", type=Path, required=True, help="output directory of the data set")
+    parser.add_argument("--prefix", default="snapshot", help="snapshot name prefix (default: %(default)s)")
+    gen = parser.add_argument_group("generated structures (no files given)")
+    gen.add_argument("--element", default="Al")
+    gen.add_argument("--lattice", type=float, default=4.05, help="fcc lattice constant, Å (default: %(default)s)")
+    gen.add_argument("--repeat", type=int, nargs=3, default=(2, 2, 2), help="conventional cells per axis")
+    gen.add_argument("--ionic-temperature", type=float, default=298.0, help="K (default: %(default)s)")
+    gen.add_argument("--count", type=int, default=1, help="number of snapshots (default: %(default)s)")
+    gen.add_argument("--seed", type=int, default=0, help="MD random seed (default: %(default)s)")
+    dft = parser.add_argument_group("DFT (pw.x)")
+    dft.add_argument("--settings", type=Path,
+                     help="JSON file {\"dft\": {...}, \"ldos\": {...}}; the flags below override it")
+    dft.add_argument("--ecutwfc", type=float, help="wave-function cutoff, Ry")
+    dft.add_argument("--kpoints", type=int, nargs=3, help="Monkhorst-Pack grid")
+    dft.add_argument("--temperature", type=float, help="electronic temperature, K (Fermi-Dirac smearing)")
+    dft.add_argument("--nbnd", type=int, help="number of bands")
+    dft.add_argument("--pseudo-dir", help="pseudopotential directory")
+    dft.add_argument("--pseudo", action="append", metavar="EL=FILE", default=[],
+                     help="pseudopotential file of an element (repeatable)")
+    dft.add_argument("--electron-maxstep", type=int, help="maximum SCF iterations")
+    ldos = parser.add_argument_group("LDOS (pp.x)")
+    ldos.add_argument("--emin", type=float, help="lowest LDOS energy, eV (QE's energy zero)")
+    ldos.add_argument("--de", type=float, help="LDOS energy spacing, eV")
+    ldos.add_argument("--ne", type=int, help="number of LDOS energies")
+    ldos.add_argument("--ldos-broadening", type=float, help="LDOS broadening degauss_ldos, eV (width of QE 6.7's Fermi-Dirac smearing)")
+    run = parser.add_argument_group("running QE")
+    run.add_argument("--np", type=int, default=1, dest="nprocs", help="MPI processes for QE (default: 1)")
+    run.add_argument("--pools", type=int, default=1, help="pw.x k-point pools (-nk)")
+    run.add_argument("--mpirun", default="/usr/bin/mpirun", help="OpenMPI launcher (default: %(default)s)")
+    run.add_argument("--qe-bin", help="directory of pw.x and pp.x (default: PATH)")
+    run.add_argument("--nice", type=int, default=0, help="niceness of the QE processes")
+    parser.add_argument("--no-openpmd", action="store_true", help="skip the openPMD .h5 copies")
+    add_descriptor_backend(parser)
+
+
+def settings_from_args(args):
+    """(DFTSettings, LdosSettings) from the --settings file and the flags."""
+    from ..datagen import DFTSettings, LdosSettings
+
+    data = {"dft": {}, "ldos": {}}
+    if args.settings is not None:
+        try:
+            loaded = json.loads(Path(args.settings).read_text())
+        except (OSError, ValueError) as error:
+            raise MlscaleError(f"cannot read settings file {args.settings}: {error}") from None
+        unknown = set(loaded) - set(data)
+        if unknown:
+            raise MlscaleError(f"unknown section(s) in {args.settings}: {', '.join(sorted(unknown))}")
+        data.update(loaded)
+    dft = dict(data["dft"])
+    for key in ("ecutwfc", "kpoints", "temperature", "nbnd", "pseudo_dir", "electron_maxstep"):
+        if getattr(args, key) is not None:
+            dft[key] = getattr(args, key)
+    for item in args.pseudo:
+        element, sep, name = item.partition("=")
+        if not sep or not element or not name:
+            raise MlscaleError(f"--pseudo expects EL=FILE, got {item!r}")
+        dft.setdefault("pseudopotentials", {})[element] = name
+    ldos = dict(data["ldos"])
+    grid = dict(ldos.get("energy_grid", LdosSettings().energy_grid.to_dict()))
+    for key, flag in (("start", "emin"), ("step", "de"), ("count", "ne")):
+        if getattr(args, flag) is not None:
+            grid[key] = getattr(args, flag)
+    ldos["energy_grid"] = EnergyGrid.from_dict(grid)
+    if args.ldos_broadening is not None:
+        ldos["broadening"] = args.ldos_broadening
+    return DFTSettings.from_dict(dft), LdosSettings.from_dict(ldos)
+
+
+def run(args, comm) -> int:
+    from ..datagen import QERunner, generate_dataset, read_structures, thermal_fcc_snapshots
+
+    dft, ldos = settings_from_args(args)
+    structures = None
+    with comm.collective():
+        if args.structures:
+            structures = read_structures(args.structures)
+        else:
+            structures = thermal_fcc_snapshots(
+                args.element, args.lattice, tuple(args.repeat), args.ionic_temperature,
+                args.count, args.seed)
+    species = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()})
+    bispectrum = BispectrumSettings().with_species(species)
+    runner = QERunner(nprocs=args.nprocs, pools=args.pools, mpirun=args.mpirun,
+                      qe_bin=args.qe_bin, nice=args.nice)
+    comm.print(f"datagen: {len(structures)} structure(s) into {args.out}; ecutwfc {dft.ecutwfc} Ry, "
+               f"k-points {dft.kpoints}, T_e {dft.temperature} K, {ldos.energy_grid.count} LDOS energies")
+    paths = generate_dataset(structures, args.out, dft, ldos, bispectrum, runner, comm,
+                             prefix=args.prefix, backend=args.backend,
+                             openpmd=not args.no_openpmd)
+    comm.print(f"datagen: {len(paths)} snapshot(s) finished in {args.out}")
+    return 0

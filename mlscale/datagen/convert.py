@@ -1,0 +1,122 @@
+"""Convert one finished QE run directory into an mlscale (MALA-style) snapshot.
+
+Every rank reads and writes only its own grid block: descriptors ``.in.npy``
+``[nx, ny, nz, F]`` (float32, no coordinate columns), LDOS ``.out.npy``
+``[nx, ny, nz, ne]`` in 1/(eV·Å³) (float32), density ``.dens.npy`` ``[nx, ny, nz, 1]``
+in 1/Å³ (float64), openPMD copies ``.out.h5`` and ``.dens.h5``, then (rank 0, last,
+atomically) ``.info.json`` with the DFT reference values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase.units import Bohr
+
+from ..config import BispectrumSettings
+from ..errors import MlscaleError
+from ..grid import Block, Decomposition, Grid
+from ..io.atomic import write_json_atomic
+from ..io.cube import ldos_cube_paths, read_cube_block, read_ldos_cubes
+from ..io.numpy_io import write_npy_distributed
+from ..io.openpmd_io import DENSITY_UNITS, LDOS_UNITS, write_openpmd
+from ..io.qe import parse_pw_output
+from .qe_input import DENSITY_CUBE, PREFIX
+from .settings import DFTSettings, LdosSettings
+
+
+def convert_snapshot(run_dir, out_dir, name: str, atoms, dft: DFTSettings, ldos: LdosSettings,
+                     bispectrum: BispectrumSettings, comm, backend: str = "lammps",
+                     openpmd: bool = True) -> Path:
+    """Write snapshot ``name`` into ``out_dir`` from the cubes and outputs in ``run_dir``.
+
+    Collective. Returns the info JSON path. Cube files are deleted afterwards.
+    """
+    from ..descriptors import compute_descriptors
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    header = None
+    with comm.collective():
+        if comm.rank == 0:
+            header = _check_cubes(run_dir, atoms, ldos)
+    shape, cube_paths = comm.broadcast(header)
+    grid = Grid(np.asarray(atoms.cell), shape)
+    block = Decomposition(shape, comm.size).block(comm.rank)
+    stem = out_dir / name
+
+    with comm.collective():
+        ldos_ge = read_ldos_cubes(cube_paths, block).astype(np.float32)
+    _write(stem, ".out", "LDOS", ldos_ge, block, grid, comm, openpmd, LDOS_UNITS,
+           {"energy_grid_ev": list(ldos.energy_grid.energies)})
+    del ldos_ge
+    with comm.collective():
+        density_g = read_cube_block(run_dir / DENSITY_CUBE, block)[0] / Bohr**3
+    electrons = comm.sum(float(density_g.sum()) * grid.voxel_volume)
+    _write(stem, ".dens", "Density", density_g[..., None], block, grid, comm, openpmd,
+           DENSITY_UNITS, {})
+    descriptors_gf = compute_descriptors(atoms, grid, block, bispectrum, comm, backend)
+    _write(stem, ".in", None, np.asarray(descriptors_gf, dtype=np.float32), block, grid, comm,
+           False, None, None)
+
+    info_path = out_dir / f"{name}.info.json"
+    with comm.collective():
+        if comm.rank == 0:
+            info = snapshot_info(run_dir, atoms, grid, dft, ldos, bispectrum)
+            info["number_of_electrons_from_density"] = electrons
+            info["files"] = {kind: f"{name}{suffix}" for kind, suffix in (
+                ("descriptors", ".in.npy"), ("ldos", ".out.npy"), ("density", ".dens.npy"),
+                *((("ldos_openpmd", ".out.h5"), ("density_openpmd", ".dens.h5"))
+                  if openpmd else ()))}
+            write_json_atomic(info_path, info)
+            for path in cube_paths + [run_dir / DENSITY_CUBE]:
+                Path(path).unlink()
+    return info_path
+
+
+def snapshot_info(run_dir: Path, atoms, grid: Grid, dft: DFTSettings, ldos: LdosSettings,
+                  bispectrum: BispectrumSettings) -> dict:
+    """The info dict: QE's reference values (MALA's keys) plus settings, grid and units."""
+    info = parse_pw_output(Path(run_dir) / "scf.out")
+    info.update({
+        "temperature": dft.temperature,
+        "grid_dimensions": list(grid.shape),
+        "cell": np.asarray(atoms.cell).tolist(),
+        "symbols": atoms.get_chemical_symbols(),
+        "positions": atoms.positions.tolist(),
+        "dft_settings": dft.to_dict(),
+        "ldos_settings": ldos.to_dict(),
+        "descriptor_settings": bispectrum.to_dict(),
+        "units": {"energy": "eV", "length": "angstrom", "ldos": "1/(eV*angstrom^3)",
+                  "density": "1/angstrom^3", "temperature": "K"},
+    })
+    return info
+
+
+def _check_cubes(run_dir: Path, atoms, ldos: LdosSettings):
+    """Grid shape and the LDOS cube paths (in energy order), checked against the settings."""
+    paths = ldos_cube_paths(run_dir, PREFIX)
+    energies = ldos.energy_grid.energies
+    if len(paths) != len(energies):
+        raise MlscaleError(f"{run_dir}: pp.x wrote {len(paths)} LDOS cubes, the energy grid "
+                           f"has {len(energies)} energies")
+    shape = None
+    for index in (0, len(paths) - 1):
+        _, meta = read_cube_block(paths[index], Block((0, 0, 0), (1, 1, 1)))
+        if abs(meta.get("energy_ev", np.nan) - energies[index]) > 1e-3:
+            raise MlscaleError(f"{paths[index]} is at {meta.get('energy_ev')} eV, "
+                               f"expected {energies[index]:.4f} eV")
+        shape = meta["shape"]
+        cell_cv = meta["voxel_cv"] * np.array(shape)[:, None]
+        if not np.allclose(cell_cv, np.asarray(atoms.cell), atol=1e-4):
+            raise MlscaleError(f"{paths[index]} has another cell than the structure")
+    return tuple(int(n) for n in shape), [str(p) for p in paths]
+
+
+def _write(stem: Path, suffix: str, mesh: str | None, local, block, grid: Grid, comm,
+           openpmd: bool, units, attributes):
+    shape = grid.shape + local.shape[3:]
+    write_npy_distributed(f"{stem}{suffix}.npy", local, block, shape, comm)
+    if openpmd:
+        write_openpmd(f"{stem}{suffix}.h5", mesh, local, block, grid, comm,
+                      attributes=attributes, **units)

@@ -1,0 +1,127 @@
+"""Generate a data set: per structure, pw.x SCF → pp.x LDOS and density → mlscale snapshot.
+
+A snapshot ``<name>`` is finished when ``<name>.info.json`` exists (written last,
+atomically); finished snapshots are skipped, so an interrupted run resumes where it
+stopped. QE runs in the scratch directory ``<out>/qe/<name>`` on rank 0 while the
+other ranks sleep; the conversion runs on all ranks, each on its own grid block.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ..config import BispectrumSettings
+from ..errors import MlscaleError
+from ..io.atomic import write_text_atomic
+from .convert import convert_snapshot
+from .qe_input import OUTDIR, PREFIX, pp_density_input, pp_ldos_input, pw_input
+from .qe_run import QERunner, check_pw_output, remove_wavefunctions
+from .settings import RY_EV, DFTSettings, LdosSettings
+
+HA_EV = 2.0 * RY_EV
+
+
+def generate_dataset(structures, out_dir, dft: DFTSettings, ldos: LdosSettings,
+                     bispectrum: BispectrumSettings, runner: QERunner, comm,
+                     prefix: str = "snapshot", backend: str = "lammps",
+                     openpmd: bool = True) -> list[Path]:
+    """Make one snapshot per structure in ``out_dir``; return the info JSON paths.
+
+    Snapshot i is named ``f"{prefix}_{i:02d}"`` and consists of ``.in.npy``
+    (descriptors), ``.out.npy`` (LDOS), ``.dens.npy`` (density), openPMD copies
+    (``.out.h5``, ``.dens.h5``, if ``openpmd``) and ``.info.json``.
+    """
+    out_dir = Path(out_dir)
+    with comm.collective():
+        runner.check()
+        out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    total = len(structures)
+    for index, atoms in enumerate(structures):
+        name = f"{prefix}_{index:02d}"
+        info_path = out_dir / f"{name}.info.json"
+        paths.append(info_path)
+        label = f"datagen: snapshot {index + 1}/{total} {name}"
+        if comm.broadcast(info_path.exists() if comm.rank == 0 else None):
+            comm.print(f"{label}: finished before, skipped")
+            continue
+        run_dir = out_dir / "qe" / name
+        start = time.perf_counter()
+        _on_root(comm, lambda: run_qe(atoms, run_dir, dft, ldos, runner,
+                                      lambda text: print(f"{label}: {text}", flush=True)))
+        comm.print(f"{label}: converting on {comm.size} rank(s)")
+        convert_snapshot(run_dir, out_dir, name, atoms, dft, ldos, bispectrum, comm,
+                         backend=backend, openpmd=openpmd)
+        comm.print(f"{label}: done in {time.perf_counter() - start:.0f} s")
+    return paths
+
+
+def run_qe(atoms, run_dir: Path, dft: DFTSettings, ldos: LdosSettings, runner: QERunner,
+           say=print):
+    """pw.x SCF, then pp.x LDOS and density cubes in ``run_dir``; skips finished stages.
+
+    Raises MlscaleError when the SCF does not converge or has too few bands to cover
+    the LDOS energy grid. Deletes pw.x's scratch (wavefunctions) at the end.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stages = [("pw.x", "scf", pw_input(atoms, dft)),
+              ("pp.x", "pp_ldos", pp_ldos_input(ldos)),
+              ("pp.x", "pp_density", pp_density_input())]
+    if all(_done(run_dir / f"{stem}.out", text) for _, stem, text in stages):
+        say("QE outputs found, not rerun")
+        return
+    for program, stem, text in stages:
+        start = time.perf_counter()
+        write_text_atomic(run_dir / f"{stem}.in", text)
+        runner.run(program, f"{stem}.in", f"{stem}.out", run_dir)
+        if program == "pw.x":
+            check_pw_output(run_dir / "scf.out")
+            check_bands_cover(run_dir / OUTDIR / f"{PREFIX}.save" / "data-file-schema.xml",
+                              ldos)
+        say(f"{program} {stem} finished in {time.perf_counter() - start:.0f} s")
+    remove_wavefunctions(run_dir, OUTDIR, PREFIX)
+    for path in run_dir.glob("tmp.*"):  # pp.x's intermediate files; the cubes stay
+        if not path.name.endswith(".cube"):
+            path.unlink()
+
+
+def check_bands_cover(xml_path: Path, ldos: LdosSettings):
+    """MlscaleError unless every k-point's highest band lies above the LDOS grid.
+
+    The top of the grid plus 3 broadenings must lie below the lowest "highest
+    eigenvalue" of all k-points, else the LDOS there misses states.
+    """
+    root = ET.parse(xml_path).getroot()
+    tops = [float(ks.find("eigenvalues").text.split()[-1]) * HA_EV
+            for ks in root.iter("ks_energies")]
+    needed = ldos.emax + 3.0 * ldos.broadening
+    if not tops or min(tops) < needed:
+        raise MlscaleError(f"too few bands: the highest band starts at {min(tops, default=0):.2f} eV "
+                           f"but the LDOS grid needs states up to {needed:.2f} eV; raise nbnd")
+
+
+def _done(output: Path, input_text: str) -> bool:
+    """Whether a QE stage finished earlier with the same input."""
+    stage_input = output.with_suffix(".in")
+    return (output.is_file() and stage_input.is_file()
+            and stage_input.read_text() == input_text
+            and "JOB DONE" in output.read_text(errors="replace"))
+
+
+def _on_root(comm, work):
+    """Run ``work()`` on rank 0 while the other ranks sleep; failures raise on all ranks."""
+    message = None
+    if comm.rank == 0:
+        try:
+            work()
+        except MlscaleError as error:
+            message = str(error)
+        except Exception as error:  # noqa: BLE001 - made collective below
+            message = f"{type(error).__name__}: {error}"
+    comm.idle_barrier()
+    with comm.collective():
+        if message is not None:
+            raise MlscaleError(message)

@@ -1,0 +1,111 @@
+"""DFT (pw.x) and LDOS (pp.x) settings for data generation, as frozen dataclasses.
+
+Energies follow QE's conventions where QE's inputs do: cutoffs in Ry, LDOS
+energies and broadening in eV (pp.x reads them in eV). Temperatures in K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..config import EnergyGrid
+from ..errors import MlscaleError
+
+KB_EV = 8.617333262e-5  # Boltzmann constant, eV/K
+RY_EV = 13.605693122994  # Rydberg, eV
+BOHR_A = 0.529177210903  # Bohr radius, Å
+DEFAULT_PSEUDO_DIR = "/usr/share/espresso/pseudo"
+
+
+def degauss_ry(temperature_K: float) -> float:
+    """Fermi–Dirac smearing width k_B·T in Ry for an electronic temperature in K."""
+    return KB_EV * temperature_K / RY_EV
+
+
+@dataclass(frozen=True)
+class DFTSettings:
+    """pw.x SCF settings.
+
+    ecutwfc/ecutrho: plane-wave cutoffs in Ry (ecutrho None: 4·ecutwfc, QE's default).
+    kpoints: Monkhorst–Pack grid (unshifted). temperature: electronic temperature in K
+    (Fermi–Dirac smearing, degauss = k_B·T). nbnd: bands (None: enough to cover the
+    LDOS energy grid, see :func:`mlscale.datagen.qe_input.default_nbnd`).
+    conv_thr: SCF threshold in Ry for the whole cell.
+    """
+
+    ecutwfc: float = 20.0
+    ecutrho: float | None = None
+    kpoints: tuple[int, int, int] = (2, 2, 2)
+    temperature: float = 298.0
+    pseudopotentials: dict = field(default_factory=lambda: {"Al": "Al.pz-vbc.UPF"})
+    pseudo_dir: str = DEFAULT_PSEUDO_DIR
+    conv_thr: float = 1e-8
+    mixing_beta: float = 0.3
+    electron_maxstep: int = 100
+    nbnd: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "kpoints", tuple(int(k) for k in self.kpoints))
+        object.__setattr__(self, "pseudopotentials", dict(self.pseudopotentials))
+        if len(self.kpoints) != 3 or min(self.kpoints) < 1:
+            raise MlscaleError(f"kpoints must be three positive integers, got {self.kpoints}")
+        if not self.ecutwfc > 0 or (self.ecutrho is not None and self.ecutrho < 4 * self.ecutwfc):
+            raise MlscaleError("need ecutwfc > 0 and ecutrho >= 4*ecutwfc (Ry)")
+        if not self.temperature > 0:
+            raise MlscaleError(f"electronic temperature must be > 0 K, got {self.temperature}")
+
+    @property
+    def degauss(self) -> float:
+        """Smearing width in Ry."""
+        return degauss_ry(self.temperature)
+
+    @property
+    def ecutrho_ry(self) -> float:
+        return 4.0 * self.ecutwfc if self.ecutrho is None else float(self.ecutrho)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["kpoints"] = list(self.kpoints)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DFTSettings":
+        names = set(cls.__dataclass_fields__)
+        unknown = set(data) - names
+        if unknown:
+            raise MlscaleError(f"unknown DFT setting(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LdosSettings:
+    """pp.x LDOS settings: energy grid (absolute QE energies, eV) and broadening (eV).
+
+    QE 6.7's pp.x broadens each eigenvalue with the SCF's smearing function, here the
+    Fermi–Dirac derivative −f'(x) with x = (ε − ε_nk)/broadening (FWHM 3.53·broadening).
+    """
+
+    energy_grid: EnergyGrid = field(default_factory=lambda: EnergyGrid(-5.0, 0.1, 171))
+    broadening: float = 0.1
+
+    def __post_init__(self):
+        if isinstance(self.energy_grid, dict):
+            object.__setattr__(self, "energy_grid", EnergyGrid.from_dict(self.energy_grid))
+        if not self.broadening > 0:
+            raise MlscaleError(f"LDOS broadening must be > 0 eV, got {self.broadening}")
+
+    @property
+    def emax(self) -> float:
+        """Highest LDOS energy in eV."""
+        return float(self.energy_grid.energies[-1])
+
+    def to_dict(self) -> dict:
+        return {"energy_grid": self.energy_grid.to_dict(), "broadening": self.broadening}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LdosSettings":
+        unknown = set(data) - {"energy_grid", "broadening"}
+        if unknown:
+            raise MlscaleError(f"unknown LDOS setting(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
