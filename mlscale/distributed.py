@@ -1,0 +1,131 @@
+"""Gradient averaging over the ranks of an MPI job: torch DDP (default) or Horovod.
+
+Both backends are set up from the MPI communicator, so ``mpiexec``/``srun`` is all a
+user needs (no torchrun). A run on one rank goes through the same code with a
+process group of size one.
+
+- ``ddp``: ``torch.distributed`` with gloo on CPU, NCCL on GPU. Rank 0 starts a
+  TCPStore on a free port of its host and broadcasts host and port over MPI
+  (``MASTER_ADDR`` overrides the host name, e.g. for a high-speed interface).
+- ``horovod``: ``horovod.torch`` initialised on the same MPI communicator.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from contextlib import contextmanager
+
+import torch
+
+from .errors import MlscaleError
+from .parallel import Comm
+
+BACKENDS = ("ddp", "horovod")
+TIMEOUT = datetime.timedelta(minutes=10)
+
+
+def local_rank(comm: Comm) -> int:
+    """This rank's index on its node, from the launcher's environment (else the MPI rank)."""
+    for name in ("SLURM_LOCALID", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
+                 "PMI_LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return comm.rank
+
+
+def select_device(name: str, comm: Comm) -> torch.device:
+    """``cpu``, or ``cuda``: the GPU ``local_rank % gpus`` of this node."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise MlscaleError("--device cuda was requested but torch sees no GPU")
+        return torch.device("cuda", local_rank(comm) % torch.cuda.device_count())
+    raise MlscaleError(f"unknown device '{name}' (use cpu or cuda)")
+
+
+class _DDP:
+    """torch.distributed process group over the MPI ranks; DDP wraps the network."""
+
+    def __init__(self, comm: Comm, device: torch.device):
+        import torch.distributed as dist
+
+        self.dist, self.device = dist, device
+        if dist.is_initialized():
+            raise MlscaleError("a torch.distributed process group is already active")
+        host, port, error = None, None, None
+        if comm.rank == 0:
+            host = os.environ.get("MASTER_ADDR") or socket.gethostname()
+            try:
+                store = dist.TCPStore(host, 0, comm.size, True, timeout=TIMEOUT,
+                                      wait_for_workers=False)
+                port = store.port
+            except (RuntimeError, OSError) as exc:
+                error = f"cannot start the DDP rendezvous on {host}: {exc}"
+        host, port, error = comm.broadcast((host, port, error))
+        if error:
+            raise MlscaleError(error)
+        with comm.collective():
+            if comm.rank != 0:
+                store = dist.TCPStore(host, port, comm.size, False, timeout=TIMEOUT)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=store, rank=comm.rank, world_size=comm.size,
+                                timeout=TIMEOUT)
+        self.store = store
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
+
+    def wrap_optimizer(self, optimizer, module):
+        return optimizer
+
+    def close(self):
+        self.dist.destroy_process_group()
+
+
+class _Horovod:
+    """Horovod on the MPI communicator; its DistributedOptimizer averages gradients."""
+
+    def __init__(self, comm: Comm, device: torch.device):
+        with comm.collective():
+            try:
+                import horovod.torch as hvd
+            except ImportError:
+                raise MlscaleError("Horovod is not installed; see jobs/install_horovod.sh") from None
+        self.hvd = hvd
+        hvd.init(comm=comm.mpi)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if hvd.size() != comm.size or hvd.rank() != comm.rank:
+            raise MlscaleError("Horovod's ranks differ from the MPI communicator's")
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+    def wrap_optimizer(self, optimizer, module):
+        return self.hvd.DistributedOptimizer(optimizer, named_parameters=module.named_parameters(),
+                                             op=self.hvd.Average)
+
+    def close(self):
+        self.hvd.shutdown()
+
+
+@contextmanager
+def data_parallel(backend: str, comm: Comm, device: torch.device):
+    """Set up gradient averaging over ``comm`` for the duration of a ``with`` block.
+
+    Yields an object with ``wrap(module)`` (the module to call in training) and
+    ``wrap_optimizer(optimizer, module)`` (the optimizer to step).
+    """
+    if backend not in BACKENDS:
+        raise MlscaleError(f"unknown distributed backend '{backend}' (use {' or '.join(BACKENDS)})")
+    parallel = (_DDP if backend == "ddp" else _Horovod)(comm, device)
+    try:
+        yield parallel
+    finally:
+        parallel.close()

@@ -1,0 +1,315 @@
+"""Data-parallel training of the LDOS network, identical code for 1 and N ranks.
+
+Each epoch has one global order of the training points, a permutation drawn from
+``(seed, epoch)``. Global batch ``i`` is ``order[i*B:(i+1)*B]``; rank ``r`` of ``N``
+takes the slice ``[b*r//N, b*(r+1)//N)`` of it and reads only those points from the
+memory-mapped snapshots. Its loss is its share of the global mean squared error (in
+standardised LDOS units), gradients are averaged over the ranks every step (DDP or
+Horovod), so all ranks take the same Adam step and hold identical weights, and the
+result does not depend on N beyond round-off.
+
+Validation loss (same units) is computed on every rank's share of the validation
+points and summed. ReduceLROnPlateau lowers the learning rate, early stopping ends
+training, and the weights of the best validation epoch are returned.
+
+Checkpoints (safetensors + JSON, no pickle; written atomically by rank 0) hold the
+model, the best weights, Adam's and the scheduler's state, the position (epoch,
+step), the early-stopping state and the history. The shuffling order is a function
+of (seed, epoch), so a resumed run on the same rank count continues bit for bit.
+SIGTERM finishes the current step on all ranks, writes a checkpoint and raises
+:class:`TrainingInterrupted`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ModelSettings, TrainingSettings
+from .data import SnapshotSet, open_snapshots, scaling_statistics
+from .distributed import data_parallel, select_device
+from .errors import MlscaleError
+from .model import LDOSModel, check_metadata, read_safetensors
+from .parallel import Comm
+
+CHECKPOINT_FORMAT = "mlscale-checkpoint"
+CHECKPOINT_VERSION = 1
+RELEASE_STEPS = 64  # drop mapped pages of the snapshots this often (bounds resident memory)
+
+
+class TrainingInterrupted(MlscaleError):
+    """Training stopped on SIGTERM after writing a checkpoint."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; everything a checkpoint needs besides tensors."""
+
+    epoch: int = 0  # 0-based epoch in progress
+    step: int = 0  # next step within that epoch
+    epoch_sse: float = 0.0  # sum of squared errors so far in this epoch (global)
+    best_loss: float = float("inf")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+
+def epoch_order(seed: int, epoch: int, npoints: int) -> np.ndarray:
+    """The global order of the training points in ``epoch`` (same on every rank)."""
+    return np.random.default_rng([seed, epoch]).permutation(npoints)
+
+
+def local_slice(batch_size: int, comm: Comm) -> slice:
+    """This rank's part of a global batch of ``batch_size`` points."""
+    return slice(batch_size * comm.rank // comm.size, batch_size * (comm.rank + 1) // comm.size)
+
+
+def check_settings(settings: TrainingSettings) -> None:
+    if settings.epochs < 1 or settings.batch_size < 1:
+        raise MlscaleError("epochs and batch size must be at least 1")
+    if not settings.learning_rate > 0 or settings.weight_decay < 0:
+        raise MlscaleError("learning rate must be positive and weight decay non-negative")
+    if not 0 < settings.lr_factor < 1:
+        raise MlscaleError(f"lr_factor must lie in (0, 1), got {settings.lr_factor}")
+
+
+def initial_model(model_settings: ModelSettings, seed: int, statistics) -> LDOSModel:
+    """Network with weights drawn from ``seed`` (global RNG untouched) and data scaling."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LDOSModel(model_settings)
+    stds = (statistics.input_std, statistics.output_std)
+    input_scale, output_scale = (np.where(std > 0, std, 1.0) for std in stds)
+    model.set_scaling(statistics.input_mean, input_scale, statistics.output_mean, output_scale)
+    return model
+
+
+def validation_loss(model: LDOSModel, data: SnapshotSet, comm: Comm, device,
+                    chunk_points: int) -> float:
+    """Mean squared error in standardised LDOS units over all points of ``data``."""
+    sse = 0.0
+    with torch.no_grad():
+        for _, x, y in data.chunks(*data.share(comm), chunk_points):
+            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
+            sse += float((err.double() ** 2).sum())
+    total = comm.sum(sse) / (data.npoints * data.n_energies)
+    return comm.broadcast(total)  # one value on every rank, whatever the reduction order
+
+
+class _StopSignal:
+    """Remembers a SIGTERM while installed (main thread only)."""
+
+    def __init__(self):
+        self.received = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
+          training_settings: TrainingSettings, metadata: dict, comm: Comm,
+          backend: str = "ddp", *, device: str = "cpu", checkpoint=None,
+          checkpoint_every: int = 0, resume=None, chunk_points: int = 65536):
+    """Train an LDOSModel data-parallel over ``comm``; returns ``(model, history)``.
+
+    train_snapshots, validation_snapshots: lists of SnapshotFiles or "IN:OUT" strings.
+    metadata: the model file's metadata (checked against the layers before training).
+    checkpoint: file written every ``checkpoint_every`` epochs and on SIGTERM.
+    resume: checkpoint file to continue from (same ranks, data and settings).
+    history: one dict per epoch (epoch, train_loss, validation_loss, lr, seconds,
+    train_seconds); losses are mean squared errors of the standardised LDOS.
+    The returned model (CPU, eval mode) has the weights of the best validation epoch.
+    """
+    settings = training_settings
+    with comm.collective():
+        check_settings(settings)
+        check_metadata(metadata, model_settings)
+        if checkpoint_every < 0:
+            raise MlscaleError("checkpoint_every must be >= 0")
+        torch_device = select_device(device, comm)
+    n_features, n_energies = model_settings.layers[0], model_settings.layers[-1]
+    data = open_snapshots(train_snapshots, n_features, n_energies, comm)
+    validation = open_snapshots(validation_snapshots, n_features, n_energies, comm)
+    statistics = scaling_statistics(data, comm, chunk_points, check=[validation])
+    model = initial_model(model_settings, settings.seed, statistics)
+    progress, saved = Progress(), None
+    if resume is not None:
+        with comm.collective():
+            saved = read_checkpoint(resume)
+            progress = check_resume(saved, model, model_settings, settings, data, validation,
+                                    comm, resume)
+    model.to(torch_device)
+    best_state = {name: t.clone() for name, t in model.state_dict().items()}
+    if saved is not None:
+        best_state = {name: t.to(torch_device) for name, t in saved[0]["best"].items()}
+
+    with data_parallel(backend, comm, torch_device) as parallel, _StopSignal() as stop:
+        net = parallel.wrap(model.mlp)
+        optimizer = parallel.wrap_optimizer(torch.optim.Adam(
+            model.mlp.parameters(), lr=settings.learning_rate,
+            weight_decay=settings.weight_decay), model.mlp)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=settings.lr_factor, patience=settings.lr_patience)
+        if saved is not None:
+            optimizer.load_state_dict(saved[0]["optimizer"])
+            scheduler.load_state_dict(saved[1]["scheduler"])
+
+        def write_checkpoint():
+            if checkpoint is not None:
+                with comm.collective():
+                    if comm.rank == 0:
+                        save_checkpoint(checkpoint, model, best_state, optimizer, scheduler,
+                                        progress, model_settings, settings, metadata, data,
+                                        validation, comm)
+
+        n_steps = -(-data.npoints // settings.batch_size)
+        while progress.epoch < settings.epochs:
+            epoch_start = time.perf_counter()
+            order = epoch_order(settings.seed, progress.epoch, data.npoints)
+            while progress.step < n_steps:
+                batch = order[progress.step * settings.batch_size:
+                              (progress.step + 1) * settings.batch_size]
+                x, y = data.read(np.sort(batch[local_slice(len(batch), comm)]))
+                x, y = torch.from_numpy(x).to(torch_device), torch.from_numpy(y).to(torch_device)
+                err = net(model.normalise_input(x)) - model.normalise_output(y)
+                sse = (err**2).sum()
+                optimizer.zero_grad(set_to_none=True)
+                (sse * (comm.size / (len(batch) * n_energies))).backward()
+                optimizer.step()
+                progress.step += 1
+                if progress.step % RELEASE_STEPS == 0:
+                    data.release()
+                stop_flag, batch_sse = comm.sum(np.array([float(stop.received), sse.item()]))
+                progress.epoch_sse += batch_sse
+                if stop_flag:
+                    write_checkpoint()
+                    where = (f"; checkpoint written to {checkpoint}, continue with --resume "
+                             f"{checkpoint}" if checkpoint is not None else "")
+                    raise TrainingInterrupted(f"training interrupted by SIGTERM in epoch "
+                                              f"{progress.epoch + 1} after step {progress.step}"
+                                              f"{where}")
+            data.release()
+            train_seconds = time.perf_counter() - epoch_start
+            val_loss = validation_loss(model, validation, comm, torch_device, chunk_points)
+            validation.release()
+            scheduler.step(val_loss)
+            entry = {"epoch": progress.epoch + 1,
+                     "train_loss": progress.epoch_sse / (data.npoints * n_energies),
+                     "validation_loss": val_loss,
+                     "lr": optimizer.param_groups[0]["lr"],
+                     "seconds": comm.max(time.perf_counter() - epoch_start),
+                     "train_seconds": comm.max(train_seconds)}
+            progress.history.append(entry)
+            comm.print(f"epoch {entry['epoch']:4d}  train {entry['train_loss']:.6e}  "
+                       f"validation {val_loss:.6e}  lr {entry['lr']:.3e}  "
+                       f"{entry['seconds']:.2f} s")
+            if val_loss < progress.best_loss:
+                progress.best_loss, progress.best_epoch, progress.bad_epochs = (
+                    val_loss, progress.epoch + 1, 0)
+                best_state = {name: t.clone() for name, t in model.state_dict().items()}
+            else:
+                progress.bad_epochs += 1
+            progress.epoch, progress.step, progress.epoch_sse = progress.epoch + 1, 0, 0.0
+            finished = (progress.epoch == settings.epochs or
+                        0 < settings.early_stopping_patience <= progress.bad_epochs)
+            if checkpoint_every and (progress.epoch % checkpoint_every == 0 or finished):
+                write_checkpoint()
+            if finished:
+                if progress.epoch < settings.epochs:
+                    comm.print(f"early stopping: no improvement for {progress.bad_epochs} "
+                               f"epochs; best epoch {progress.best_epoch}")
+                break
+    model.load_state_dict(best_state)
+    return model.cpu().eval(), progress.history
+
+
+# -- checkpoints ------------------------------------------------------------------------
+
+
+def _fingerprint(model_settings, settings, data, validation, comm) -> dict:
+    """What must be equal for a bit-for-bit resume (epochs may be raised)."""
+    training = settings.to_dict()
+    training.pop("epochs")
+    return {"ranks": comm.size, "model": model_settings.to_dict(), "training": training,
+            "train_points": data.npoints, "validation_points": validation.npoints}
+
+
+def save_checkpoint(path, model, best_state, optimizer, scheduler, progress: Progress,
+                    model_settings, settings, metadata, data, validation, comm) -> None:
+    """Write a checkpoint (safetensors + JSON) atomically."""
+    import safetensors.torch
+
+    from .io.atomic import atomic_path
+
+    tensors = {f"model.{name}": t for name, t in model.state_dict().items()}
+    tensors.update({f"best.{name}": t for name, t in best_state.items()})
+    optimizer_state = optimizer.state_dict()
+    for index, state in optimizer_state["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    header = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+              "fingerprint": _fingerprint(model_settings, settings, data, validation, comm),
+              "progress": progress.__dict__, "scheduler": scheduler.state_dict(),
+              "optimizer_param_groups": optimizer_state["param_groups"],
+              "epochs": settings.epochs, "metadata": metadata}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(safetensors.torch.save(tensors,
+                                                     metadata={"mlscale": json.dumps(header)}))
+
+
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """``(tensors, header)`` of a checkpoint; tensors grouped into model/best/optimizer."""
+    tensors, header = read_safetensors(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+    groups = {"model": {}, "best": {}, "optimizer_state": {}}
+    try:
+        for name, tensor in tensors.items():
+            group, rest = name.split(".", 1)
+            if group == "optimizer":
+                index, key = rest.split(".", 1)
+                groups["optimizer_state"].setdefault(int(index), {})[key] = tensor
+            else:
+                groups[group][rest] = tensor
+        groups["optimizer"] = {"state": groups.pop("optimizer_state"),
+                               "param_groups": header["optimizer_param_groups"]}
+    except (KeyError, ValueError):
+        raise MlscaleError(f"{path}: unexpected contents in checkpoint") from None
+    return groups, header
+
+
+def check_resume(saved, model, model_settings, settings, data, validation, comm,
+                 path) -> Progress:
+    """Load the saved model state into ``model``; the saved Progress. Checks compatibility."""
+    tensors, header = saved
+    expected = _fingerprint(model_settings, settings, data, validation, comm)
+    found = header.get("fingerprint", {})
+    for key, value in expected.items():
+        if found.get(key) != value:
+            raise MlscaleError(f"cannot resume from {path}: {key} differs (checkpoint "
+                               f"{found.get(key)}, now {value})")
+    buffers = ("input_shift", "input_scale", "output_shift", "output_scale")
+    for name in buffers:
+        if not np.allclose(tensors["model"][name].numpy(), getattr(model, name).numpy(),
+                           rtol=1e-5, atol=0):
+            raise MlscaleError(f"cannot resume from {path}: the training data differ "
+                               f"(scaling {name} changed)")
+    model.load_state_dict(tensors["model"])
+    return Progress(**header["progress"])

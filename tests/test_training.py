@@ -1,0 +1,279 @@
+"""Lazy snapshots, scaling statistics, training: determinism, early stopping, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import numpy as np
+import pytest
+import safetensors
+import torch
+
+from mlscale.cli import main as cli_main
+from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings
+from mlscale.data import SnapshotFiles, SnapshotSet, open_snapshots, scaling_statistics
+from mlscale.errors import MlscaleError
+from mlscale.model import load_model, predict_ldos, save_model
+from mlscale.parallel import self_comm
+from mlscale.training import TrainingInterrupted, train
+
+N_FEATURES, N_ENERGIES, GRID = 5, 4, (4, 3, 5)  # twojmax 2: 5 features
+LAYERS = ModelSettings(layers=(N_FEATURES, 16, N_ENERGIES))
+METADATA = {"descriptors": BispectrumSettings(twojmax=2).with_species(["Be"]).to_dict(),
+            "energy_grid": EnergyGrid(-5.0, 2.5, N_ENERGIES).to_dict(),
+            "temperature_K": 300.0, "species": ["Be"]}
+
+
+def write_snapshots(directory, count, seed=0, coordinates=True, grid=GRID, sign=1.0):
+    """Synthetic snapshots: descriptors with unequal scales (+3 coordinate columns, MALA's
+    .in.npy layout) and an LDOS that is a smooth function of them. Returns 'IN:OUT' strings."""
+    rng = np.random.default_rng(seed)
+    mixing = np.random.default_rng(99).normal(size=(N_FEATURES, N_ENERGIES))
+    specs = []
+    for i in range(count):
+        x = rng.normal(size=(*grid, N_FEATURES)) * [1, 10, 0.1, 5, 2] + [3, -20, 0, 100, 1]
+        standard = (x - [3, -20, 0, 100, 1]) / [1, 10, 0.1, 5, 2]
+        y = sign * (np.tanh(standard @ mixing) + 1.5) * 0.02
+        if coordinates:
+            x = np.concatenate([rng.uniform(size=(*grid, 3)), x], axis=-1)
+        name = f"s{seed}_{i}"
+        np.save(directory / f"{name}.in.npy", x.astype(np.float32))
+        np.save(directory / f"{name}.out.npy", y.astype(np.float32))
+        specs.append(f"{directory / name}.in.npy:{directory / name}.out.npy")
+    return specs
+
+
+def full_arrays(specs):
+    """Descriptors and LDOS of snapshots read eagerly with np.load (the reference)."""
+    xs, ys = [], []
+    for spec in specs:
+        files = SnapshotFiles.parse(spec)
+        x = np.load(files.descriptors)
+        xs.append(x.reshape(-1, x.shape[-1])[:, -N_FEATURES:].astype(np.float64))
+        ys.append(np.load(files.ldos).reshape(-1, N_ENERGIES).astype(np.float64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def run(train_specs, validation_specs, settings, **kwargs):
+    return train(train_specs, validation_specs, LAYERS, settings, METADATA, self_comm(), **kwargs)
+
+
+def state_of(model):
+    return {name: t.clone() for name, t in model.state_dict().items()}
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def test_statistics_match_numpy(tmp_path):
+    specs = write_snapshots(tmp_path, 3)
+    no_coordinates = write_snapshots(tmp_path, 1, seed=5, coordinates=False)
+    data = open_snapshots(specs + no_coordinates, N_FEATURES, N_ENERGIES, self_comm())
+    stats = scaling_statistics(data, self_comm(), chunk_points=7)
+    x, y = full_arrays(specs + no_coordinates)
+    np.testing.assert_allclose(stats.input_mean, x.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stats.input_std, x.std(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(stats.output_mean, y.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.output_std, y.std(axis=0), rtol=1e-10)
+
+
+def test_read_returns_requested_points_in_order(tmp_path):
+    specs = write_snapshots(tmp_path, 3)
+    data = SnapshotSet([SnapshotFiles.parse(s) for s in specs], N_FEATURES, N_ENERGIES)
+    x, y = full_arrays(specs)
+    points = np.array([179, 0, 61, 60, 59, 120, 5])
+    got_x, got_y = data.read(points)
+    np.testing.assert_array_equal(got_x, x[points].astype(np.float32))
+    np.testing.assert_array_equal(got_y, y[points].astype(np.float32))
+    data.release()
+    np.testing.assert_array_equal(data.read(points)[0], got_x)
+
+
+def test_snapshot_errors(tmp_path):
+    comm = self_comm()
+    (spec,) = write_snapshots(tmp_path, 1)
+    files = SnapshotFiles.parse(spec)
+
+    def check(x_path, y_path, match):
+        with pytest.raises(MlscaleError, match=match):
+            data = open_snapshots([f"{x_path}:{y_path}"], N_FEATURES, N_ENERGIES, comm)
+            scaling_statistics(data, comm)
+
+    check(tmp_path / "absent.in.npy", files.ldos, "file not found")
+    with pytest.raises(MlscaleError, match="DESCRIPTORS:LDOS"):
+        SnapshotFiles.parse("only_one_file.npy")
+    small = tmp_path / "small.out.npy"
+    np.save(small, np.zeros((4, 3, 4, N_ENERGIES), np.float32))
+    check(files.descriptors, small, "grids differ")
+    energies = tmp_path / "energies.out.npy"
+    np.save(energies, np.zeros((*GRID, N_ENERGIES + 1), np.float32))
+    check(files.descriptors, energies, f"LDOS must be .*{N_ENERGIES}")
+    features = tmp_path / "features.in.npy"
+    np.save(features, np.zeros((*GRID, N_FEATURES + 1), np.float32))
+    check(features, files.ldos, f"descriptors must be .*{N_FEATURES}")
+    nan = tmp_path / "nan.out.npy"
+    y = np.load(files.ldos)
+    y[2, 1, 3, 0] = np.nan
+    np.save(nan, y)
+    check(files.descriptors, nan, "NaN")
+    objects = tmp_path / "objects.out.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    check(files.descriptors, objects, "not floating-point")
+    truncated = tmp_path / "truncated.out.npy"
+    truncated.write_bytes(files.ldos.read_bytes()[:-40])
+    check(files.descriptors, truncated, "truncated")
+    other = tmp_path / "ldos.txt"
+    other.write_text("1 2 3")
+    check(files.descriptors, other, "unsupported snapshot file type")
+
+
+# -- training ---------------------------------------------------------------------------
+
+
+def test_same_seed_same_model_and_learning(tmp_path):
+    train_specs = write_snapshots(tmp_path, 3)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    settings = TrainingSettings(epochs=4, batch_size=16, learning_rate=1e-2, seed=7)
+    model_a, history_a = run(train_specs, validation_specs, settings)
+    model_b, history_b = run(train_specs, validation_specs, settings)
+    assert_same_state(state_of(model_a), state_of(model_b))
+    assert [h["validation_loss"] for h in history_a] == [h["validation_loss"] for h in history_b]
+    model_c, _ = run(train_specs, validation_specs, TrainingSettings(
+        epochs=4, batch_size=16, learning_rate=1e-2, seed=8))
+    assert not torch.equal(model_a.mlp[0].weight, model_c.mlp[0].weight)
+    # it learns: validation loss (standardised units, recomputed here with numpy) drops
+    x, y = full_arrays(validation_specs)
+    scaled_error = (predict_ldos(model_a, x) - y) / model_a.output_scale.numpy()
+    assert np.mean(scaled_error**2) == pytest.approx(
+        min(h["validation_loss"] for h in history_a), rel=1e-4)
+    assert history_a[-1]["train_loss"] < 0.5 * history_a[0]["train_loss"]
+
+
+def test_early_stopping_schedule_and_best_model(tmp_path):
+    train_specs = write_snapshots(tmp_path, 2)
+    # validation targets of the opposite sign: fitting the training data makes them worse
+    validation_specs = write_snapshots(tmp_path, 1, seed=1, sign=-1.0)
+    settings = TrainingSettings(epochs=50, batch_size=8, learning_rate=1e-2,
+                                early_stopping_patience=3, lr_patience=1, lr_factor=0.5)
+    model, history = run(train_specs, validation_specs, settings)
+    losses = [h["validation_loss"] for h in history]
+    best = int(np.argmin(losses))
+    assert len(history) == best + 1 + 3 < 50  # stopped after 3 epochs without improvement
+    assert history[best + 2]["lr"] == pytest.approx(0.5 * history[best]["lr"])
+    x, y = full_arrays(validation_specs)
+    scaled_error = (predict_ldos(model, x) - y) / model.output_scale.numpy()
+    assert np.mean(scaled_error**2) == pytest.approx(losses[best], rel=1e-4)
+
+
+def test_resume_after_sigterm_equals_uninterrupted(tmp_path, monkeypatch):
+    train_specs = write_snapshots(tmp_path, 2)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    settings = TrainingSettings(epochs=3, batch_size=16, learning_rate=3e-3)
+    reference, reference_history = run(train_specs, validation_specs, settings)
+
+    checkpoint = tmp_path / "run.checkpoint.safetensors"
+    calls = {"n": 0}
+    original = SnapshotSet.read
+
+    def read_then_sigterm(self, points):
+        calls["n"] += 1
+        if calls["n"] == 13:  # in epoch 2 (8 steps per epoch)
+            signal.raise_signal(signal.SIGTERM)
+        return original(self, points)
+
+    monkeypatch.setattr(SnapshotSet, "read", read_then_sigterm)
+    with pytest.raises(TrainingInterrupted, match="epoch 2 after step 5.*--resume"):
+        run(train_specs, validation_specs, settings, checkpoint=checkpoint)
+    monkeypatch.setattr(SnapshotSet, "read", original)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    with safetensors.safe_open(str(checkpoint), "pt") as handle:
+        header = json.loads(handle.metadata()["mlscale"])
+    assert (header["progress"]["epoch"], header["progress"]["step"]) == (1, 5)
+
+    resumed, history = run(train_specs, validation_specs, settings, resume=checkpoint)
+    assert_same_state(state_of(resumed), state_of(reference))
+    assert [h["validation_loss"] for h in history] == [
+        h["validation_loss"] for h in reference_history]
+    assert [h["train_loss"] for h in history] == pytest.approx(
+        [h["train_loss"] for h in reference_history], rel=1e-12)
+
+
+def test_periodic_checkpoint_extends_training(tmp_path):
+    train_specs = write_snapshots(tmp_path, 2)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    settings = TrainingSettings(epochs=4, batch_size=16, learning_rate=3e-3)
+    reference, _ = run(train_specs, validation_specs, settings)
+    checkpoint = tmp_path / "every.safetensors"
+    short = TrainingSettings(epochs=2, batch_size=16, learning_rate=3e-3)
+    run(train_specs, validation_specs, short, checkpoint=checkpoint, checkpoint_every=1)
+    resumed, history = run(train_specs, validation_specs, settings, resume=checkpoint)
+    assert len(history) == 4
+    assert_same_state(state_of(resumed), state_of(reference))
+    with pytest.raises(MlscaleError, match="cannot resume.*training differs"):
+        run(train_specs, validation_specs, TrainingSettings(epochs=4, batch_size=8),
+            resume=checkpoint)
+    with pytest.raises(MlscaleError, match="cannot resume.*train_points differs"):
+        run(train_specs[:1], validation_specs, settings, resume=checkpoint)
+    not_checkpoint = tmp_path / "model.safetensors"
+    save_model(not_checkpoint, reference, METADATA)
+    with pytest.raises(MlscaleError, match="'mlscale-model' file, not an mlscale-checkpoint"):
+        run(train_specs, validation_specs, settings, resume=not_checkpoint)
+
+
+def test_train_rejects_bad_settings(tmp_path):
+    train_specs = write_snapshots(tmp_path, 1)
+    with pytest.raises(MlscaleError, match="energy grid has 11"):
+        train(train_specs, train_specs, LAYERS, TrainingSettings(epochs=1),
+              {**METADATA, "energy_grid": EnergyGrid(-5, 2.5, 11).to_dict()}, self_comm())
+    with pytest.raises(MlscaleError, match="unknown distributed backend"):
+        run(train_specs, train_specs, TrainingSettings(epochs=1), backend="mpi")
+    with pytest.raises(MlscaleError, match="epochs and batch size"):
+        run(train_specs, train_specs, TrainingSettings(epochs=0))
+
+
+def test_horovod_missing_is_a_clear_error(tmp_path):
+    try:
+        import horovod.torch  # noqa: F401
+    except ImportError:
+        train_specs = write_snapshots(tmp_path, 1)
+        with pytest.raises(MlscaleError, match="Horovod is not installed; see jobs/"):
+            run(train_specs, train_specs, TrainingSettings(epochs=1), backend="horovod")
+    else:
+        pytest.skip("Horovod is installed (its path is tested in test_training_mpi.py)")
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def test_cli_train_writes_model(tmp_path, capsys):
+    train_specs = write_snapshots(tmp_path, 2)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    config = tmp_path / "train.toml"
+    config.write_text('epochs = 2\nbatch-size = 16\nlayers = [5, 8, 4]\n\n'
+                      '[descriptors]\ntwojmax = 2\nspecies = ["Be"]\n')
+    output = tmp_path / "model.safetensors"
+    status = cli_main(["train", "--config", str(config), "--train", *train_specs,
+                       "--validation", *validation_specs, "--energy-grid", "-5", "2.5", "4",
+                       "--temperature", "300", "--species", "Be", "--valence-electrons",
+                       "Be=2", "--epochs", "3", "-o", str(output)])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("epoch")] == [
+        ["epoch", "1"], ["epoch", "2"], ["epoch", "3"]]
+    assert "model written to" in out
+    model, metadata = load_model(output)
+    assert metadata["model"]["layers"] == [5, 8, 4]
+    assert metadata["valence_electrons"] == {"Be": 2.0}
+    assert metadata["training"]["epochs_run"] == 3 and metadata["training"]["ranks"] == 1
+    assert cli_main(["train", "--train", *train_specs, "-o", str(output)]) == 1
+    assert "--energy-grid is required" in capsys.readouterr().err
+    assert cli_main(["train", "--validation", *validation_specs, "--energy-grid", "-5", "2.5",
+                     "4", "--temperature", "300", "--species", "Be", "-o", str(output)]) == 1
+    assert "--train is required" in capsys.readouterr().err
