@@ -1,0 +1,152 @@
+"""Distributed real-to-complex 3-D FFT of fields held in mlscale's real-space blocks.
+
+mpi4py-fft's ``PFFT`` wants its input in its own pencil/slab layout; mlscale's ranks
+hold 3-D blocks (:class:`~mlscale.grid.Decomposition`). :class:`DistributedFFT`
+moves data between the two layouts with one ``Alltoallv`` (each rank sends and
+receives only the points it owns), so memory per rank stays proportional to its
+points, and the same code runs on 1 and N ranks.
+
+Conventions (Quantum ESPRESSO's): ``f(G) = (1/N) Σ_r f(r) e^{-iG·r}`` and
+``f(r) = Σ_G f(G) e^{iG·r}``. Spectral arrays (suffix ``_q``) hold this rank's part
+of the half space G_z >= 0 of a real field; :meth:`DistributedFFT.sum_q` counts each
+±G pair twice as it should. Lengths are in the units of ``grid.cell_cv``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+from mpi4py import MPI
+from mpi4py_fft import PFFT
+
+from ..grid import Block, Decomposition, Grid
+from ..parallel import Comm
+
+
+class DistributedFFT:
+    """FFT between this rank's block of a real field and its share of G space."""
+
+    def __init__(self, grid: Grid, comm: Comm):
+        self.grid = grid
+        self.comm = comm
+        self.block = Decomposition(grid.shape, comm.size).block(comm.rank)
+        self._pfft = PFFT(comm.mpi, grid.shape, axes=(0, 1, 2), dtype=np.float64,
+                          backend="fftw", planner_effort="FFTW_ESTIMATE")
+        pencil = _block_of(self._pfft.local_slice(False))
+        self.spectral_block = _block_of(self._pfft.local_slice(True))
+        pencils = [Block(tuple(b[:3]), tuple(b[3:]))
+                   for b in comm.mpi.allgather(pencil.start + pencil.stop)]
+        blocks = Decomposition(grid.shape, comm.size).blocks()
+        # to pencils: what this block sends to each rank / receives from each rank's block
+        self._send = [_overlap(self.block, p) for p in pencils]
+        self._recv = [_overlap(b, pencil) for b in blocks]
+        self._pencil = pencil
+
+    # -- transforms -----------------------------------------------------------------
+    def forward(self, f_b: np.ndarray) -> np.ndarray:
+        """f(G) on this rank's spectral points from this rank's block of real f(r)."""
+        u = self._exchange(f_b, self.block, self._send, self._pencil, self._recv)
+        return self._pfft.forward(u).copy()
+
+    def backward(self, f_q: np.ndarray) -> np.ndarray:
+        """This rank's block of real f(r) from f(G) on this rank's spectral points."""
+        u = self._pfft.backward(np.ascontiguousarray(f_q, dtype=complex))
+        return self._exchange(u, self._pencil, self._recv, self.block, self._send)
+
+    # -- G space ----------------------------------------------------------------------
+    @cached_property
+    def m_q3(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Integer frequencies of the local spectral points, one broadcastable array per axis."""
+        out = []
+        for axis, (a, b) in enumerate(zip(self.spectral_block.start, self.spectral_block.stop)):
+            n = self.grid.shape[axis]
+            index = np.arange(a, b)
+            m = index if axis == 2 else (index + n // 2) % n - n // 2
+            shape = [1, 1, 1]
+            shape[axis] = b - a
+            out.append(m.reshape(shape))
+        return tuple(out)
+
+    @cached_property
+    def reciprocal_cv(self) -> np.ndarray:
+        """Reciprocal lattice vectors (rows) b_i with a_i·b_j = 2π δ_ij."""
+        return 2 * np.pi * np.linalg.inv(self.grid.cell_cv).T
+
+    def g_vq(self) -> np.ndarray:
+        """Cartesian G vectors of the local spectral points, ``[3, qx, qy, qz]``."""
+        mx, my, mz = self.m_q3
+        b = self.reciprocal_cv
+        return np.stack([mx * b[0, v] + my * b[1, v] + mz * b[2, v] for v in range(3)])
+
+    @cached_property
+    def g2_q(self) -> np.ndarray:
+        """|G|² of the local spectral points."""
+        return np.sum(self.g_vq() ** 2, axis=0)
+
+    @cached_property
+    def weight_q(self) -> np.ndarray:
+        """Multiplicity of each stored G in a sum over all G (2 for the ±G pairs)."""
+        mz = self.m_q3[2]
+        nz = self.grid.shape[2]
+        weight = np.where((mz > 0) & (2 * mz != nz), 2.0, 1.0)
+        return np.broadcast_to(weight, self.spectral_block.shape)
+
+    def max_g2(self) -> float:
+        """Largest |G|² of a sphere whose G all have |m_i| <= (n_i - 1)//2 (no Nyquist planes).
+
+        A G = Σ m_i b_i has |m_i| = |G·a_i|/2π <= |G| |a_i|/2π, so the sphere may reach
+        just below 2π((n_i - 1)//2 + 1)/|a_i| on every axis (as Quantum ESPRESSO's grids).
+        """
+        lengths = np.linalg.norm(self.grid.cell_cv, axis=1)
+        m_max = (np.array(self.grid.shape) - 1) // 2
+        return float(np.min(2 * np.pi * (m_max + 1) / lengths) ** 2) * (1 - 1e-9)
+
+    def sum_q(self, x_q: np.ndarray) -> float:
+        """Σ over all G of a field whose values at ±G are complex conjugates (all ranks)."""
+        return self.comm.sum(float(np.sum(self.weight_q * np.real(x_q))))
+
+    def integrate(self, f_b: np.ndarray) -> float:
+        """∫ f dV = Σ_r f(r) ΔV over the whole grid (all ranks)."""
+        return self.comm.sum(float(np.sum(f_b)) * self.grid.voxel_volume)
+
+    # -- layout exchange --------------------------------------------------------------
+    def _exchange(self, f, f_block, send, out_block, recv):
+        """Move a field from blocks ``f_block`` (this rank) to ``out_block`` (this rank)."""
+        f = np.asarray(f, dtype=np.float64)
+        send_counts = np.array([0 if o is None else o.size for o in send])
+        recv_counts = np.array([0 if o is None else o.size for o in recv])
+        send_buf = np.empty(int(send_counts.sum()))
+        offset = 0
+        for o in send:
+            if o is not None:
+                send_buf[offset:offset + o.size] = f[_local(o, f_block)].ravel()
+                offset += o.size
+        recv_buf = np.empty(int(recv_counts.sum()))
+        self.comm.mpi.Alltoallv([send_buf, (send_counts, _displacements(send_counts)), MPI.DOUBLE],
+                                [recv_buf, (recv_counts, _displacements(recv_counts)), MPI.DOUBLE])
+        out = np.empty(out_block.shape)
+        offset = 0
+        for o in recv:
+            if o is not None:
+                out[_local(o, out_block)] = recv_buf[offset:offset + o.size].reshape(o.shape)
+                offset += o.size
+        return out
+
+
+def _block_of(slices) -> Block:
+    return Block(tuple(s.start for s in slices), tuple(s.stop for s in slices))
+
+
+def _overlap(a: Block, b: Block) -> Block | None:
+    start = tuple(max(x, y) for x, y in zip(a.start, b.start))
+    stop = tuple(min(x, y) for x, y in zip(a.stop, b.stop))
+    return Block(start, stop) if all(s < e for s, e in zip(start, stop)) else None
+
+
+def _local(part: Block, within: Block) -> tuple[slice, slice, slice]:
+    return tuple(slice(a - w, b - w) for a, b, w in zip(part.start, part.stop, within.start))
+
+
+def _displacements(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)[:-1]])

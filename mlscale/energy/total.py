@@ -1,0 +1,121 @@
+"""Density-dependent energy terms on the distributed grid, and the total energy.
+
+Total energy (Ellis et al., PRB 104, 035120, eq. 9), eV:
+
+    E = E_band − ∫ n (v_H + v_xc) dr + E_H + E_xc[n + n_core] + E_Ewald − TS
+
+Inputs at the edges are in eV and Å; inside, atomic units (Hartree, Bohr) with
+Quantum ESPRESSO's conventions (n(G) = FFT(n)/N, G sums inside |G|² <= ecutrho).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+from ..errors import MlscaleError
+from ..grid import Block, Decomposition, Grid
+from ..parallel import Comm
+from .core import core_density_q
+from .ewald import ewald_energy
+from .fft import DistributedFFT
+from .hartree import hartree_energy_potential
+from .units import BOHR_ANGSTROM, HARTREE_EV
+from .upf import Pseudopotential, read_upf
+from .xc import functional_name, xc_energy_potential
+
+
+def density_energy_terms(density_b: np.ndarray, grid: Grid, block: Block, atoms: Atoms,
+                         pseudopotentials: dict, comm: Comm, ecutrho_Ry: float | None = None,
+                         functional: str | None = None) -> dict:
+    """Hartree, XC (with core correction), Ewald and double-counting energies in eV.
+
+    density_b: this rank's block of the valence density n(r), electrons/Å³, with
+    ``block == Decomposition(grid.shape, comm.size).block(comm.rank)``.
+    pseudopotentials: element -> UPF path. ecutrho_Ry: G sphere |G|² <= ecutrho
+    (Bohr⁻², i.e. Ry) for the G sums; None: the largest sphere the grid holds.
+    functional: "LDA", "PW", "PBE" or "PBESOL" (or a QE name); None: from the UPF files.
+
+    Returns ``hartree_energy_eV``, ``xc_energy_eV``, ``ewald_energy_eV``,
+    ``double_counting_eV`` (−∫ n v_Hxc), ``number_of_electrons`` and the settings
+    used (``functional``, ``ecutrho_Ry``, ``core_correction``). Collective.
+    """
+    symbols = atoms.get_chemical_symbols()
+    with comm.collective():
+        if block != Decomposition(grid.shape, comm.size).block(comm.rank):
+            raise MlscaleError("density block does not match the grid decomposition over the ranks")
+        grid.check_array(density_b, "density", block)
+        if not np.all(np.isfinite(density_b)):
+            raise MlscaleError("density contains NaN or infinite values")
+        if not np.allclose(atoms.cell.array, grid.cell_cv, rtol=0, atol=1e-4):
+            raise MlscaleError("the structure's cell differs from the density grid's cell")
+        pps = _read_pseudopotentials(pseudopotentials, symbols)
+        name = functional_name(functional if functional is not None else _common_functional(pps))
+
+    fft = DistributedFFT(Grid(grid.cell_cv / BOHR_ANGSTROM, grid.shape), comm)
+    g2_max = fft.max_g2()
+    if ecutrho_Ry is not None:
+        if not 0 < ecutrho_Ry <= g2_max * (1 + 1e-9):
+            raise MlscaleError(f"ecutrho {ecutrho_Ry} Ry does not fit the {grid.shape} grid "
+                               f"(at most {g2_max:.2f} Ry)")
+        g2_max = float(ecutrho_Ry)
+
+    n_b = density_b * BOHR_ANGSTROM**3
+    n_q = fft.forward(n_b)
+    e_hartree, v_q = hartree_energy_potential(n_q, fft, g2_max)
+    v_b = fft.backward(v_q)
+    del v_q
+
+    frac_ac = atoms.get_scaled_positions(wrap=True)
+    core_q = core_density_q(fft, pps, symbols, frac_ac, g2_max)
+    if core_q is None:
+        e_xc, v_xc_b = xc_energy_potential(n_b, n_q, fft, name, g2_max)
+    else:
+        e_xc, v_xc_b = xc_energy_potential(n_b + fft.backward(core_q), n_q + core_q, fft, name,
+                                           g2_max)
+    del core_q
+    v_b += v_xc_b
+    del v_xc_b
+    double_counting = -fft.integrate(n_b * v_b)
+
+    charge_a = np.array([pps[s].z_valence for s in symbols])
+    e_ewald = ewald_energy(atoms.positions / BOHR_ANGSTROM, charge_a, fft)
+    return {
+        "hartree_energy_eV": e_hartree * HARTREE_EV,
+        "xc_energy_eV": e_xc * HARTREE_EV,
+        "ewald_energy_eV": e_ewald * HARTREE_EV,
+        "double_counting_eV": double_counting * HARTREE_EV,
+        "number_of_electrons": fft.integrate(n_b),
+        "functional": name,
+        "ecutrho_Ry": g2_max,
+        "core_correction": any(pps[s].core_g is not None for s in set(symbols)),
+    }
+
+
+def total_energy(band_energy: float, entropy_contribution: float, terms: dict) -> float:
+    """E = E_band + (−∫ n v_Hxc) + E_H + E_xc + E_Ewald + (−TS), eV.
+
+    band_energy: Σ f ε in eV; entropy_contribution: −TS in eV (<= 0); terms: the
+    dict of :func:`density_energy_terms`.
+    """
+    return (band_energy + terms["double_counting_eV"] + terms["hartree_energy_eV"]
+            + terms["xc_energy_eV"] + terms["ewald_energy_eV"] + entropy_contribution)
+
+
+def _read_pseudopotentials(paths: dict, symbols: list[str]) -> dict[str, Pseudopotential]:
+    pps = {}
+    for symbol in dict.fromkeys(symbols):
+        if symbol not in paths:
+            raise MlscaleError(f"no pseudopotential given for {symbol}")
+        pp = read_upf(paths[symbol])
+        if pp.element != symbol:
+            raise MlscaleError(f"pseudopotential {pp.path} is for {pp.element}, not {symbol}")
+        pps[symbol] = pp
+    return pps
+
+
+def _common_functional(pps: dict[str, Pseudopotential]) -> str:
+    names = {functional_name(pp.functional) for pp in pps.values()}
+    if len(names) > 1:
+        raise MlscaleError(f"pseudopotentials use different functionals: {', '.join(sorted(names))}")
+    return names.pop()
