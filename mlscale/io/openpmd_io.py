@@ -16,6 +16,7 @@ rank opens it and stores its own chunk; rank 0 renames the file at the end.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,20 @@ def _unit_dimension(dims: dict | None) -> dict:
     return {names[key]: float(value) for key, value in (dims or {}).items()}
 
 
+@contextmanager
+def _closing(series):
+    """Close a series afterwards; a close error must not hide the original one."""
+    try:
+        yield series
+    except BaseException:
+        try:
+            series.close()
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    series.close()
+
+
 def _check_path(path) -> Path:
     path = Path(path)
     if "%" in path.name:
@@ -58,8 +73,7 @@ def _declare(path, mesh_name, n, dtype, grid: Grid, unit_si, unit_dimension, att
     """Create the file with the mesh, its attributes and all (empty) datasets."""
     from .. import __version__
 
-    series = opmd.Series(str(path), opmd.Access.create)
-    try:
+    with _closing(opmd.Series(str(path), opmd.Access.create)) as series:
         series.set_software("mlscale", __version__)
         series.set_attribute("is_mala_data", 1)
         mesh = series.iterations[iteration].meshes[mesh_name]
@@ -69,7 +83,7 @@ def _declare(path, mesh_name, n, dtype, grid: Grid, unit_si, unit_dimension, att
         mesh.grid_spacing = [float(x) for x in np.linalg.norm(grid.voxel_cv, axis=1)]
         mesh.grid_global_offset = [0.0, 0.0, 0.0]
         mesh.grid_unit_SI = ANGSTROM_SI
-        mesh.unit_dimension = _unit_dimension(unit_dimension)
+        mesh.unit_dimension = unit_dimension
         mesh.set_attribute("cell", [float(x) for x in grid.cell_cv.ravel()])
         for key, value in (attributes or {}).items():
             mesh.set_attribute(str(key), value)
@@ -79,21 +93,16 @@ def _declare(path, mesh_name, n, dtype, grid: Grid, unit_si, unit_dimension, att
             component.unit_SI = float(unit_si)
             component.position = [0.0, 0.0, 0.0]
         series.flush()
-    finally:
-        series.close()
 
 
 def _store(path, mesh_name, local_g4: np.ndarray, block: Block, iteration):
     """Open the existing file and store this rank's chunk of every component."""
-    series = opmd.Series(str(path), opmd.Access.read_write)
-    try:
+    with _closing(opmd.Series(str(path), opmd.Access.read_write)) as series:
         mesh = series.iterations[iteration].meshes[mesh_name]
         chunks = [np.ascontiguousarray(local_g4[..., c]) for c in range(local_g4.shape[3])]
         for c, chunk in enumerate(chunks):
             mesh[str(c)].store_chunk(chunk, list(block.start), list(block.shape))
         series.flush()
-    finally:
-        series.close()
 
 
 def write_openpmd(path, mesh_name: str, local_array: np.ndarray, block: Block, grid: Grid,
@@ -114,6 +123,7 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, block: Block, g
         grid.check_array(local, f"{mesh_name} local array", block)
         if local.dtype.kind != "f":
             raise MlscaleError(f"{mesh_name}: expected floating-point data, got {local.dtype}")
+        dimension = _unit_dimension(unit_dimension)
     local_g4 = local[..., None] if local.ndim == 3 else local
     layout = comm.broadcast((local_g4.shape[3], local_g4.dtype.str))
     tmp = None
@@ -127,7 +137,7 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, block: Block, g
     try:
         with comm.collective():
             if comm.rank == 0:
-                _declare(tmp, mesh_name, layout[0], layout[1], grid, unit_si, unit_dimension,
+                _declare(tmp, mesh_name, layout[0], layout[1], grid, unit_si, dimension,
                          attributes, iteration)
         for turn in range(comm.size):  # serial openPMD: one rank at a time
             with comm.collective():
@@ -142,8 +152,9 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, block: Block, g
         raise
 
 
-def _open(path, mesh_name: str, iteration: int | None):
-    """Open a series read-only; return (series, mesh, component names in order)."""
+@contextmanager
+def _reading(path, mesh_name: str, iteration: int | None):
+    """Open a series read-only; yield (series, mesh, component names in order)."""
     path = Path(path)
     if not path.is_file():
         raise MlscaleError(f"file not found: {path}")
@@ -151,12 +162,8 @@ def _open(path, mesh_name: str, iteration: int | None):
         series = opmd.Series(str(path), opmd.Access.read_only)
     except Exception as error:  # noqa: BLE001 - openPMD raises several types
         raise MlscaleError(f"cannot read openPMD file {path}: {error}") from None
-    try:
-        mesh, names = _find_mesh(series, path, mesh_name, iteration)
-    except BaseException:
-        series.close()
-        raise
-    return series, mesh, names
+    with _closing(series):
+        yield (series,) + _find_mesh(series, path, mesh_name, iteration)
 
 
 def _find_mesh(series, path, mesh_name, iteration):
@@ -189,8 +196,7 @@ def openpmd_info(path, mesh_name: str, iteration: int | None = None) -> dict:
     Returns ``{"shape": (nx, ny, nz), "n_components", "dtype", "unit_si",
     "attributes": {...}}`` (attributes: the mesh's, openPMD's and custom ones).
     """
-    series, mesh, names = _open(path, mesh_name, iteration)
-    try:
+    with _reading(path, mesh_name, iteration) as (_, mesh, names):
         first = mesh[names[0]]
         return {
             "shape": tuple(int(n) for n in first.shape),
@@ -199,8 +205,6 @@ def openpmd_info(path, mesh_name: str, iteration: int | None = None) -> dict:
             "unit_si": float(first.unit_SI),
             "attributes": {key: mesh.get_attribute(key) for key in mesh.attributes},
         }
-    finally:
-        series.close()
 
 
 def read_openpmd(path, mesh_name: str, block: Block | None = None,
@@ -210,8 +214,7 @@ def read_openpmd(path, mesh_name: str, block: Block | None = None,
     iteration: None for the file's first iteration (MALA stores one per file).
     Values are returned as stored (mlscale units; unitSI is not applied).
     """
-    series, mesh, names = _open(path, mesh_name, iteration)
-    try:
+    with _reading(path, mesh_name, iteration) as (series, mesh, names):
         shape = tuple(mesh[names[0]].shape)
         if block is None:
             block = Block((0, 0, 0), shape)
@@ -220,14 +223,12 @@ def read_openpmd(path, mesh_name: str, block: Block | None = None,
                 f"{path}: mesh {mesh_name!r} has grid shape {shape}, too small for block "
                 f"{block.start}..{block.stop}"
             )
-        chunks = [mesh[name].load_chunk(list(block.start), list(block.shape)) for name in names]
-        series.flush()
-    except MlscaleError:
-        raise
-    except Exception as error:  # noqa: BLE001 - openPMD/HDF5 errors on corrupt data
-        raise MlscaleError(f"cannot read mesh {mesh_name!r} from {path}: {error}") from None
-    finally:
-        series.close()
+        try:
+            chunks = [mesh[name].load_chunk(list(block.start), list(block.shape))
+                      for name in names]
+            series.flush()
+        except Exception as error:  # noqa: BLE001 - openPMD/HDF5 errors on corrupt data
+            raise MlscaleError(f"cannot read mesh {mesh_name!r} from {path}: {error}") from None
     data = check_finite(np.stack(chunks, axis=-1).astype(np.float64, copy=False),
                         f"{path}: mesh {mesh_name!r}")
     return data[..., 0] if len(names) == 1 else data

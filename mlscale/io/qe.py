@@ -69,7 +69,7 @@ def _element(label: str, path) -> int:
     """Atomic number of a QE species label such as 'Be', 'Fe1', 'O_up'."""
     letters = re.match(r"[A-Za-z]{1,2}", label)
     for symbol in (letters[0].capitalize(), letters[0][:1].upper()) if letters else ():
-        if symbol in atomic_numbers:
+        if atomic_numbers.get(symbol, 0) > 0:  # 'X' (0) is ASE's dummy atom
             return atomic_numbers[symbol]
     raise MlscaleError(f"{path}: cannot tell the element of species {label!r}")
 

@@ -17,7 +17,7 @@ from .atomic import atomic_path
 def read_structure(path, format: str | None = None) -> Atoms:  # noqa: A002 - ASE's name
     """Read the (last) structure in ``path``; ``format`` as in ``ase.io.read`` (None: guess).
 
-    Returns Atoms with ``pbc = True``. Raises MlscaleError for missing or unreadable
+    Returns Atoms with ``pbc = True`` and no calculator. Raises MlscaleError for missing or unreadable
     files and for structures without a cell.
     """
     import ase.io
@@ -33,7 +33,8 @@ def read_structure(path, format: str | None = None) -> Atoms:  # noqa: A002 - AS
         raise MlscaleError(f"{path} holds no atoms")
     if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-10:
         raise MlscaleError(f"{path} has no (3-D) cell; mlscale needs a periodic cell")
-    atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+    atoms.pbc = True
+    atoms.calc = None  # drop results stored by the file (e.g. QE energies)
     return atoms
 
 
@@ -49,9 +50,7 @@ def write_structure(path, atoms: Atoms, format: str | None = None) -> None:  # n
 
 
 def _format_of(path) -> str:
+    """ASE's format for ``path``'s name (the temporary name would hide e.g. POSCAR)."""
     from ase.io.formats import filetype
 
-    try:
-        return filetype(Path(path).name, read=False)
-    except Exception as error:  # noqa: BLE001
-        raise MlscaleError(f"cannot tell the structure format of {path}; pass format=") from None
+    return filetype(Path(path).name, read=False)
