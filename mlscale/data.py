@@ -7,6 +7,10 @@ files are memory-mapped (no pickle): only the rows a rank asks for are read, and
 :meth:`SnapshotSet.release` drops the mapped pages from the process again, so the
 memory of a rank does not grow with the size of the data set.
 
+openPMD files (``.h5``; meshes ``Bispectrum`` and ``LDOS`` as in MALA) do not allow
+cheap random access to single points, so :func:`cache_openpmd` first converts them
+once, each rank its own grid block, into ``.npy`` files in a cache directory.
+
 Points are numbered globally over a :class:`SnapshotSet`: snapshot after snapshot,
 grid points in C order within one.
 """
@@ -23,6 +27,7 @@ from .errors import MlscaleError
 from .parallel import Comm
 
 COORDINATE_COLUMNS = 3
+OPENPMD_MESHES = {"descriptors": "Bispectrum", "ldos": "LDOS"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ def _memory_map_npy(path: Path) -> tuple[np.ndarray, mmap.mmap]:
         raise MlscaleError(f"file not found: {path}")
     if path.suffix != ".npy":
         raise MlscaleError(f"unsupported snapshot file type '{path.suffix}' for {path} "
-                           "(training reads .npy)")
+                           "(use .npy, or openPMD .h5 through cache_openpmd)")
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
@@ -147,6 +152,60 @@ class SnapshotSet:
     def release(self):
         for snapshot in self.snapshots:
             snapshot.release()
+
+
+def _cache_name(path: Path) -> str:
+    """A cache file name that changes when the source file changes."""
+    import hashlib
+
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    return f"{path.stem}-{hashlib.sha256(key).hexdigest()[:16]}.npy"
+
+
+def _convert_openpmd(path: Path, mesh: str, target: Path, comm: Comm) -> None:
+    """Copy an openPMD mesh into a ``[nx, ny, nz, n]`` float32 .npy; each rank its block."""
+    from .grid import Decomposition
+    from .io.numpy_io import write_npy_distributed
+    from .io.openpmd_io import openpmd_info, read_openpmd
+
+    with comm.collective():
+        info = openpmd_info(path, mesh)
+    shape = info["shape"]
+    block = Decomposition(shape, comm.size).block(comm.rank)
+    with comm.collective():
+        local = read_openpmd(path, mesh, block).astype(np.float32)
+    local = local.reshape(*block.shape, info["n_components"])
+    write_npy_distributed(target, local, block, (*shape, info["n_components"]), comm)
+
+
+def cache_openpmd(files, cache_dir, comm: Comm) -> list[SnapshotFiles]:
+    """The snapshots with every openPMD (``.h5``) part replaced by a ``.npy`` copy.
+
+    Copies are made once (collectively, each rank reads and writes its own grid block)
+    into ``cache_dir`` and reused while the source file is unchanged.
+    """
+    result = []
+    for spec in files:
+        spec = spec if isinstance(spec, SnapshotFiles) else SnapshotFiles.parse(spec)
+        paths = {}
+        for part in ("descriptors", "ldos"):
+            path = Path(getattr(spec, part))
+            if path.suffix == ".h5":
+                with comm.collective():
+                    if not path.is_file():
+                        raise MlscaleError(f"file not found: {path}")
+                    if cache_dir is None:
+                        raise MlscaleError(f"{path}: openPMD snapshots need a cache directory")
+                    target = Path(cache_dir) / _cache_name(path)
+                    if comm.rank == 0:
+                        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+                if not comm.broadcast(target.is_file()):
+                    _convert_openpmd(path, OPENPMD_MESHES[part], target, comm)
+                path = target
+            paths[part] = path
+        result.append(SnapshotFiles(paths["descriptors"], paths["ldos"]))
+    return result
 
 
 def open_snapshots(files, n_features: int, n_energies: int, comm: Comm) -> SnapshotSet:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .config import ModelSettings, TrainingSettings
-from .data import SnapshotSet, open_snapshots, scaling_statistics
+from .data import SnapshotSet, cache_openpmd, open_snapshots, scaling_statistics
 from .distributed import data_parallel, select_device
 from .errors import MlscaleError
 from .model import LDOSModel, check_metadata, read_safetensors
@@ -127,13 +127,14 @@ class _StopSignal:
 def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
           training_settings: TrainingSettings, metadata: dict, comm: Comm,
           backend: str = "ddp", *, device: str = "cpu", checkpoint=None,
-          checkpoint_every: int = 0, resume=None, chunk_points: int = 65536):
+          checkpoint_every: int = 0, resume=None, cache_dir=None, chunk_points: int = 65536):
     """Train an LDOSModel data-parallel over ``comm``; returns ``(model, history)``.
 
     train_snapshots, validation_snapshots: lists of SnapshotFiles or "IN:OUT" strings.
     metadata: the model file's metadata (checked against the layers before training).
     checkpoint: file written every ``checkpoint_every`` epochs and on SIGTERM.
     resume: checkpoint file to continue from (same ranks, data and settings).
+    cache_dir: where openPMD snapshots are converted to .npy (see data.cache_openpmd).
     history: one dict per epoch (epoch, train_loss, validation_loss, lr, seconds,
     train_seconds); losses are mean squared errors of the standardised LDOS.
     The returned model (CPU, eval mode) has the weights of the best validation epoch.
@@ -146,8 +147,10 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
             raise MlscaleError("checkpoint_every must be >= 0")
         torch_device = select_device(device, comm)
     n_features, n_energies = model_settings.layers[0], model_settings.layers[-1]
-    data = open_snapshots(train_snapshots, n_features, n_energies, comm)
-    validation = open_snapshots(validation_snapshots, n_features, n_energies, comm)
+    data = open_snapshots(cache_openpmd(train_snapshots, cache_dir, comm), n_features,
+                          n_energies, comm)
+    validation = open_snapshots(cache_openpmd(validation_snapshots, cache_dir, comm), n_features,
+                                n_energies, comm)
     statistics = scaling_statistics(data, comm, chunk_points, check=[validation])
     model = initial_model(model_settings, settings.seed, statistics)
     progress, saved = Progress(), None

@@ -12,7 +12,8 @@ import torch
 
 from mlscale.cli import main as cli_main
 from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings
-from mlscale.data import SnapshotFiles, SnapshotSet, open_snapshots, scaling_statistics
+from mlscale.data import (SnapshotFiles, SnapshotSet, cache_openpmd, open_snapshots,
+                          scaling_statistics)
 from mlscale.errors import MlscaleError
 from mlscale.model import load_model, predict_ldos, save_model
 from mlscale.parallel import self_comm
@@ -277,3 +278,15 @@ def test_cli_train_writes_model(tmp_path, capsys):
     assert cli_main(["train", "--validation", *validation_specs, "--energy-grid", "-5", "2.5",
                      "4", "--temperature", "300", "--species", "Be", "-o", str(output)]) == 1
     assert "--train is required" in capsys.readouterr().err
+
+
+def test_openpmd_snapshots_are_cached_as_npy(be2, tmp_path):
+    spec = f"{be2}/Be_snapshot0.in.npy:{be2}/Be_snapshot0.out.h5"
+    (cached,) = cache_openpmd([spec], tmp_path / "cache", self_comm())
+    assert cached.descriptors == be2 / "Be_snapshot0.in.npy"
+    np.testing.assert_array_equal(np.load(cached.ldos), np.load(be2 / "Be_snapshot0.out.npy"))
+    modified = cached.ldos.stat().st_mtime_ns
+    assert cache_openpmd([spec], tmp_path / "cache", self_comm()) == [cached]
+    assert cached.ldos.stat().st_mtime_ns == modified  # reused, not rewritten
+    with pytest.raises(MlscaleError, match="file not found"):
+        cache_openpmd([f"{be2}/Be_snapshot0.in.npy:{tmp_path}/absent.h5"], tmp_path, self_comm())

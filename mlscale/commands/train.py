@@ -1,7 +1,8 @@
 """Train an LDOS model from snapshots (descriptors:LDOS files), data-parallel over MPI ranks.
 
 Run as ``mpiexec -n N mlscale train ...`` (or srun). Each rank reads only its share
-of every global batch from memory-mapped .npy files; gradients are averaged each
+of every global batch from memory-mapped .npy files (openPMD .h5 snapshots are
+converted to .npy once, in --cache-dir); gradients are averaged each
 step (torch DDP, or Horovod with --distributed horovod). Settings may also come from
 a JSON or TOML file (--config) whose keys are the long option names (``-`` or ``_``);
 options on the command line win. SIGTERM writes a checkpoint and exits non-zero;
@@ -22,7 +23,7 @@ DEFAULTS = {
     "lr_factor": 0.5, "seed": 1234, "distributed": "ddp", "device": "cpu",
     "checkpoint_every": 0, "checkpoint": None, "resume": None, "threads": None,
     "valence_electrons": [], "ecutrho": None, "descriptors": None, "output": None,
-    "train": [],
+    "train": [], "cache_dir": None,
 }
 
 
@@ -30,7 +31,7 @@ def add_arguments(parser):
     add = parser.add_argument
     add("--config", metavar="FILE", help="JSON or TOML file with any of these options")
     add("--train", nargs="+", action="extend", metavar="IN:OUT",
-        help="training snapshots: descriptor .npy and LDOS .npy joined by ':'")
+        help="training snapshots: descriptor and LDOS file (.npy or openPMD .h5) joined by ':'")
     add("--validation", nargs="+", action="extend", metavar="IN:OUT",
         help="validation snapshots (split by snapshot, never by point)")
     add("--energy-grid", nargs=3, type=float, metavar=("START", "STEP", "COUNT"),
@@ -59,6 +60,8 @@ def add_arguments(parser):
     add("--checkpoint", metavar="FILE",
         help="checkpoint file (default: OUTPUT with .checkpoint.safetensors)")
     add("--resume", metavar="FILE", help="continue from a checkpoint")
+    add("--cache-dir", metavar="DIR", help="where openPMD (.h5) snapshots are converted to "
+        ".npy once (default: mlscale-cache next to OUTPUT)")
     add("--output", "-o", metavar="MODEL", help="model file to write (.safetensors)")
 
 
@@ -150,7 +153,8 @@ def run(args, comm) -> int:
                            training_settings, metadata, comm, options["distributed"],
                            device=options["device"], checkpoint=checkpoint,
                            checkpoint_every=options["checkpoint_every"],
-                           resume=options["resume"])
+                           resume=options["resume"],
+                           cache_dir=options["cache_dir"] or output.parent / "mlscale-cache")
     best = min(history, key=lambda entry: entry["validation_loss"])
     metadata["training"] = {
         "train_snapshots": [str(s) for s in options["train"]],
