@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import write as ase_write
-from ase.units import Bohr
 
 from mlscale.errors import MlscaleError
 from mlscale.grid import Block
@@ -62,7 +61,7 @@ def test_cube_written_by_ase(tmp_path):
     data = rng.random((4, 5, 6))
     atoms = Atoms("HO", positions=[[0.1, 0.2, 0.3], [1.0, 1.1, 1.2]],
                   cell=[[3.0, 0, 0], [0.5, 2.5, 0], [0, 0, 4.0]], pbc=True)
-    ase_write(tmp_path / "x.cube", atoms, data=data, format="cube")
+    ase_write(tmp_path / "x.cube", atoms, data=data, format="cube", parallel=False)
     read, read_atoms, meta = read_cube(tmp_path / "x.cube")
     np.testing.assert_allclose(read, data, rtol=1e-5)
     np.testing.assert_allclose(read_atoms.positions, atoms.positions, atol=1e-5)
@@ -116,6 +115,11 @@ def test_corrupt_and_mismatched_cubes(tmp_path, be2):
     c = _cube(tmp_path / "c2.cube", (2, 2, 2), ["0.1"] * 8, step_bohr=0.6)
     with pytest.raises(MlscaleError, match="cube grids differ"):
         read_ldos_cubes([a, c])
+    shifted = tmp_path / "o.cube"
+    shifted.write_text(a.read_text().replace("    1    0.000000    0.000000    0.000000",
+                                             "    1    0.500000    0.000000    0.000000"))
+    with pytest.raises(MlscaleError, match="origin"):
+        read_ldos_cubes([shifted])
 
 
 def test_cube_paths_errors(tmp_path, be2):

@@ -8,8 +8,8 @@ import pytest
 
 from mlscale.errors import MlscaleError
 from mlscale.grid import Block, Decomposition
-from mlscale.io import (check_finite, read_descriptors_npy, read_ldos_npy, read_npy_block,
-                        write_npy_distributed)
+from mlscale.io import (check_finite, npy_shape, read_descriptors_npy, read_ldos_npy,
+                        read_npy_block, write_npy_distributed)
 from mlscale.parallel import world
 
 
@@ -27,6 +27,7 @@ def test_read_block_matches_numpy_slicing(tmp_path):
     assert out.dtype == np.float64 and out.shape == (3, 4, 2, 2)
     np.testing.assert_array_equal(out, data[1:4, 2:6, 3:5])
     np.testing.assert_array_equal(read_npy_block(tmp_path / "a.npy"), data)
+    assert npy_shape(tmp_path / "a.npy") == (5, 6, 7, 2)
 
 
 def test_mala_descriptors_and_ldos(be2):
@@ -55,6 +56,8 @@ def test_descriptors_without_coordinates(tmp_path):
 def test_bad_files(tmp_path):
     with pytest.raises(MlscaleError, match="file not found"):
         read_npy_block(tmp_path / "missing.npy")
+    with pytest.raises(MlscaleError, match="file not found"):
+        npy_shape(tmp_path / "missing.npy")
     (tmp_path / "garbage.npy").write_bytes(b"not an array at all" * 10)
     with pytest.raises(MlscaleError, match="not a readable .npy"):
         read_npy_block(tmp_path / "garbage.npy")

@@ -86,7 +86,7 @@ def _read_values(f, path, shape, block: Block, must_end: bool) -> np.ndarray:
             carry = tokens.pop()  # may continue in the next chunk
         lo, hi = max(first - position, 0), min(end - position, len(tokens))
         if lo < hi:
-            x, y, z = np.unravel_index(np.arange(position + lo, position + hi), shape)
+            _, y, z = np.unravel_index(np.arange(position + lo, position + hi), shape)
             keep = ((y >= block.start[1]) & (y < block.stop[1])
                     & (z >= block.start[2]) & (z < block.stop[2]))
             selected = _floats(tokens[lo:hi], path)[keep]
@@ -144,7 +144,7 @@ def read_cube_block(path, block: Block | None = None) -> tuple[np.ndarray, dict]
 def read_ldos_cubes(paths, block: Block | None = None) -> np.ndarray:
     """LDOS ``[bx, by, bz, n_energies]`` in 1/(eV·Å³) from pp.x cubes (one per energy).
 
-    QE writes 1/(Ry·Bohr³); all cubes must share one grid and cell.
+    QE writes 1/(Ry·Bohr³); all cubes must share one grid, with its origin at 0.
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -160,6 +160,9 @@ def read_ldos_cubes(paths, block: Block | None = None) -> np.ndarray:
                 f"cube grids differ: {reference[0]} has {reference[1]['shape']} points, "
                 f"{path} has {meta['shape']} (or different voxel vectors)"
             )
+        if np.any(np.abs(meta["origin_c"]) > 1e-6):
+            raise MlscaleError(f"cube file {path} has origin {meta['origin_c']} Å; "
+                               "mlscale grids start at the cell origin")
         planes.append(data)
     return np.stack(planes, axis=-1) / (Rydberg * Bohr**3)
 

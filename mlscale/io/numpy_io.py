@@ -54,11 +54,17 @@ def _cut(array: np.ndarray, block: Block | None, path, ndim: tuple[int, ...],
         block = Block((0, 0, 0), array.shape[:3])
     if any(b > n for b, n in zip(block.stop, array.shape[:3])):
         raise MlscaleError(
-            f"{path} has grid shape {array.shape[:3]}, too small for block {block.start}..{block.stop}"
+            f"{path} has grid shape {array.shape[:3]}, "
+            f"too small for block {block.start}..{block.stop}"
         )
     index = block.slices + ((columns,) if array.ndim == 4 else ())
     out = np.array(array[index], dtype=np.float64)
     return check_finite(out, str(path))
+
+
+def npy_shape(path) -> tuple[int, ...]:
+    """Shape of a numeric .npy file, reading only its header (clear errors as the readers)."""
+    return tuple(int(n) for n in _open_npy(path).shape)
 
 
 def read_npy_block(path, block: Block | None = None) -> np.ndarray:
@@ -158,7 +164,8 @@ def write_npy_distributed(path, local_array: np.ndarray, block: Block, global_sh
     tmp = None
     with comm.collective():
         if local.dtype.str != dtype:
-            raise MlscaleError(f"local arrays differ in dtype across ranks ({local.dtype.str} vs {dtype})")
+            raise MlscaleError(
+                f"local arrays differ in dtype across ranks ({local.dtype.str} vs {dtype})")
         if comm.rank == 0:
             tmp = str(temporary_path(path))
     tmp = comm.broadcast(tmp)

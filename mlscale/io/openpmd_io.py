@@ -31,7 +31,8 @@ from .numpy_io import check_finite
 ANGSTROM_SI = 1e-10
 EV_SI = 1.0 / J  # 1 eV in joule
 #: unit_si / unit_dimension for LDOS in 1/(eV·Å³) and density in 1/Å³ (MALA's values)
-LDOS_UNITS = {"unit_si": 1.0 / (EV_SI * ANGSTROM_SI**3), "unit_dimension": {"L": -5, "M": -1, "T": 2}}
+LDOS_UNITS = {"unit_si": 1.0 / (EV_SI * ANGSTROM_SI**3),
+              "unit_dimension": {"L": -5, "M": -1, "T": 2}}
 DENSITY_UNITS = {"unit_si": 1.0 / ANGSTROM_SI**3, "unit_dimension": {"L": -3}}
 
 
@@ -119,7 +120,8 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, block: Block, g
     with comm.collective():
         path = _check_path(path)
         if local.ndim not in (3, 4):
-            raise MlscaleError(f"{mesh_name}: local array must be [bx, by, bz(, n)], got {local.shape}")
+            raise MlscaleError(
+                f"{mesh_name}: local array must be [bx, by, bz(, n)], got {local.shape}")
         grid.check_array(local, f"{mesh_name} local array", block)
         if local.dtype.kind != "f":
             raise MlscaleError(f"{mesh_name}: expected floating-point data, got {local.dtype}")
@@ -183,10 +185,12 @@ def _find_mesh(series, path, mesh_name, iteration):
     else:
         names = sorted(mesh, key=lambda k: int(k) if k.isdigit() else -1)
         if names != [str(c) for c in range(len(names))]:
-            raise MlscaleError(f"{path}: mesh {mesh_name!r} has components {names}, expected 0..n-1")
+            raise MlscaleError(
+                f"{path}: mesh {mesh_name!r} has components {names}, expected 0..n-1")
     shapes = {tuple(mesh[name].shape) for name in names}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3:
-        raise MlscaleError(f"{path}: mesh {mesh_name!r} components are not equal 3-D grids ({shapes})")
+        raise MlscaleError(
+            f"{path}: mesh {mesh_name!r} components are not equal 3-D grids ({shapes})")
     return mesh, names
 
 

@@ -94,8 +94,8 @@ def _structure(text: str, path, n_atoms: int) -> tuple[Atoms, np.ndarray | None]
     start = text.find("positions (alat units)")
     if start < 0:
         raise MlscaleError(f"{path}: no atomic positions found")
-    sites = _vectors(text[start:], r"^\s*\d+\s+(?P<label>\S+)\s+tau\(\s*\d+\) = \((?P<vector>[^)]*)\)",
-                     n_atoms, path, "atomic positions")
+    site = r"^\s*\d+\s+(?P<label>\S+)\s+tau\(\s*\d+\) = \((?P<vector>[^)]*)\)"
+    sites = _vectors(text[start:], site, n_atoms, path, "atomic positions")
     atoms = Atoms(numbers=[_element(label, path) for label, _ in sites],
                   positions=np.array([v for _, v in sites]) * alat,
                   cell=np.array([v for _, v in axes]) * alat, pbc=True)
@@ -156,7 +156,8 @@ def parse_pw_output(path, allow_unconverged: bool = False) -> dict:
     atoms, forces = _structure(text, path, n_atoms)
     n_bands = number(r"number of Kohn-Sham states", "number of Kohn-Sham states", int)
     weights = re.findall(r"k\(\s*\d+\) = \(.*\), wk =\s*" + _FLOAT, text)[:n_kpoints]
-    eigs = _eigenvalues(final[:final.find("the Fermi energy is")], n_bands, path)
+    listing_end = final.find("the Fermi energy is")
+    eigs = _eigenvalues(final[:listing_end] if listing_end >= 0 else final, n_bands, path)
     band_energy = electrons = None
     if eigs is not None and len(weights) == n_kpoints == len(eigs) and fermi is not None:
         w_k = np.array(weights, dtype=float)[:, None]
@@ -165,7 +166,7 @@ def parse_pw_output(path, allow_unconverged: bool = False) -> dict:
     info["band_energy_dft_calculation"] = band_energy
     for key, label in _ENERGY_TERMS.items():
         value = _last(label + r"\s*=\s*" + _FLOAT + r"\s*Ry", final, path, f"'{label}' line",
-                      required=converged_ok and key != "entropy_contribution_dft_calculation")
+                      required=converged_ok)
         info[key] = float(value) * Rydberg if value is not None else None
 
     dims = _last(r"Dense\s+grid:.*FFT dimensions:\s*\(\s*(\d+),\s*(\d+),\s*(\d+)\)", text, path,
@@ -181,7 +182,8 @@ def parse_pw_output(path, allow_unconverged: bool = False) -> dict:
     if not pseudo:
         raise MlscaleError(f"{path}: no pseudopotential lines found")
     info["pseudopotentials"] = {species: Path(file).name for species, file in pseudo}
-    info["voxel"] = {"array": (atoms.cell.array / np.array(info["grid_dimensions"])[:, None]).tolist()}
+    voxel_cv = atoms.cell.array / np.array(info["grid_dimensions"])[:, None]
+    info["voxel"] = {"array": voxel_cv.tolist()}
     info["atoms"] = {
         "numbers": atoms.numbers.tolist(),
         "positions": atoms.positions.tolist(),

@@ -1,7 +1,8 @@
 """Atomic structures from any ASE-readable file (QE input/output, xyz, cif, POSCAR, ...).
 
 mlscale works on periodic cells: a structure must have a cell of non-zero volume,
-and it is treated as periodic along all three axes.
+and it is treated as periodic along all three axes. ASE's MPI mode is switched off
+(``parallel=False``): every rank that calls these functions reads/writes by itself.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from .atomic import atomic_path
 def read_structure(path, format: str | None = None) -> Atoms:  # noqa: A002 - ASE's name
     """Read the (last) structure in ``path``; ``format`` as in ``ase.io.read`` (None: guess).
 
-    Returns Atoms with ``pbc = True`` and no calculator. Raises MlscaleError for missing or unreadable
-    files and for structures without a cell.
+    Returns Atoms with ``pbc = True`` and no calculator. Raises MlscaleError for
+    missing or unreadable files and for structures without a cell.
     """
     import ase.io
 
@@ -26,9 +27,10 @@ def read_structure(path, format: str | None = None) -> Atoms:  # noqa: A002 - AS
     if not path.is_file():
         raise MlscaleError(f"file not found: {path}")
     try:
-        atoms = ase.io.read(path, format=format, index=-1)
+        atoms = ase.io.read(path, format=format, index=-1, parallel=False)
     except Exception as error:  # noqa: BLE001 - ASE raises many types for bad files
-        raise MlscaleError(f"cannot read a structure from {path} ({type(error).__name__}: {error})") from None
+        raise MlscaleError(
+            f"cannot read a structure from {path} ({type(error).__name__}: {error})") from None
     if not isinstance(atoms, Atoms) or len(atoms) == 0:
         raise MlscaleError(f"{path} holds no atoms")
     if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-10:
@@ -44,7 +46,7 @@ def write_structure(path, atoms: Atoms, format: str | None = None) -> None:  # n
 
     with atomic_path(path) as tmp:
         try:
-            ase.io.write(tmp, atoms, format=format or _format_of(path))
+            ase.io.write(tmp, atoms, format=format or _format_of(path), parallel=False)
         except Exception as error:  # noqa: BLE001
             raise MlscaleError(f"cannot write {path} ({type(error).__name__}: {error})") from None
 
