@@ -79,9 +79,9 @@ def _grid_shape_of(path: Path) -> tuple[int, int, int]:
 
         shape = npy_shape(path)
     else:
-        from ..io.openpmd_io import openpmd_shape
+        from ..io.openpmd_io import openpmd_info
 
-        shape = openpmd_shape(path, "LDOS")
+        shape = openpmd_info(path, "LDOS")["shape"]
     if len(shape) < 3:
         raise MlscaleError(f"{path} is not a grid array (shape {shape})")
     return tuple(shape[:3])
