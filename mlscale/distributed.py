@@ -1,4 +1,4 @@
-"""Gradient averaging over the ranks of an MPI job: torch DDP (default) or Horovod.
+"""Gradient averaging over the ranks of an MPI job: torch.distributed (default) or Horovod.
 
 Both backends are set up from the MPI communicator, so ``mpiexec``/``srun`` is all a
 user needs (no torchrun). A run on one rank goes through the same code with a
@@ -8,6 +8,13 @@ process group of size one.
   TCPStore on a free port of its host and broadcasts host and port over MPI
   (``MASTER_ADDR`` overrides the host name, e.g. for a high-speed interface).
 - ``horovod``: ``horovod.torch`` initialised on the same MPI communicator.
+
+Gradients are averaged with ONE all-reduce per step over a flat buffer in fixed
+parameter order (what DistributedDataParallel does with a single static bucket).
+The DDP wrapper itself is not used because it changes its bucket layout after the
+first iteration, and Horovod's tensor fusion orders tensors as they become ready:
+on 3+ ranks either makes the summation order, hence the last bit of the weights,
+depend on the run's history, and a resumed run would not continue bit for bit.
 """
 
 from __future__ import annotations
@@ -46,13 +53,32 @@ def select_device(name: str, comm: Comm) -> torch.device:
     raise MlscaleError(f"unknown device '{name}' (use cpu or cuda)")
 
 
-class _DDP:
-    """torch.distributed process group over the MPI ranks; DDP wraps the network."""
+class _Averager:
+    """Averages the gradients of a list of parameters over all ranks, in place."""
+
+    size = 1
+
+    def average_gradients(self, parameters) -> None:
+        grads = [p.grad for p in parameters]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self._sum_(flat)
+        flat /= self.size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _sum_(self, flat: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+class _TorchDistributed(_Averager):
+    """A torch.distributed process group over the MPI ranks (gloo, or NCCL on GPU)."""
 
     def __init__(self, comm: Comm, device: torch.device):
         import torch.distributed as dist
 
-        self.dist, self.device = dist, device
+        self.dist, self.size = dist, comm.size
         if dist.is_initialized():
             raise MlscaleError("a torch.distributed process group is already active")
         host, port, error = None, None, None
@@ -75,21 +101,15 @@ class _DDP:
                                 timeout=TIMEOUT)
         self.store = store
 
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        from torch.nn.parallel import DistributedDataParallel
-
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids)
-
-    def wrap_optimizer(self, optimizer, module):
-        return optimizer
+    def _sum_(self, flat):
+        self.dist.all_reduce(flat)
 
     def close(self):
         self.dist.destroy_process_group()
 
 
-class _Horovod:
-    """Horovod on the MPI communicator; its DistributedOptimizer averages gradients."""
+class _Horovod(_Averager):
+    """Horovod initialised on the MPI communicator."""
 
     def __init__(self, comm: Comm, device: torch.device):
         with comm.collective():
@@ -97,19 +117,13 @@ class _Horovod:
                 import horovod.torch as hvd
             except ImportError:
                 raise MlscaleError("Horovod is not installed; see jobs/install_horovod.sh") from None
-        self.hvd = hvd
+        self.hvd, self.size = hvd, comm.size
         hvd.init(comm=comm.mpi)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
         if hvd.size() != comm.size or hvd.rank() != comm.rank:
             raise MlscaleError("Horovod's ranks differ from the MPI communicator's")
 
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module
-
-    def wrap_optimizer(self, optimizer, module):
-        return self.hvd.DistributedOptimizer(optimizer, named_parameters=module.named_parameters(),
-                                             op=self.hvd.Average)
+    def _sum_(self, flat):
+        self.hvd.allreduce_(flat, op=self.hvd.Sum, name="mlscale.gradients")
 
     def close(self):
         self.hvd.shutdown()
@@ -117,14 +131,14 @@ class _Horovod:
 
 @contextmanager
 def data_parallel(backend: str, comm: Comm, device: torch.device):
-    """Set up gradient averaging over ``comm`` for the duration of a ``with`` block.
+    """Gradient averaging over ``comm`` for the duration of a ``with`` block.
 
-    Yields an object with ``wrap(module)`` (the module to call in training) and
-    ``wrap_optimizer(optimizer, module)`` (the optimizer to step).
+    Yields an object whose ``average_gradients(parameters)`` replaces every rank's
+    gradients by their mean over the ranks (call it between backward and step).
     """
     if backend not in BACKENDS:
         raise MlscaleError(f"unknown distributed backend '{backend}' (use {' or '.join(BACKENDS)})")
-    parallel = (_DDP if backend == "ddp" else _Horovod)(comm, device)
+    parallel = (_TorchDistributed if backend == "ddp" else _Horovod)(comm, device)
     try:
         yield parallel
     finally:

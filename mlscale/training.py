@@ -4,9 +4,9 @@ Each epoch has one global order of the training points, a permutation drawn from
 ``(seed, epoch)``. Global batch ``i`` is ``order[i*B:(i+1)*B]``; rank ``r`` of ``N``
 takes the slice ``[b*r//N, b*(r+1)//N)`` of it and reads only those points from the
 memory-mapped snapshots. Its loss is its share of the global mean squared error (in
-standardised LDOS units), gradients are averaged over the ranks every step (DDP or
-Horovod), so all ranks take the same Adam step and hold identical weights, and the
-result does not depend on N beyond round-off.
+standardised LDOS units), gradients are averaged over the ranks every step
+(torch.distributed or Horovod, see distributed.py), so all ranks take the same Adam
+step and hold identical weights, and the result does not depend on N beyond round-off.
 
 Validation loss (same units) is computed on every rank's share of the validation
 points and summed. ReduceLROnPlateau lowers the learning rate, early stopping ends
@@ -165,10 +165,9 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
         best_state = {name: t.to(torch_device) for name, t in saved[0]["best"].items()}
 
     with data_parallel(backend, comm, torch_device) as parallel, _StopSignal() as stop:
-        net = parallel.wrap(model.mlp)
-        optimizer = parallel.wrap_optimizer(torch.optim.Adam(
-            model.mlp.parameters(), lr=settings.learning_rate,
-            weight_decay=settings.weight_decay), model.mlp)
+        parameters = list(model.mlp.parameters())
+        optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate,
+                                     weight_decay=settings.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=settings.lr_factor, patience=settings.lr_patience)
         if saved is not None:
@@ -192,10 +191,11 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                               (progress.step + 1) * settings.batch_size]
                 x, y = data.read(np.sort(batch[local_slice(len(batch), comm)]))
                 x, y = torch.from_numpy(x).to(torch_device), torch.from_numpy(y).to(torch_device)
-                err = net(model.normalise_input(x)) - model.normalise_output(y)
+                err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
                 sse = (err**2).sum()
                 optimizer.zero_grad(set_to_none=True)
                 (sse * (comm.size / (len(batch) * n_energies))).backward()
+                parallel.average_gradients(parameters)
                 optimizer.step()
                 progress.step += 1
                 if progress.step % RELEASE_STEPS == 0:
