@@ -280,7 +280,7 @@ def test_fermi_level_out_of_reach():
     (lambda: el.number_of_electrons(np.ones(10), BE2_ENERGIES, 5.0, 300.0), r"DOS has shape \(10,\), expected \(11,\)"),
     (lambda: el.band_energy(np.r_[np.ones(10), np.nan], BE2_ENERGIES, 5.0, 300.0), "DOS contains NaN"),
     (lambda: el.density(np.ones((4, 10)), BE2_ENERGIES, 5.0, 300.0), "LDOS has 10 energies, the energy grid 11"),
-    (lambda: el.density(np.ones((2, 2, 11)), BE2_ENERGIES, 5.0, 300.0), "LDOS must be a numeric"),
+    (lambda: el.density(np.ones((2, 2, 11)), BE2_ENERGIES, 5.0, 300.0), "LDOS must be a real"),
     (lambda: el.density(np.full((3, 11), np.nan, np.float32), BE2_ENERGIES, 5.0, 300.0), "LDOS contains NaN"),
     (lambda: el.dos_from_ldos(np.r_[np.ones((3, 11)), np.full((1, 11), np.inf)], 0.1), "LDOS contains NaN"),
     (lambda: el.dos_from_ldos(np.ones((3, 11)), 0.0), "voxel volume must be positive"),
