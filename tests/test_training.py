@@ -26,6 +26,15 @@ METADATA = {"descriptors": BispectrumSettings(twojmax=2).with_species(["Be"]).to
             "temperature_K": 300.0, "species": ["Be"]}
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small networks train fastest on one thread (and do not fight other processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_snapshots(directory, count, seed=0, coordinates=True, grid=GRID, sign=1.0):
     """Synthetic snapshots: descriptors with unequal scales (+3 coordinate columns, MALA's
     .in.npy layout) and an LDOS that is a smooth function of them. Returns 'IN:OUT' strings."""
@@ -290,3 +299,42 @@ def test_openpmd_snapshots_are_cached_as_npy(be2, tmp_path):
     assert cached.ldos.stat().st_mtime_ns == modified  # reused, not rewritten
     with pytest.raises(MlscaleError, match="file not found"):
         cache_openpmd([f"{be2}/Be_snapshot0.in.npy:{tmp_path}/absent.h5"], tmp_path, self_comm())
+
+
+def test_be_model_predicts_unseen_band_energy(be2, tmp_path):
+    """Trained on Be snapshot 0 only (z-planes 0-20 train, 21-26 validate), the model
+    predicts snapshot 1's band energy closer to DFT than the untrained network does."""
+    from mlscale import electrons
+    from mlscale.training import initial_model
+
+    x0, y0 = np.load(be2 / "Be_snapshot0.in.npy"), np.load(be2 / "Be_snapshot0.out.npy")
+    for name, planes in (("train", slice(0, 21)), ("validation", slice(21, None))):
+        np.save(tmp_path / f"{name}.in.npy", x0[:, :, planes])
+        np.save(tmp_path / f"{name}.out.npy", y0[:, :, planes])
+    specs = {name: f"{tmp_path}/{name}.in.npy:{tmp_path}/{name}.out.npy"
+             for name in ("train", "validation")}
+    info = json.loads((be2 / "Be_snapshot1.info.json").read_text())
+    temperature = info["temperature"]
+    energies_e = EnergyGrid(-5.0, 2.5, 11).energies
+    metadata = {"descriptors": BispectrumSettings().with_species(["Be"]).to_dict(),
+                "energy_grid": EnergyGrid(-5.0, 2.5, 11).to_dict(),
+                "temperature_K": temperature, "species": ["Be"]}
+    layers = ModelSettings(layers=(91, 100, 100, 11))
+    settings = TrainingSettings(epochs=4, batch_size=64, learning_rate=2e-3)
+    comm = self_comm()
+    model, _ = train([specs["train"]], [specs["validation"]], layers, settings, metadata, comm)
+    statistics = scaling_statistics(open_snapshots([specs["train"]], 91, 11, comm), comm)
+    untrained = initial_model(layers, settings.seed, statistics)
+
+    x1 = np.load(be2 / "Be_snapshot1.in.npy")[..., 3:].reshape(-1, 91)
+    voxel_volume = abs(np.linalg.det(info["voxel"]["array"]))
+
+    def band_energy(network):
+        dos_e = electrons.dos_from_ldos(predict_ldos(network, x1), voxel_volume)
+        mu = electrons.fermi_level(dos_e, energies_e, info["number_of_electrons_exact"],
+                                   temperature)
+        return electrons.band_energy(dos_e, energies_e, mu, temperature)
+
+    dft = info["band_energy_dft_calculation"]
+    trained_error, untrained_error = abs(band_energy(model) - dft), abs(band_energy(untrained) - dft)
+    assert trained_error < 0.5 * untrained_error, (trained_error, untrained_error)
