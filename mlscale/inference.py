@@ -11,6 +11,7 @@ number per energy) and scalars are the only reduced quantities.
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 from . import electrons
 from .config import BispectrumSettings, EnergyGrid
 from .errors import MlscaleError
-from .grid import Decomposition, Grid, qe_fft_shape
+from .grid import Block, Decomposition, Grid, qe_fft_shape
 from .parallel import Comm
 
 
@@ -84,15 +85,32 @@ def grid_for(atoms, info: ModelInfo, shape=None) -> Grid:
     return Grid(np.array(atoms.cell[:]), tuple(shape))
 
 
+def slabs(block: Block, chunk_points: int) -> list[Block]:
+    """Split a block along x into slabs of at most ~``chunk_points`` points (>= 1 plane)."""
+    plane = block.shape[1] * block.shape[2]
+    step = max(1, chunk_points // max(plane, 1))
+    x0, x1 = block.start[0], block.stop[0]
+    return [Block((x, block.start[1], block.start[2]), (min(x + step, x1),) + block.stop[1:])
+            for x in range(x0, x1, step)]
+
+
 def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons=None,
             backend: str = "lammps", method: str = "analytical", chunk_points: int = 65536,
-            output_dir: Path | None = None, pseudopotentials: dict | None = None) -> dict:
+            output_dir: Path | None = None, pseudopotentials: dict | None = None,
+            share: tuple[int, int] | None = None) -> dict:
     """Predict the electronic structure of ``atoms``; collective over ``comm``.
 
-    Returns the results dict (identical on every rank). With ``output_dir``, rank 0
-    writes results.json and dos.csv and all ranks write their block of density.h5.
+    Memory per rank: the LDOS of the rank's points in float32 (4·energies bytes per
+    point) plus the density (8 bytes per point); descriptors and network activations
+    exist for one slab of ``chunk_points`` points at a time (native backend; the LAMMPS
+    backend computes the rank's whole block in one call).
+
+    share=(R, P): compute only rank R's share of a P-rank job on this one process
+    (``comm`` must have one rank); the DOS and all reductions are then R's partial
+    sums. Returns the results dict (identical on every rank). With ``output_dir``,
+    rank 0 writes results.json and dos.csv and all ranks write their block of density.h5.
     """
-    from .descriptors import compute_descriptors
+    from .descriptors import check_atoms, compute_descriptors
     from .model import predict_ldos
 
     timings = Timings()
@@ -101,16 +119,32 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
         grid = grid_for(atoms, info, shape)
         if n_electrons is None:
             n_electrons = number_of_electrons(atoms, info.valence_electrons)
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
+        check_atoms(atoms, info.descriptors.species)
+        if share is not None and (comm.size != 1 or backend != "native"):
+            raise MlscaleError("running one rank's share needs one process and the native "
+                               "descriptor backend")
+    rank, nranks = share if share is not None else (comm.rank, comm.size)
+    decomposition = Decomposition(grid.shape, nranks)
+    block = decomposition.block(rank)
     energies_e = info.energy_grid.energies
+    chunks = slabs(block, chunk_points) if backend == "native" else [block]
 
-    with timings.phase("descriptors"):
-        descriptors_gf = compute_descriptors(atoms, grid, block, info.descriptors, comm, backend)
-    with timings.phase("network"):
-        ldos_pe = predict_ldos(model, descriptors_gf.reshape(block.size, -1), chunk_points)
-        del descriptors_gf
+    ldos_pe = np.empty((block.size, len(energies_e)), dtype=np.float32)
+    dos_e = np.zeros(len(energies_e))
+    offset = 0
+    for chunk in chunks:
+        with timings.phase("descriptors"):
+            descriptors_pf = compute_descriptors(atoms, grid, chunk, info.descriptors, comm,
+                                                 backend, check=False).reshape(chunk.size, -1)
+        with timings.phase("network"):
+            ldos_chunk = predict_ldos(model, descriptors_pf, chunk_points)
+            del descriptors_pf
+        with timings.phase("electrons"):
+            dos_e += electrons.dos_from_ldos(ldos_chunk, grid.voxel_volume)
+            ldos_pe[offset:offset + chunk.size] = ldos_chunk
+        offset += chunk.size
     with timings.phase("electrons"):
-        dos_e = comm.sum(electrons.dos_from_ldos(ldos_pe, grid.voxel_volume))
+        dos_e = comm.sum(dos_e)
         with comm.collective():
             summary = electrons.electronic_structure(dos_e, energies_e, n_electrons,
                                                      info.temperature_K, method)
@@ -135,16 +169,19 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
         "atoms": len(atoms),
         "species": sorted(set(atoms.get_chemical_symbols())),
         "grid": list(grid.shape),
-        "ranks": comm.size,
-        "process_grid": list(Decomposition(grid.shape, comm.size).dims),
+        "ranks": nranks,
+        "process_grid": list(decomposition.dims),
         "temperature_K": info.temperature_K,
         "descriptor_backend": backend,
         "integration": method,
     }
+    if share is not None:
+        results["share"] = {"rank": rank, "of": nranks, "block_start": list(block.start),
+                            "block_stop": list(block.stop), "partial": True}
     if output_dir is not None:
         with timings.phase("output"):
             write_outputs(Path(output_dir), results, energies_e, dos_e, density_b, grid, block,
-                          comm)
+                          comm, share is not None)
     results["timings_s"] = {name: comm.max(seconds) for name, seconds in timings.seconds.items()}
     if output_dir is not None and comm.rank == 0:
         from .io.atomic import write_json_atomic
@@ -154,15 +191,26 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
 
 
 def write_outputs(output_dir: Path, results: dict, energies_e, dos_e, density_b, grid, block,
-                  comm: Comm):
-    """dos.csv (rank 0) and density.h5 (openPMD, every rank its block), atomically."""
+                  comm: Comm, partial: bool = False):
+    """dos.csv (rank 0) and density.h5 (openPMD, every rank its block), atomically.
+
+    partial: one rank's share only; its density block goes to density_block.npy.
+    """
     from .io.atomic import write_text_atomic
-    from .io.openpmd_io import write_openpmd
+    from .io.openpmd_io import DENSITY_UNITS, write_openpmd
 
     with comm.collective():
         output_dir.mkdir(parents=True, exist_ok=True)
-    write_openpmd(output_dir / "density.h5", "Density", density_b, block, grid, comm,
-                  unit_si=1e30, unit_dimension={"L": -3})
+    if partial:
+        write_text_atomic(output_dir / "block.json", json.dumps(
+            {"start": list(block.start), "stop": list(block.stop)}))
+        from .io.atomic import atomic_path
+
+        with atomic_path(output_dir / "density_block.npy") as tmp:
+            np.save(tmp, density_b)
+    else:
+        write_openpmd(output_dir / "density.h5", "Density", density_b, block, grid, comm,
+                      unit_si=DENSITY_UNITS["unit_si"], unit_dimension=DENSITY_UNITS["unit_dimension"])
     if comm.rank == 0:
         lines = ["energy_eV,dos_per_eV"] + [f"{e:.10g},{d:.12g}" for e, d in zip(energies_e, dos_e)]
         write_text_atomic(output_dir / "dos.csv", "\n".join(lines) + "\n")

@@ -27,8 +27,22 @@ def add_arguments(parser):
                         help="directory with UPF files: also compute the total energy")
     parser.add_argument("--chunk-points", type=int, default=65536,
                         help="grid points per network batch (bounds memory)")
+    parser.add_argument("--only-rank", metavar="R/P",
+                        help="compute only rank R's share of a P-rank job, on one process "
+                        "(native descriptors): to measure one rank's cost and memory")
     add_descriptor_backend(parser)
     add_integration(parser)
+
+
+def parse_share(text):
+    """'R/P' -> (R, P) with 0 <= R < P."""
+    try:
+        rank, nranks = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise MlscaleError(f"--only-rank expects R/P (e.g. 3/64), got {text!r}") from None
+    if not 0 <= rank < nranks:
+        raise MlscaleError(f"--only-rank {text}: need 0 <= R < P")
+    return rank, nranks
 
 
 def run(args, comm) -> int:
@@ -49,10 +63,11 @@ def run(args, comm) -> int:
                                                      set(atoms.get_chemical_symbols()))
         if args.chunk_points < 1:
             raise MlscaleError("--chunk-points must be positive")
+        share = parse_share(args.only_rank) if args.only_rank else None
     results = inference.predict(
         atoms, model, metadata, comm, shape=args.grid, n_electrons=args.electrons,
         backend=args.backend, method=args.integration, chunk_points=args.chunk_points,
-        output_dir=Path(args.output), pseudopotentials=pseudopotentials)
+        output_dir=Path(args.output), pseudopotentials=pseudopotentials, share=share)
     out = Path(args.output)
     comm.print(f"atoms {results['atoms']}, grid {results['grid']}, ranks {results['ranks']}")
     comm.print(f"Fermi level      {results['fermi_energy_eV']:.6f} eV")
@@ -60,5 +75,9 @@ def run(args, comm) -> int:
     comm.print(f"electrons        {results['number_of_electrons']:.6f}")
     if "total_energy_eV" in results:
         comm.print(f"total energy     {results['total_energy_eV']:.6f} eV")
-    comm.print(f"density written to {out / 'density.h5'} (openPMD); results in {out / 'results.json'}")
+    if share is not None:
+        comm.print(f"rank {share[0]} of {share[1]} only: partial DOS and density block in {out}")
+    else:
+        comm.print(f"density written to {out / 'density.h5'} (openPMD); "
+                   f"results in {out / 'results.json'}")
     return 0
