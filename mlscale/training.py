@@ -136,7 +136,7 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
     resume: checkpoint file to continue from (same ranks, data and settings).
     cache_dir: where openPMD snapshots are converted to .npy (see data.cache_openpmd).
     history: one dict per epoch (epoch, train_loss, validation_loss, lr, seconds,
-    train_seconds); losses are mean squared errors of the standardised LDOS.
+    train_seconds, samples_per_s); losses are mean squared errors of the standardised LDOS.
     The returned model (CPU, eval mode) has the weights of the best validation epoch.
     """
     settings = training_settings
@@ -184,7 +184,7 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
 
         n_steps = -(-data.npoints // settings.batch_size)
         while progress.epoch < settings.epochs:
-            epoch_start = time.perf_counter()
+            epoch_start, first_step = time.perf_counter(), progress.step
             order = epoch_order(settings.seed, progress.epoch, data.npoints)
             while progress.step < n_steps:
                 batch = order[progress.step * settings.batch_size:
@@ -220,10 +220,13 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                      "lr": optimizer.param_groups[0]["lr"],
                      "seconds": comm.max(time.perf_counter() - epoch_start),
                      "train_seconds": comm.max(train_seconds)}
+            entry["samples_per_s"] = (data.npoints - min(first_step * settings.batch_size,
+                                                         data.npoints)) / entry["train_seconds"]
             progress.history.append(entry)
             comm.print(f"epoch {entry['epoch']:4d}  train {entry['train_loss']:.6e}  "
                        f"validation {val_loss:.6e}  lr {entry['lr']:.3e}  "
-                       f"{entry['seconds']:.2f} s")
+                       f"{entry['seconds']:.2f} s  "
+                       f"{entry['samples_per_s']:.0f} samples/s")
             if val_loss < progress.best_loss:
                 progress.best_loss, progress.best_epoch, progress.bad_epochs = (
                     val_loss, progress.epoch + 1, 0)
