@@ -24,6 +24,7 @@ COMMANDS = {
     "energy": "energy",
     "datagen": "datagen",
     "info": "info",
+    "import-mala": "import_mala",
 }
 
 
