@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import erfc
@@ -24,7 +25,7 @@ from .fft import DistributedFFT
 ORDER = 16  # B-spline order (even)
 ALIAS = 1e-14  # bound on the aliasing factor (m/(K-m))^ORDER
 TAIL = 1e-14  # e^{-κ²}: size of the neglected real- and reciprocal-space tails
-CHUNK = 4096  # atoms per spreading / neighbour-search batch
+CHUNK = 4096  # atoms per neighbour-search batch
 
 
 def ewald_energy(pos_av: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) -> float:
@@ -89,20 +90,34 @@ def _spread(frac_ac, charge_a, fft: DistributedFFT) -> np.ndarray:
         k0_a, w_aj = bspline_weights(frac_ac[:, axis] * shape[axis])
         index_aj = (k0_a[:, None] + np.arange(ORDER)) % shape[axis] - block.start[axis]
         inside_aj = (index_aj >= 0) & (index_aj < block.shape[axis])
-        local.append(np.where(inside_aj, index_aj, 0))
-        weight.append(np.where(inside_aj, w_aj, 0.0))
-    touches_a = np.all([w.any(axis=1) for w in weight], axis=0)
+        local.append(np.where(inside_aj, index_aj, -1))
+        weight.append(w_aj)
+    touches_a = np.all([(loc >= 0).any(axis=1) for loc in local], axis=0)
     atoms = np.nonzero(touches_a & (charge_a != 0))[0]
-    by, bz = block.shape[1], block.shape[2]
-    q_p = np.zeros(block.size)
-    for start in range(0, len(atoms), CHUNK):
-        a = atoms[start:start + CHUNK]
-        lx, ly, lz = (loc[a] for loc in local)
-        flat = (lx[:, :, None, None] * by + ly[:, None, :, None]) * bz + lz[:, None, None, :]
-        value = (charge_a[a, None, None, None] * weight[0][a, :, None, None]
-                 * weight[1][a, None, :, None] * weight[2][a, None, None, :])
-        q_p += np.bincount(flat.ravel(), value.ravel(), minlength=block.size)
-    return q_p.reshape(block.shape)
+    q_b = np.zeros(block.shape)
+    _add_stencils(charge_a[atoms], *(loc[atoms] for loc in local),
+                  *(w[atoms] for w in weight), q_b)
+    return q_b
+
+
+@numba.njit(cache=True)
+def _add_stencils(q_a, ix_aj, iy_aj, iz_aj, wx_aj, wy_aj, wz_aj, out):
+    """out[ix, iy, iz] += q wx wy wz over each atom's stencil (index -1: not in this block)."""
+    for a in range(q_a.shape[0]):
+        for i in range(ix_aj.shape[1]):
+            x = ix_aj[a, i]
+            if x < 0:
+                continue
+            wx = q_a[a] * wx_aj[a, i]
+            for j in range(iy_aj.shape[1]):
+                y = iy_aj[a, j]
+                if y < 0:
+                    continue
+                wxy = wx * wy_aj[a, j]
+                for k in range(iz_aj.shape[1]):
+                    z = iz_aj[a, k]
+                    if z >= 0:
+                        out[x, y, z] += wxy * wz_aj[a, k]
 
 
 def _real_space(frac_ac, charge_a, cell_cv, eta, cutoff, comm) -> float:
