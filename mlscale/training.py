@@ -1,9 +1,9 @@
 """Data-parallel training of the LDOS network, identical code for 1 and N ranks.
 
 Each epoch has one global order of the training points, a permutation drawn from
-``(seed, epoch)``. Global batch ``i`` is ``order[i*B:(i+1)*B]``; rank ``r`` of ``N``
-takes the slice ``[b*r//N, b*(r+1)//N)`` of it and reads only those points from the
-memory-mapped snapshots. Its loss is its share of the global mean squared error (in
+``(seed, epoch)`` (:func:`shuffled_points`). Global batch ``i`` is
+``order[i*B:(i+1)*B]``; rank ``r`` of ``N`` takes the slice ``[b*r//N, b*(r+1)//N)``
+of it and reads only those points from the memory-mapped snapshots. Its loss is its share of the global mean squared error (in
 standardised LDOS units), gradients are averaged over the ranks every step
 (torch.distributed or Horovod, see distributed.py), so all ranks take the same Adam
 step and hold identical weights, and the result does not depend on N beyond round-off.
@@ -42,6 +42,7 @@ from .parallel import Comm
 CHECKPOINT_FORMAT = "mlscale-checkpoint"
 CHECKPOINT_VERSION = 1
 RELEASE_STEPS = 64  # drop mapped pages of the snapshots this often (bounds resident memory)
+FEISTEL_ROUNDS = 6
 
 
 class TrainingInterrupted(MlscaleError):
@@ -61,14 +62,44 @@ class Progress:
     history: list = field(default_factory=list)
 
 
-def epoch_order(seed: int, epoch: int, npoints: int) -> np.ndarray:
-    """The global order of the training points in ``epoch`` (same on every rank)."""
-    return np.random.default_rng([seed, epoch]).permutation(npoints)
+def _mix(values: np.ndarray, key: np.uint64) -> np.ndarray:
+    """splitmix64's finaliser of ``values + key`` (uint64 arrays, wrapping arithmetic)."""
+    z = values + key
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-def local_slice(batch_size: int, comm: Comm) -> slice:
-    """This rank's part of a global batch of ``batch_size`` points."""
-    return slice(batch_size * comm.rank // comm.size, batch_size * (comm.rank + 1) // comm.size)
+def shuffled_points(seed: int, epoch: int, npoints: int, start: int, stop: int) -> np.ndarray:
+    """Positions ``start:stop`` of epoch ``epoch``'s global order of ``npoints`` points.
+
+    The order is a pseudo-random permutation drawn from (seed, epoch): a Feistel
+    network over the smallest even-bit domain >= npoints, restricted to
+    ``[0, npoints)`` by cycle walking. Any slice is computed without the whole
+    permutation, so memory does not grow with the data set; same on every rank.
+    """
+    half = max(1, -(-int(npoints - 1).bit_length() // 2))
+    mask = np.uint64((1 << half) - 1)
+    keys = np.random.default_rng([seed, epoch]).integers(0, 2**63, FEISTEL_ROUNDS,
+                                                         dtype=np.uint64)
+
+    def permute(x):
+        left, right = x >> np.uint64(half), x & mask
+        for key in keys:
+            left, right = right, left ^ (_mix(right, key) & mask)
+        return (left << np.uint64(half)) | right
+
+    points = permute(np.arange(start, stop, dtype=np.uint64))
+    outside = points >= npoints
+    while outside.any():
+        points[outside] = permute(points[outside])
+        outside = points >= npoints
+    return points.astype(np.int64)
+
+
+def local_range(batch_size: int, comm: Comm) -> tuple[int, int]:
+    """This rank's part ``[lo, hi)`` of a global batch of ``batch_size`` points."""
+    return batch_size * comm.rank // comm.size, batch_size * (comm.rank + 1) // comm.size
 
 
 def check_settings(settings: TrainingSettings) -> None:
@@ -185,16 +216,17 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
         n_steps = -(-data.npoints // settings.batch_size)
         while progress.epoch < settings.epochs:
             epoch_start, first_step = time.perf_counter(), progress.step
-            order = epoch_order(settings.seed, progress.epoch, data.npoints)
             while progress.step < n_steps:
-                batch = order[progress.step * settings.batch_size:
-                              (progress.step + 1) * settings.batch_size]
-                x, y = data.read(np.sort(batch[local_slice(len(batch), comm)]))
+                start = progress.step * settings.batch_size
+                batch_size = min(settings.batch_size, data.npoints - start)
+                lo, hi = local_range(batch_size, comm)
+                x, y = data.read(np.sort(shuffled_points(settings.seed, progress.epoch,
+                                                         data.npoints, start + lo, start + hi)))
                 x, y = torch.from_numpy(x).to(torch_device), torch.from_numpy(y).to(torch_device)
                 err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
                 sse = (err**2).sum()
                 optimizer.zero_grad(set_to_none=True)
-                (sse * (comm.size / (len(batch) * n_energies))).backward()
+                (sse * (comm.size / (batch_size * n_energies))).backward()
                 parallel.average_gradients(parameters)
                 optimizer.step()
                 progress.step += 1
@@ -213,6 +245,9 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
             train_seconds = time.perf_counter() - epoch_start
             val_loss = validation_loss(model, validation, comm, torch_device, chunk_points)
             validation.release()
+            if not (np.isfinite(val_loss) and np.isfinite(progress.epoch_sse)):
+                raise MlscaleError(f"training diverged in epoch {progress.epoch + 1} (loss is "
+                                   "not finite); lower the learning rate")
             scheduler.step(val_loss)
             entry = {"epoch": progress.epoch + 1,
                      "train_loss": progress.epoch_sse / (data.npoints * n_energies),

@@ -17,7 +17,7 @@ from mlscale.data import (SnapshotFiles, SnapshotSet, cache_openpmd, open_snapsh
 from mlscale.errors import MlscaleError
 from mlscale.model import load_model, predict_ldos, save_model
 from mlscale.parallel import self_comm
-from mlscale.training import TrainingInterrupted, train
+from mlscale.training import TrainingInterrupted, shuffled_points, train
 
 N_FEATURES, N_ENERGIES, GRID = 5, 4, (4, 3, 5)  # twojmax 2: 5 features
 LAYERS = ModelSettings(layers=(N_FEATURES, 16, N_ENERGIES))
@@ -145,6 +145,22 @@ def test_snapshot_errors(tmp_path):
 
 
 # -- training ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("npoints", [1, 2, 3, 17, 1000, 4097])
+def test_shuffled_points_is_a_permutation_in_any_slices(npoints):
+    order = shuffled_points(5, 0, npoints, 0, npoints)
+    assert sorted(order.tolist()) == list(range(npoints))
+    cuts = sorted({0, npoints, npoints // 3, npoints // 2})
+    pieces = [shuffled_points(5, 0, npoints, a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+    np.testing.assert_array_equal(np.concatenate(pieces), order)
+    if npoints >= 1000:
+        assert not np.array_equal(order, shuffled_points(5, 1, npoints, 0, npoints))
+        assert not np.array_equal(order, shuffled_points(6, 0, npoints, 0, npoints))
+        assert abs(np.corrcoef(order, np.arange(npoints))[0, 1]) < 0.1
+        # every position is equally likely for a point: first tenth is spread over all
+        assert np.histogram(order[: npoints // 10], bins=5, range=(0, npoints))[0].min() > 10
+
 
 
 def test_same_seed_same_model_and_learning(tmp_path):
