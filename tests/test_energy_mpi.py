@@ -101,3 +101,20 @@ def test_bad_block_on_one_rank_fails_all_ranks():
         local = local[:-1]
     with pytest.raises(MlscaleError, match="grid shape"):
         density_energy_terms(local, grid, block, atoms, {"Al": AL_PSEUDO}, comm)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_cli_under_mpi(be2, capsys):
+    from mlscale.cli import main
+
+    status = main(["energy", str(be2 / "Be_snapshot0.dens.npy"), "--structure",
+                   str(be2 / "recreate_data" / "Be.pw.scf.in"), "--pseudopotentials", str(be2),
+                   "--ecutrho", "160"])
+    assert status == 0
+    out = capsys.readouterr().out
+    if world().rank == 0:
+        terms = json.loads(out)
+        assert terms["ranks"] == world().size
+        assert abs(terms["xc_energy_eV"] - (-3.29457444 * RYDBERG_EV)) < 4e-5  # Be_snapshot0.out
+    else:
+        assert out == ""
