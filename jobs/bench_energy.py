@@ -1,10 +1,12 @@
 """Time and peak memory of the energy step (density_energy_terms) for growing Al cells.
 
-    mpiexec -n RANKS python jobs/bench_energy.py --cells N [--ecutrho 100] [--functional LDA]
+    mpiexec -n RANKS python jobs/bench_energy.py --cells N [--ecutrho 100] [--system al|be]
 
-fcc Al, N x N x N conventional cells (4 N³ atoms, a = 4.05 Å), QE's FFT grid for
-``--ecutrho`` Ry (100 Ry: 25 points per 4.05 Å), a smooth synthetic density with 3 electrons per atom, pseudopotential
-Al.pz-vbc.UPF (no core correction). Prints one JSON line (rank 0): grid, atoms, seconds
+``al``: fcc Al, N x N x N conventional cells (4 N³ atoms, a = 4.05 Å), LDA,
+Al.pz-vbc.UPF (no core correction). ``be``: hcp Be, N x N x N two-atom cells
+(a = 2.26 Å, c = 3.57 Å), PBE, MALA's Be.pbe-n-rrkjus_psl.1.0.0.UPF (core correction).
+QE's FFT grid for ``--ecutrho`` Ry (100 Ry: 25 points per 4.05 Å); a smooth synthetic
+density with the valence electron count. Prints one JSON line (rank 0): grid, atoms, seconds
 of the whole step and of the Ewald part (max over ranks), and the peak resident memory
 per rank (max over ranks) above the memory before the step, in MiB.
 """
@@ -25,6 +27,12 @@ from mlscale.grid import Decomposition, Grid, qe_fft_shape
 from mlscale.parallel import world
 
 
+SYSTEMS = {  # name -> element, valence, pseudopotential
+    "al": ("Al", 3.0, "/usr/share/espresso/pseudo/Al.pz-vbc.UPF"),
+    "be": ("Be", 2.0, "/work/shared/mala-test-data/Be2/Be.pbe-n-rrkjus_psl.1.0.0.UPF"),
+}
+
+
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -33,32 +41,34 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, required=True)
     parser.add_argument("--ecutrho", type=float, default=100.0, help="Ry")
-    parser.add_argument("--functional", default="LDA")
-    parser.add_argument("--pseudo", default="/usr/share/espresso/pseudo/Al.pz-vbc.UPF")
+    parser.add_argument("--system", choices=SYSTEMS, default="al")
     args = parser.parse_args()
     comm = world()
-    atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat(args.cells)
+    element, valence, pseudo = SYSTEMS[args.system]
+    if element == "Al":
+        atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat(args.cells)
+    else:
+        atoms = bulk("Be", "hcp", a=2.26, c=3.57).repeat(args.cells)
     grid = Grid(atoms.cell.array, qe_fft_shape(atoms.cell.array, args.ecutrho))
     block = Decomposition(grid.shape, comm.size).block(comm.rank)
     frac = grid.fractional_g3(block)
     density_b = np.cos(2 * np.pi * args.cells * frac).prod(axis=-1)
     del frac
-    density_b = (1 + 0.2 * density_b) * 3 * len(atoms) / grid.volume
+    density_b = (1 + 0.2 * density_b) * valence * len(atoms) / grid.volume
 
     comm.barrier()
     before = peak_mib()
     start = time.perf_counter()
-    terms = density_energy_terms(density_b, grid, block, atoms, {"Al": args.pseudo}, comm,
-                                 functional=args.functional)
+    terms = density_energy_terms(density_b, grid, block, atoms, {element: pseudo}, comm)
     seconds = comm.max(time.perf_counter() - start)
     growth = comm.max(peak_mib() - before)
     fft = DistributedFFT(Grid(grid.cell_cv / BOHR_ANGSTROM, grid.shape), comm)
     start = time.perf_counter()
-    ewald_energy(atoms.positions / BOHR_ANGSTROM, np.full(len(atoms), 3.0), fft)
+    ewald_energy(atoms.positions / BOHR_ANGSTROM, np.full(len(atoms), valence), fft)
     ewald_seconds = comm.max(time.perf_counter() - start)
     comm.print(json.dumps({
         "ranks": comm.size, "atoms": len(atoms), "grid": list(grid.shape),
-        "points": grid.npoints, "functional": args.functional, "seconds": round(seconds, 3),
+        "points": grid.npoints, "functional": terms["functional"], "seconds": round(seconds, 3),
         "ewald_seconds": round(ewald_seconds, 3), "peak_growth_MiB_per_rank": round(growth, 1),
         "bytes_per_point_per_rank": round(growth * 2**20 / (grid.npoints / comm.size), 1),
         "number_of_electrons": round(terms["number_of_electrons"], 6),

@@ -73,16 +73,16 @@ class DistributedFFT:
         """Reciprocal lattice vectors (rows) b_i with a_i·b_j = 2π δ_ij."""
         return 2 * np.pi * np.linalg.inv(self.grid.cell_cv).T
 
-    def g_vq(self) -> np.ndarray:
-        """Cartesian G vectors of the local spectral points, ``[3, qx, qy, qz]``."""
+    def g_q(self, v: int) -> np.ndarray:
+        """Cartesian component v of the G vectors of the local spectral points."""
         mx, my, mz = self.m_q3
         b = self.reciprocal_cv
-        return np.stack([mx * b[0, v] + my * b[1, v] + mz * b[2, v] for v in range(3)])
+        return mx * b[0, v] + my * b[1, v] + mz * b[2, v]
 
     @cached_property
     def g2_q(self) -> np.ndarray:
         """|G|² of the local spectral points."""
-        return np.sum(self.g_vq() ** 2, axis=0)
+        return sum(self.g_q(v) ** 2 for v in range(3))
 
     @cached_property
     def weight_q(self) -> np.ndarray:

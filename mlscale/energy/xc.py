@@ -30,7 +30,7 @@ _QE_NAMES = {
     "PBESOL": "PBESOL", "SLA PW PSX PSC": "PBESOL",
 }
 
-CHUNK = 1 << 20  # points per libxc call (bounds libxc's temporaries)
+CHUNK = 1 << 16  # points per libxc call (bounds libxc's temporaries)
 
 
 def functional_name(name: str) -> str:
@@ -57,12 +57,22 @@ def xc_energy_potential(n_b: np.ndarray, n_q: np.ndarray, fft: DistributedFFT, f
         e_p, v_p = _libxc(code, n_p[None, :])
         return fft.integrate(e_p), v_p.reshape(n_b.shape)
     inside_q = fft.g2_q <= g2_max
-    grad_vp = np.stack([fft.backward(1j * g_q * n_q * inside_q).ravel() for g_q in fft.g_vq()])
-    e_p, v_p, vsigma_p = _libxc(code, np.concatenate([n_p[None, :], grad_vp]))
-    h_vp = 2 * vsigma_p * grad_vp  # ∂e/∂(∇n)
-    del grad_vp
-    div_q = sum(1j * g_q * fft.forward(h_p.reshape(n_b.shape)) for g_q, h_p in zip(fft.g_vq(), h_vp))
-    v_b = v_p.reshape(n_b.shape) - fft.backward(div_q * inside_q)
+    in_q = np.where(inside_q, 1j * n_q, 0)
+    rho_xp = np.empty((4, n_p.size))  # n, ∇n
+    rho_xp[0] = n_p
+    for v in range(3):
+        rho_xp[1 + v] = fft.backward(fft.g_q(v) * in_q).ravel()
+    del in_q
+    e_p, v_p, vsigma_p = _libxc(code, rho_xp)
+    h_vp = rho_xp[1:]
+    h_vp *= 2 * vsigma_p  # ∂e/∂(∇n)
+    del vsigma_p
+    div_q = np.zeros_like(n_q)
+    for v in range(3):
+        div_q += fft.g_q(v) * fft.forward(h_vp[v].reshape(n_b.shape))
+    del rho_xp, h_vp
+    div_q *= 1j * inside_q
+    v_b = v_p.reshape(n_b.shape) - fft.backward(div_q)
     return fft.integrate(e_p), v_b
 
 
