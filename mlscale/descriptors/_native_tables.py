@@ -12,7 +12,8 @@ The bispectrum component (j1, j2, j), j >= j1, is
 over the rows mb < j/2 (weight 1) and, for even j, the middle row mb = j/2 with
 ma < mb (weight 1) and ma = mb (weight 1/2). Z is a double Clebsch–Gordan sum of
 products U_j1[mb1][ma1] U_j2[mb2][ma2]; the tables below list, per (mb, ma) entry,
-its non-zero products with their coefficient CG(ma) CG(mb).
+its non-zero products with their coefficient CG(ma) CG(mb), products of the same two
+U elements merged (at twojmax 10: 3,444 entries, 47,702 products).
 """
 
 from __future__ import annotations
@@ -120,11 +121,19 @@ def tables(twojmax: int) -> Tables:
                 if 2 * mb == j and ma > mb:
                     break
                 weight = 0.5 if (2 * mb == j and ma == mb) else 1.0
+                # U products commute: for j1 == j2 the pairs (x, y) and (y, x) merge
+                merged: dict[tuple[int, int], float] = {}
                 for cb, mb1, mb2 in _row_products(j1, j2, j, mb):
                     for ca, ma1, ma2 in _row_products(j1, j2, j, ma):
-                        prod_c.append(ca * cb)
-                        prod_u1.append(ublock[j1] + (j1 + 1) * mb1 + ma1)
-                        prod_u2.append(ublock[j2] + (j2 + 1) * mb2 + ma2)
+                        u1 = int(ublock[j1] + (j1 + 1) * mb1 + ma1)
+                        u2 = int(ublock[j2] + (j2 + 1) * mb2 + ma2)
+                        key = (min(u1, u2), max(u1, u2))
+                        merged[key] = merged.get(key, 0.0) + ca * cb
+                for (u1, u2), c in merged.items():
+                    if c != 0.0:
+                        prod_c.append(c)
+                        prod_u1.append(u1)
+                        prod_u2.append(u2)
                 prod_ptr.append(len(prod_c))
                 entry_u.append(ublock[j] + (j + 1) * mb + ma)
                 entry_w.append(weight)
