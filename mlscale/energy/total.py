@@ -32,7 +32,7 @@ def density_energy_terms(density_b: np.ndarray, grid: Grid, block: Block, atoms:
 
     density_b: this rank's block of the valence density n(r), electrons/Å³, with
     ``block == Decomposition(grid.shape, comm.size).block(comm.rank)``.
-    pseudopotentials: element -> UPF path. ecutrho_Ry: G sphere |G|² <= ecutrho
+    pseudopotentials: element -> UPF path (or :class:`Pseudopotential`). ecutrho_Ry: G sphere |G|² <= ecutrho
     (Bohr⁻², i.e. Ry) for the G sums; None: the largest sphere the grid holds.
     functional: "LDA", "PW", "PBE" or "PBESOL" (or a QE name); None: from the UPF files.
 
@@ -107,7 +107,7 @@ def _read_pseudopotentials(paths: dict, symbols: list[str]) -> dict[str, Pseudop
     for symbol in dict.fromkeys(symbols):
         if symbol not in paths:
             raise MlscaleError(f"no pseudopotential given for {symbol}")
-        pp = read_upf(paths[symbol])
+        pp = paths[symbol] if isinstance(paths[symbol], Pseudopotential) else read_upf(paths[symbol])
         if pp.element != symbol:
             raise MlscaleError(f"pseudopotential {pp.path} is for {pp.element}, not {symbol}")
         pps[symbol] = pp
