@@ -200,3 +200,21 @@ def test_array_that_is_not_a_grid(be2, tmp_path):
     run = mlscale(["electrons", path, "--energy-grid", -5, 2.5, 11, "--temperature", 298,
                    "--electrons", 4, "--cell-from", be2 / "Be_snapshot0.out"], ranks=2)
     assert_clean_failure(run, "flat.npy")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".h5"])
+def test_descriptors_command_reproduces_mala_on_two_ranks(be2, tmp_path, suffix):
+    out = tmp_path / f"be2{suffix}"
+    run = mlscale(["descriptors", be2 / "Be_snapshot0.out", "--grid", 18, 18, 27, "-o", out],
+                  ranks=2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    if suffix == ".npy":
+        ours = np.load(out)
+    else:
+        from mlscale.io.openpmd_io import read_openpmd
+
+        ours = read_openpmd(out, "Bispectrum")
+    reference = np.load(be2 / "Be_snapshot0.in.npy")[..., 3:]  # MALA's, float32
+    assert ours.shape == (18, 18, 27, 91)
+    scale = np.abs(reference).max(axis=(0, 1, 2))
+    assert np.all(np.abs(ours - reference) <= 1e-6 * scale)
