@@ -12,6 +12,7 @@ number per energy) and scalars are the only reduced quantities.
 from __future__ import annotations
 
 import json
+import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ class ModelInfo:
             )
         except KeyError as missing:
             raise MlscaleError(f"model metadata lacks the key {missing}") from None
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def number_of_electrons(atoms, valence_electrons: dict) -> float:
@@ -183,6 +189,7 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
             write_outputs(Path(output_dir), results, energies_e, dos_e, density_b, grid, block,
                           comm, share is not None)
     results["timings_s"] = {name: comm.max(seconds) for name, seconds in timings.seconds.items()}
+    results["peak_memory_per_rank_MiB"] = comm.max(peak_rss_mib())
     if output_dir is not None and comm.rank == 0:
         from .io.atomic import write_json_atomic
 
