@@ -34,6 +34,7 @@ def add_arguments(parser):
                      help="JSON file {\"dft\": {...}, \"ldos\": {...}}; the flags below override it")
     dft.add_argument("--ecutwfc", type=float, help="wave-function cutoff, Ry")
     dft.add_argument("--kpoints", type=int, nargs=3, help="Monkhorst-Pack grid")
+    dft.add_argument("--kshift", type=int, nargs=3, help="Monkhorst-Pack shifts (0 or 1 per axis)")
     dft.add_argument("--temperature", type=float, help="electronic temperature, K (Fermi-Dirac smearing)")
     dft.add_argument("--nbnd", type=int, help="number of bands")
     dft.add_argument("--pseudo-dir", help="pseudopotential directory")
@@ -44,7 +45,8 @@ def add_arguments(parser):
     ldos.add_argument("--emin", type=float, help="lowest LDOS energy, eV (QE's energy zero)")
     ldos.add_argument("--de", type=float, help="LDOS energy spacing, eV")
     ldos.add_argument("--ne", type=int, help="number of LDOS energies")
-    ldos.add_argument("--ldos-broadening", type=float, help="LDOS broadening degauss_ldos, eV (width of QE 6.7's Fermi-Dirac smearing)")
+    ldos.add_argument("--ldos-broadening", type=float,
+                      help="LDOS broadening degauss_ldos, eV (Fermi-Dirac width in QE 6.7)")
     run = parser.add_argument_group("running QE")
     run.add_argument("--np", type=int, default=1, dest="nprocs", help="MPI processes for QE (default: 1)")
     run.add_argument("--pools", type=int, default=1, help="pw.x k-point pools (-nk)")
@@ -70,7 +72,7 @@ def settings_from_args(args):
             raise MlscaleError(f"unknown section(s) in {args.settings}: {', '.join(sorted(unknown))}")
         data.update(loaded)
     dft = dict(data["dft"])
-    for key in ("ecutwfc", "kpoints", "temperature", "nbnd", "pseudo_dir", "electron_maxstep"):
+    for key in ("ecutwfc", "kpoints", "kshift", "temperature", "nbnd", "pseudo_dir", "electron_maxstep"):
         if getattr(args, key) is not None:
             dft[key] = getattr(args, key)
     for item in args.pseudo:
@@ -93,8 +95,11 @@ def run(args, comm) -> int:
     from ..datagen import QERunner, generate_dataset, read_structures, thermal_fcc_snapshots
 
     dft, ldos = settings_from_args(args)
+    runner = QERunner(nprocs=args.nprocs, pools=args.pools, mpirun=args.mpirun,
+                      qe_bin=args.qe_bin, nice=args.nice)
     structures = None
     with comm.collective():
+        runner.check()
         if args.structures:
             structures = read_structures(args.structures)
         else:
@@ -103,8 +108,6 @@ def run(args, comm) -> int:
                 args.count, args.seed)
     species = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()})
     bispectrum = BispectrumSettings().with_species(species)
-    runner = QERunner(nprocs=args.nprocs, pools=args.pools, mpirun=args.mpirun,
-                      qe_bin=args.qe_bin, nice=args.nice)
     comm.print(f"datagen: {len(structures)} structure(s) into {args.out}; ecutwfc {dft.ecutwfc} Ry, "
                f"k-points {dft.kpoints}, T_e {dft.temperature} K, {ldos.energy_grid.count} LDOS energies")
     paths = generate_dataset(structures, args.out, dft, ldos, bispectrum, runner, comm,

@@ -9,6 +9,7 @@ atomically) ``.info.json`` with the DFT reference values.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,9 @@ from ..io.numpy_io import write_npy_distributed
 from ..io.openpmd_io import DENSITY_UNITS, LDOS_UNITS, write_openpmd
 from ..io.qe import parse_pw_output
 from .qe_input import DENSITY_CUBE, PREFIX
-from .settings import DFTSettings, LdosSettings
+from .settings import RY_EV, DFTSettings, LdosSettings
+
+HA_EV = 2.0 * RY_EV
 
 
 def convert_snapshot(run_dir, out_dir, name: str, atoms, dft: DFTSettings, ldos: LdosSettings,
@@ -78,7 +81,10 @@ def snapshot_info(run_dir: Path, atoms, grid: Grid, dft: DFTSettings, ldos: Ldos
                   bispectrum: BispectrumSettings) -> dict:
     """The info dict: QE's reference values (MALA's keys) plus settings, grid and units."""
     info = parse_pw_output(Path(run_dir) / "scf.out")
+    band_energy, electrons = band_energy_from_xml(Path(run_dir) / "scf.xml")
     info.update({
+        "band_energy_dft_calculation": band_energy,
+        "number_of_electrons_from_eigenvals": electrons,
         "temperature": dft.temperature,
         "grid_dimensions": list(grid.shape),
         "cell": np.asarray(atoms.cell).tolist(),
@@ -91,6 +97,27 @@ def snapshot_info(run_dir: Path, atoms, grid: Grid, dft: DFTSettings, ldos: Ldos
                   "density": "1/angstrom^3", "temperature": "K"},
     })
     return info
+
+
+def band_energy_from_xml(path: Path) -> tuple[float, float]:
+    """Band energy Σ_k w_k Σ_n f_nk ε_nk (eV) and Σ w f from pw.x's XML data file.
+
+    Uses QE's own occupations and full-precision eigenvalues (the printed output
+    rounds eigenvalues and the Fermi level to 0.1 meV, which moves the band energy
+    of a metal by up to ~meV). k-point weights sum to 2 (spin included).
+    """
+    try:
+        root = ET.parse(path).getroot()
+        bands = [(float(ks.find("k_point").get("weight")),
+                  np.array(ks.find("eigenvalues").text.split(), dtype=float),
+                  np.array(ks.find("occupations").text.split(), dtype=float))
+                 for ks in root.iter("ks_energies")]
+    except (OSError, ET.ParseError, AttributeError, ValueError) as error:
+        raise MlscaleError(f"cannot read eigenvalues from {path}: {error}") from None
+    if not bands:
+        raise MlscaleError(f"{path} holds no eigenvalues")
+    band = sum(w * float(np.dot(f, e)) for w, e, f in bands) * HA_EV
+    return band, sum(w * float(f.sum()) for w, _, f in bands)
 
 
 def _check_cubes(run_dir: Path, atoms, ldos: LdosSettings):

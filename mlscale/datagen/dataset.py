@@ -15,12 +15,10 @@ from pathlib import Path
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..io.atomic import write_text_atomic
-from .convert import convert_snapshot
+from .convert import HA_EV, convert_snapshot
 from .qe_input import OUTDIR, PREFIX, pp_density_input, pp_ldos_input, pw_input
-from .qe_run import QERunner, check_pw_output, remove_wavefunctions
-from .settings import RY_EV, DFTSettings, LdosSettings
-
-HA_EV = 2.0 * RY_EV
+from .qe_run import QERunner, remove_wavefunctions
+from .settings import DFTSettings, LdosSettings
 
 
 def generate_dataset(structures, out_dir, dft: DFTSettings, ldos: LdosSettings,
@@ -78,7 +76,6 @@ def run_qe(atoms, run_dir: Path, dft: DFTSettings, ldos: LdosSettings, runner: Q
         write_text_atomic(run_dir / f"{stem}.in", text)
         runner.run(program, f"{stem}.in", f"{stem}.out", run_dir)
         if program == "pw.x":
-            check_pw_output(run_dir / "scf.out")
             check_bands_cover(run_dir / OUTDIR / f"{PREFIX}.save" / "data-file-schema.xml",
                               ldos)
         say(f"{program} {stem} finished in {time.perf_counter() - start:.0f} s")
@@ -91,16 +88,17 @@ def run_qe(atoms, run_dir: Path, dft: DFTSettings, ldos: LdosSettings, runner: Q
 def check_bands_cover(xml_path: Path, ldos: LdosSettings):
     """MlscaleError unless every k-point's highest band lies above the LDOS grid.
 
-    The top of the grid plus 3 broadenings must lie below the lowest "highest
-    eigenvalue" of all k-points, else the LDOS there misses states.
+    The top of the grid plus 5 broadenings (Fermi–Dirac tail e^-5) must lie below
+    the lowest "highest eigenvalue" of all k-points, else the LDOS there misses states.
     """
     root = ET.parse(xml_path).getroot()
     tops = [float(ks.find("eigenvalues").text.split()[-1]) * HA_EV
             for ks in root.iter("ks_energies")]
-    needed = ldos.emax + 3.0 * ldos.broadening
+    needed = ldos.emax + 5.0 * ldos.broadening
     if not tops or min(tops) < needed:
-        raise MlscaleError(f"too few bands: the highest band starts at {min(tops, default=0):.2f} eV "
-                           f"but the LDOS grid needs states up to {needed:.2f} eV; raise nbnd")
+        raise MlscaleError(f"too few bands: the highest band lies at {min(tops, default=0):.2f} eV "
+                           f"at some k-point, the LDOS grid needs states up to {needed:.2f} eV; "
+                           "raise nbnd")
 
 
 def _done(output: Path, input_text: str) -> bool:

@@ -76,7 +76,7 @@ def pw_input(atoms, settings: DFTSettings) -> str:
         "ATOMIC_POSITIONS angstrom",
         *(f"  {s} {_vector(p)}" for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)),
         "K_POINTS automatic",
-        "  {} {} {} 0 0 0".format(*settings.kpoints),
+        "  {} {} {} {} {} {}".format(*settings.kpoints, *settings.kshift),
     ]
     return "\n".join(lines) + "\n"
 

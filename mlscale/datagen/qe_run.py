@@ -49,7 +49,10 @@ class QERunner:
             self.executable(name)
 
     def run(self, program: str, input_file: str, output_file: str, cwd: Path):
-        """Run ``program -in input_file`` in ``cwd``, stdout+stderr to ``output_file``."""
+        """Run ``program -in input_file`` in ``cwd``, stdout+stderr to ``output_file``.
+
+        Raises MlscaleError when it fails, and for pw.x also when the SCF did not converge.
+        """
         command = [self.executable("mpirun"), "--allow-run-as-root", "-np", str(self.nprocs),
                    self.executable(program), "-in", input_file]
         if program == "pw.x" and self.pools > 1:
@@ -61,6 +64,8 @@ class QERunner:
         with open(Path(cwd) / output_file, "w") as out:
             status = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env).returncode
+        if program == "pw.x":  # a clear message for an unconverged SCF (exit status 2)
+            check_pw_output(Path(cwd) / output_file)
         if status != 0:
             raise MlscaleError(f"{program} failed with exit status {status}: "
                                f"{_qe_error(Path(cwd) / output_file)}")
@@ -97,5 +102,5 @@ def _qe_error(path: Path) -> str:
         if line.strip().startswith("%%%%") and i + 2 < len(lines):
             return " ".join(s.strip() for s in lines[i + 1:i + 3] if s.strip()
                             and not s.strip().startswith("%%%%"))
-    tail = [s.strip() for s in lines if s.strip()]
+    tail = [s.strip() for s in lines if s.strip().strip("-=")]
     return tail[-1] if tail else "no output"

@@ -27,7 +27,7 @@ class DFTSettings:
     """pw.x SCF settings.
 
     ecutwfc/ecutrho: plane-wave cutoffs in Ry (ecutrho None: 4·ecutwfc, QE's default).
-    kpoints: Monkhorst–Pack grid (unshifted). temperature: electronic temperature in K
+    kpoints: Monkhorst–Pack grid; kshift: per axis 0 or 1 (shifted by half a step). temperature: electronic temperature in K
     (Fermi–Dirac smearing, degauss = k_B·T). nbnd: bands (None: enough to cover the
     LDOS energy grid, see :func:`mlscale.datagen.qe_input.default_nbnd`).
     conv_thr: SCF threshold in Ry for the whole cell.
@@ -36,6 +36,7 @@ class DFTSettings:
     ecutwfc: float = 20.0
     ecutrho: float | None = None
     kpoints: tuple[int, int, int] = (2, 2, 2)
+    kshift: tuple[int, int, int] = (0, 0, 0)
     temperature: float = 298.0
     pseudopotentials: dict = field(default_factory=lambda: {"Al": "Al.pz-vbc.UPF"})
     pseudo_dir: str = DEFAULT_PSEUDO_DIR
@@ -46,9 +47,12 @@ class DFTSettings:
 
     def __post_init__(self):
         object.__setattr__(self, "kpoints", tuple(int(k) for k in self.kpoints))
+        object.__setattr__(self, "kshift", tuple(int(k) for k in self.kshift))
         object.__setattr__(self, "pseudopotentials", dict(self.pseudopotentials))
         if len(self.kpoints) != 3 or min(self.kpoints) < 1:
             raise MlscaleError(f"kpoints must be three positive integers, got {self.kpoints}")
+        if len(self.kshift) != 3 or not set(self.kshift) <= {0, 1}:
+            raise MlscaleError(f"kshift must be three of 0 or 1, got {self.kshift}")
         if not self.ecutwfc > 0 or (self.ecutrho is not None and self.ecutrho < 4 * self.ecutwfc):
             raise MlscaleError("need ecutwfc > 0 and ecutrho >= 4*ecutwfc (Ry)")
         if not self.temperature > 0:
@@ -65,7 +69,7 @@ class DFTSettings:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["kpoints"] = list(self.kpoints)
+        data["kpoints"], data["kshift"] = list(self.kpoints), list(self.kshift)
         return data
 
     @classmethod

@@ -10,7 +10,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary
 
 from ..errors import MlscaleError
 
@@ -53,7 +53,8 @@ def thermal_fcc_snapshots(symbol: str = "Al", a: float = 4.05, repeat=(2, 2, 2),
     atoms.calc = EMT()
     atoms.set_constraint(FixCom())
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=2 * temperature, rng=rng)
+    masses_a1 = atoms.get_masses()[:, None]
+    atoms.set_momenta(rng.normal(size=(len(atoms), 3)) * np.sqrt(masses_a1 * units.kB * 2 * temperature))
     Stationary(atoms)
     dynamics = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature,
                         friction=0.01 / units.fs, fixcm=False, rng=rng)
