@@ -37,4 +37,4 @@ export HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITHOUT_GLOO
 export MAKEFLAGS="-j${JOBS:-2}"
 # no build isolation: Horovod's build imports the installed torch 2.13
 python -m pip install --no-cache-dir --no-build-isolation --no-binary horovod "horovod==0.28.1"
-python -c "import horovod.torch as hvd; hvd.init(); print('horovod', hvd.__version__, 'MPI built:', hvd.mpi_built())"
+python -c "import horovod, horovod.torch as hvd; hvd.init(); print('horovod', horovod.__version__, 'MPI:', hvd.mpi_built())"
