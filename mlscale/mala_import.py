@@ -220,7 +220,7 @@ def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None
         twojmax = int(descriptors["bispectrum_twojmax"])
         rcutfac = float(descriptors["bispectrum_cutoff"])
         switchflag = int(descriptors.get("bispectrum_switchflag", 1))
-        weights = descriptors.get("bispectrum_element_weights")
+        element_weights = descriptors.get("bispectrum_element_weights")
     except KeyError as missing:
         raise MlscaleError(f"{archive.name}.params.json lacks {missing}") from None
     except (TypeError, ValueError) as error:
@@ -268,15 +268,15 @@ def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None
     model.eval()
 
     species = _species(species, info, archive.name)
-    if weights is None:
-        weights = [1.0] * len(species)
-    if len(weights) != len(species):
-        raise MlscaleError(f"{len(species)} species {species} but {len(weights)} MALA "
+    if element_weights is None:
+        element_weights = [1.0] * len(species)
+    if len(element_weights) != len(species):
+        raise MlscaleError(f"{len(species)} species {species} but {len(element_weights)} MALA "
                            f"bispectrum element weights")
     settings = BispectrumSettings(
         twojmax=twojmax, rcutfac=rcutfac, rfac0=MALA_BISPECTRUM["rfac0"],
         rmin0=MALA_BISPECTRUM["rmin0"], species=tuple(species),
-        radii=(MALA_BISPECTRUM["radius"],) * len(species), weights=tuple(weights),
+        radii=(MALA_BISPECTRUM["radius"],) * len(species), weights=tuple(element_weights),
         switchflag=switchflag, bzeroflag=MALA_BISPECTRUM["bzeroflag"],
         quadraticflag=MALA_BISPECTRUM["quadraticflag"])
     if temperature_K is None:
