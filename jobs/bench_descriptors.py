@@ -4,8 +4,9 @@ Run from the repository root with the venv active (mpiexec must be on PATH)::
 
     python jobs/bench_descriptors.py --repeats 3
 
-Per system and repeat it times, interleaved: native on 1 thread, native on 2 numba
-threads, LAMMPS on 1 process, LAMMPS on 2 MPI ranks (a child ``mpiexec -n 2``). Only
+Per system and repeat it times, interleaved: native on 1 thread, LAMMPS on 1 process,
+native on 2 numba threads, native on 2 MPI ranks of one thread (a block each, as
+mlscale runs) and LAMMPS on 2 MPI ranks (both in a child ``mpiexec -n 2``). Only
 the descriptor computation is timed (LAMMPS: ``run 0``; native: ``compute_block`` on
 the full grid after a warm-up call). Prints, from medians over the repeats, points/s
 per core from wall time and points per CPU-second (process CPU time, summed over
@@ -32,10 +33,12 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk
 
-from mlscale import BispectrumSettings, Grid
+from mlscale import BispectrumSettings, Block, Decomposition, Grid
 from mlscale.descriptors.native import compute_block
 
 ROOT = Path(__file__).resolve().parents[1]
+# (native run, cores, label) of the printed rows; each compares with "lammps <cores>"
+ROWS = (("native 1", 1, "1"), ("native 2", 2, "2 (2 threads)"), ("native 2 ranks", 2, "2 (2 ranks)"))
 BE2_INFO = ROOT.parent / "shared" / "mala-test-data" / "Be2" / "Be_snapshot0.info.json"
 
 
@@ -94,13 +97,27 @@ def lammps_run(data: Path, shape, settings: BispectrumSettings, comm):
     return wall, comm.allreduce(cpu), rows
 
 
-def lammps_two_ranks(data: Path, shape, settings) -> tuple[float, float]:
-    """Wall and CPU seconds of LAMMPS sna/grid on 2 MPI ranks (child mpiexec)."""
-    cmd = ["mpiexec", "-n", "2", sys.executable, __file__, "--lammps-worker", str(data),
+def two_ranks(backend: str, folder: Path, shape, settings) -> tuple[float, float]:
+    """Wall and CPU seconds (summed) of ``backend`` on 2 MPI ranks (child mpiexec)."""
+    cmd = ["mpiexec", "-n", "2", sys.executable, __file__, "--worker", backend, str(folder),
            *map(str, shape), json.dumps(settings.to_dict())]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     wall, cpu = out.strip().splitlines()[-1].split()
     return float(wall), float(cpu)
+
+
+def native_block_run(atoms, grid: Grid, settings, comm) -> tuple[float, float]:
+    """Wall and CPU seconds (summed over ranks) of the native kernel, one block per rank,
+    one thread per rank."""
+    numba.set_num_threads(1)
+    block = Decomposition(grid.shape, comm.size).block(comm.rank)
+    compute_block(atoms, grid, Block((0, 0, 0), (1, 1, 1)), settings)   # numba cache load
+    comm.Barrier()
+    start, cpu = time.perf_counter(), time.process_time()
+    compute_block(atoms, grid, block, settings)
+    cpu = time.process_time() - cpu
+    comm.Barrier()
+    return time.perf_counter() - start, comm.allreduce(cpu)
 
 
 def native_run(atoms, grid: Grid, settings, threads: int):
@@ -157,19 +174,25 @@ def main() -> int:
         for name, atoms, shape, settings, full in systems(not args.no_scaling):
             data = Path(tmp) / "atoms.data"
             write_lammps_data(data, atoms, settings.species)
+            np.savez(Path(tmp) / "atoms.npz", symbols=np.array(atoms.get_chemical_symbols()),
+                     positions=atoms.positions, cell=atoms.cell.array)
             grid = Grid(atoms.cell.array, shape)
             npts = grid.npoints
-            runs = ["native 1", "lammps 1"] + (["native 2", "lammps 2"] if full else [])
+            runs = ["native 1", "lammps 1"]
+            if full:
+                runs += ["native 2", "native 2 ranks", "lammps 2"]
             wall = {k: [] for k in runs}
             cpu = {k: [] for k in runs}
             for _ in range(args.repeats):
                 for run in runs:
                     if run == "lammps 2":
-                        w, c = lammps_two_ranks(data, shape, settings)
+                        w, c = two_ranks("lammps", Path(tmp), shape, settings)
+                    elif run == "native 2 ranks":
+                        w, c = two_ranks("native", Path(tmp), shape, settings)
                     elif run == "lammps 1":
                         w, c, ref = lammps_run(data, shape, settings, MPI.COMM_SELF)
                     else:
-                        w, c, nat = native_run(atoms, grid, settings, int(run[-1]))
+                        w, c, nat = native_run(atoms, grid, settings, int(run.split()[1]))
                     wall[run].append(w)
                     cpu[run].append(c)
             ok, worst = metric_ok(nat, ref)
@@ -179,30 +202,39 @@ def main() -> int:
             print(f"\n{name}: {npts} points; agreement with LAMMPS: "
                   f"{'OK' if ok else 'FAIL'} (worst err/bound {worst:.2g}); "
                   f"load average {os.getloadavg()[0]:.1f}")
-            print("  cores | points/s per core (wall): native  LAMMPS ratio "
-                  "| points per CPU-second: native  LAMMPS ratio")
-            for cores in (1, 2):
-                if f"native {cores}" not in wall:
-                    continue
-                w = [npts / (cores * np.median(wall[f"{b} {cores}"])) for b in ("native", "lammps")]
-                c = [npts / np.median(cpu[f"{b} {cores}"]) for b in ("native", "lammps")]
-                print(f"  {cores:5d} | {w[0]:30.0f} {w[1]:7.0f} {w[0] / w[1]:5.1f}x "
-                      f"| {c[0]:28.0f} {c[1]:7.0f} {c[0] / c[1]:5.1f}x")
+            print("  cores (native)  | points/s per core (wall): native  LAMMPS  ratio "
+                  "| points per CPU-second: native  LAMMPS  ratio")
+            for run, cores, label in ROWS:
+                if run in wall:
+                    base = f"lammps {cores}"
+                    w = [npts / (cores * np.median(wall[r])) for r in (run, base)]
+                    c = [npts / np.median(cpu[r]) for r in (run, base)]
+                    print(f"  {label:15s} | {w[0]:32.0f} {w[1]:7.0f} {w[0] / w[1]:5.1f}x "
+                          f"| {c[0]:28.0f} {c[1]:7.0f} {c[0] / c[1]:5.1f}x")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0 if all(r["metric_ok"] for r in report) else 1
 
 
-def lammps_worker(argv) -> None:
-    data, nx, ny, nz, settings = argv
+def worker(argv) -> None:
+    """One rank of ``two_ranks``: prints wall and CPU seconds on rank 0."""
+    backend, folder, nx, ny, nz, settings = argv
+    folder, shape = Path(folder), (int(nx), int(ny), int(nz))
     settings = BispectrumSettings.from_dict(json.loads(settings))
-    wall, cpu, _ = lammps_run(Path(data), (int(nx), int(ny), int(nz)), settings, MPI.COMM_WORLD)
+    if backend == "lammps":
+        wall, cpu, _ = lammps_run(folder / "atoms.data", shape, settings, MPI.COMM_WORLD)
+    else:
+        with np.load(folder / "atoms.npz", allow_pickle=False) as data:
+            atoms = Atoms(symbols=list(data["symbols"]), positions=data["positions"],
+                          cell=data["cell"], pbc=True)
+        wall, cpu = native_block_run(atoms, Grid(atoms.cell.array, shape), settings,
+                                     MPI.COMM_WORLD)
     if MPI.COMM_WORLD.rank == 0:
         print(wall, cpu)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--lammps-worker":
-        lammps_worker(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2:])
     else:
         sys.exit(main())

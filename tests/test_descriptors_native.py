@@ -193,3 +193,10 @@ def test_bad_input_raises_clear_errors():
     bad.positions[3, 1] = np.nan
     with pytest.raises(MlscaleError, match="NaN"):
         compute_block(bad, grid, block, BispectrumSettings())
+
+
+@pytest.mark.parametrize("twojmax, switchflag", [(0, 1), (1, 1), (2, 1), (3, 1), (8, 1), (6, 0)])
+def test_other_twojmax_and_switchflag(tmp_path, twojmax, switchflag):
+    settings = BispectrumSettings(twojmax=twojmax, switchflag=switchflag)
+    native = check_against_lammps(tmp_path, displaced_al(), (4, 5, 6), settings)
+    assert native.shape[-1] == settings.n_features
