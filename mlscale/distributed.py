@@ -10,7 +10,7 @@ process group of size one.
 - ``horovod``: ``horovod.torch`` initialised on the same MPI communicator.
 
 Gradients are averaged with ONE all-reduce per step over a flat buffer in fixed
-parameter order (what DistributedDataParallel does with a single static bucket).
+parameter order (plus a few numbers the training loop needs summed, e.g. the loss) (what DistributedDataParallel does with a single static bucket).
 The DDP wrapper itself is not used because it changes its bucket layout after the
 first iteration, and Horovod's tensor fusion orders tensors as they become ready:
 on 3+ ranks either makes the summation order, hence the last bit of the weights,
@@ -58,15 +58,19 @@ class _Averager:
 
     size = 1
 
-    def average_gradients(self, parameters) -> None:
+    def average_gradients(self, parameters, extra=()) -> list[float]:
+        """Replace the gradients by their mean over the ranks; return the sums over the
+        ranks of the ``extra`` numbers, reduced in the same all-reduce."""
         grads = [p.grad for p in parameters]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        self._sum_(flat)
-        flat /= self.size
+        extra_t = torch.tensor(extra, dtype=grads[0].dtype, device=grads[0].device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [extra_t])
+        if self.size > 1:  # a sum over one rank is the identity
+            self._sum_(flat)
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset:offset + g.numel()].view_as(g) / self.size)
             offset += g.numel()
+        return flat[offset:].tolist()
 
     def _sum_(self, flat: torch.Tensor) -> None:
         raise NotImplementedError
@@ -133,8 +137,9 @@ class _Horovod(_Averager):
 def data_parallel(backend: str, comm: Comm, device: torch.device):
     """Gradient averaging over ``comm`` for the duration of a ``with`` block.
 
-    Yields an object whose ``average_gradients(parameters)`` replaces every rank's
-    gradients by their mean over the ranks (call it between backward and step).
+    Yields an object whose ``average_gradients(parameters, extra)`` replaces every
+    rank's gradients by their mean over the ranks (call it between backward and step)
+    and returns the sums of the ``extra`` numbers.
     """
     if backend not in BACKENDS:
         raise MlscaleError(f"unknown distributed backend '{backend}' (use {' or '.join(BACKENDS)})")

@@ -43,6 +43,7 @@ CHECKPOINT_FORMAT = "mlscale-checkpoint"
 CHECKPOINT_VERSION = 1
 RELEASE_STEPS = 64  # drop mapped pages of the snapshots this often (bounds resident memory)
 FEISTEL_ROUNDS = 6
+ORDER_BLOCK = 1 << 16  # points of the shuffled order computed at once
 
 
 class TrainingInterrupted(MlscaleError):
@@ -95,6 +96,18 @@ def shuffled_points(seed: int, epoch: int, npoints: int, start: int, stop: int) 
         points[outside] = permute(points[outside])
         outside = points >= npoints
     return points.astype(np.int64)
+
+
+def epoch_batches(seed: int, epoch: int, npoints: int, batch_size: int, first_step: int = 0):
+    """The global batches (point indices) of an epoch from step ``first_step`` on.
+
+    The order is computed in blocks of about ORDER_BLOCK points (bounded memory).
+    """
+    per_block = max(1, ORDER_BLOCK // batch_size) * batch_size
+    for start in range(first_step * batch_size, npoints, per_block):
+        block = shuffled_points(seed, epoch, npoints, start, min(start + per_block, npoints))
+        for i in range(0, len(block), batch_size):
+            yield block[i:i + batch_size]
 
 
 def local_range(batch_size: int, comm: Comm) -> tuple[int, int]:
@@ -213,26 +226,24 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                                         progress, model_settings, settings, metadata, data,
                                         validation, comm)
 
-        n_steps = -(-data.npoints // settings.batch_size)
         while progress.epoch < settings.epochs:
             epoch_start, first_step = time.perf_counter(), progress.step
-            while progress.step < n_steps:
-                start = progress.step * settings.batch_size
-                batch_size = min(settings.batch_size, data.npoints - start)
+            for batch in epoch_batches(settings.seed, progress.epoch, data.npoints,
+                                       settings.batch_size, progress.step):
+                batch_size = len(batch)
                 lo, hi = local_range(batch_size, comm)
-                x, y = data.read(np.sort(shuffled_points(settings.seed, progress.epoch,
-                                                         data.npoints, start + lo, start + hi)))
+                x, y = data.read(np.sort(batch[lo:hi]))
                 x, y = torch.from_numpy(x).to(torch_device), torch.from_numpy(y).to(torch_device)
                 err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
                 sse = (err**2).sum()
                 optimizer.zero_grad(set_to_none=True)
                 (sse * (comm.size / (batch_size * n_energies))).backward()
-                parallel.average_gradients(parameters)
+                stop_flag, batch_sse = parallel.average_gradients(
+                    parameters, extra=(float(stop.received), sse.item()))
                 optimizer.step()
                 progress.step += 1
                 if progress.step % RELEASE_STEPS == 0:
                     data.release()
-                stop_flag, batch_sse = comm.sum(np.array([float(stop.received), sse.item()]))
                 progress.epoch_sse += batch_sse
                 if stop_flag:
                     write_checkpoint()

@@ -17,6 +17,7 @@ from mlscale.data import (SnapshotFiles, SnapshotSet, cache_openpmd, open_snapsh
 from mlscale.errors import MlscaleError
 from mlscale.model import load_model, predict_ldos, save_model
 from mlscale.parallel import self_comm
+from mlscale import training
 from mlscale.training import TrainingInterrupted, shuffled_points, train
 
 N_FEATURES, N_ENERGIES, GRID = 5, 4, (4, 3, 5)  # twojmax 2: 5 features
@@ -145,6 +146,16 @@ def test_snapshot_errors(tmp_path):
 
 
 # -- training ---------------------------------------------------------------------------
+
+
+def test_epoch_batches_follow_the_order(monkeypatch):
+    monkeypatch.setattr(training, "ORDER_BLOCK", 40)  # several blocks per epoch
+    order = shuffled_points(3, 2, 1001, 0, 1001)
+    batches = list(training.epoch_batches(3, 2, 1001, 16, 0))
+    assert [len(b) for b in batches] == [16] * 62 + [9]
+    np.testing.assert_array_equal(np.concatenate(batches), order)
+    tail = list(training.epoch_batches(3, 2, 1001, 16, 7))
+    np.testing.assert_array_equal(np.concatenate(tail), order[7 * 16:])
 
 
 @pytest.mark.parametrize("npoints", [1, 2, 3, 17, 1000, 4097])
