@@ -1,6 +1,6 @@
 """Benchmark: native bispectrum kernel vs LAMMPS ``compute sna/grid``, same run, same machine.
 
-Run from the repository root with the venv active (mpiexec must be on PATH)::
+Run from the repository root with the venv (it uses the venv's ``mpiexec``)::
 
     python jobs/bench_descriptors.py --repeats 3
 
@@ -99,7 +99,9 @@ def lammps_run(data: Path, shape, settings: BispectrumSettings, comm):
 
 def two_ranks(backend: str, folder: Path, shape, settings) -> tuple[float, float]:
     """Wall and CPU seconds (summed) of ``backend`` on 2 MPI ranks (child mpiexec)."""
-    cmd = ["mpiexec", "-n", "2", sys.executable, __file__, "--worker", backend, str(folder),
+    mpiexec = Path(sys.executable).with_name("mpiexec")   # the venv's MPI (mpich) first
+    mpiexec = str(mpiexec) if mpiexec.exists() else "mpiexec"
+    cmd = [mpiexec, "-n", "2", sys.executable, __file__, "--worker", backend, str(folder),
            *map(str, shape), json.dumps(settings.to_dict())]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     wall, cpu = out.strip().splitlines()[-1].split()
