@@ -38,7 +38,8 @@ from mlscale.descriptors.native import compute_block
 
 ROOT = Path(__file__).resolve().parents[1]
 # (native run, cores, label) of the printed rows; each compares with "lammps <cores>"
-ROWS = (("native 1", 1, "1"), ("native 2", 2, "2 (2 threads)"), ("native 2 ranks", 2, "2 (2 ranks)"))
+ROWS = (("native 1", 1, "1"), ("native 2", 2, "2 (2 threads)"),
+        ("native 2 ranks", 2, "2 (2 ranks)"))
 BE2_INFO = ROOT.parent / "shared" / "mala-test-data" / "Be2" / "Be_snapshot0.info.json"
 
 
