@@ -11,7 +11,6 @@ number per energy) and scalars are the only reduced quantities.
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from contextlib import contextmanager
@@ -91,19 +90,39 @@ def grid_for(atoms, info: ModelInfo, shape=None) -> Grid:
     return Grid(np.array(atoms.cell[:]), tuple(shape))
 
 
+def electronic_summary(dos_e, energies_e, n_electrons, temperature_K, method,
+                       fermi_energy=None) -> dict:
+    """Fermi level (solved for ``n_electrons``, or given), band energy, −TS, electron count."""
+    if fermi_energy is None:
+        return electrons.electronic_structure(dos_e, energies_e, n_electrons, temperature_K,
+                                              method)
+    args = (dos_e, energies_e, fermi_energy, temperature_K, method)
+    return {"fermi_energy_eV": float(fermi_energy),
+            "band_energy_eV": electrons.band_energy(*args),
+            "entropy_contribution_eV": electrons.entropy_contribution(*args),
+            "number_of_electrons": electrons.number_of_electrons(*args)}
+
+
 def slabs(block: Block, chunk_points: int) -> list[Block]:
-    """Split a block along x into slabs of at most ~``chunk_points`` points (>= 1 plane)."""
+    """Split a block, in C order, into slabs of at most ~``chunk_points`` points.
+
+    Slabs of whole x-planes; where one plane holds more points, rows of y-lines
+    (at least one line along z).
+    """
+    (x0, y0, z0), (x1, y1, z1) = block.start, block.stop
     plane = block.shape[1] * block.shape[2]
+    if plane > chunk_points:
+        step = max(1, chunk_points // max(block.shape[2], 1))
+        return [Block((x, y, z0), (x + 1, min(y + step, y1), z1))
+                for x in range(x0, x1) for y in range(y0, y1, step)]
     step = max(1, chunk_points // max(plane, 1))
-    x0, x1 = block.start[0], block.stop[0]
-    return [Block((x, block.start[1], block.start[2]), (min(x + step, x1),) + block.stop[1:])
-            for x in range(x0, x1, step)]
+    return [Block((x, y0, z0), (min(x + step, x1), y1, z1)) for x in range(x0, x1, step)]
 
 
 def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons=None,
             backend: str = "lammps", method: str = "analytical", chunk_points: int = 65536,
             output_dir: Path | None = None, pseudopotentials: dict | None = None,
-            share: tuple[int, int] | None = None) -> dict:
+            share: tuple[int, int] | None = None, fermi_energy: float | None = None) -> dict:
     """Predict the electronic structure of ``atoms``; collective over ``comm``.
 
     Memory per rank: the LDOS of the rank's points in float32 (4·energies bytes per
@@ -113,11 +132,13 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
 
     share=(R, P): compute only rank R's share of a P-rank job on this one process
     (``comm`` must have one rank); the DOS and all reductions are then R's partial
-    sums. Returns the results dict (identical on every rank). With ``output_dir``,
-    rank 0 writes results.json and dos.csv and all ranks write their block of density.h5.
+    sums, and μ is solved for R's proportional share of the electrons. Returns the
+    results dict (identical on every rank). With ``output_dir``, rank 0 writes
+    results.json and dos.csv and all ranks write their block of density.h5.
     """
     from .descriptors import check_atoms, compute_descriptors
     from .model import predict_ldos
+    from .plan import halo_atoms, halo_c
 
     timings = Timings()
     info = ModelInfo.from_metadata(metadata)
@@ -132,16 +153,24 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
     rank, nranks = share if share is not None else (comm.rank, comm.size)
     decomposition = Decomposition(grid.shape, nranks)
     block = decomposition.block(rank)
+    if share is not None:  # μ of a share: its proportional part of the electrons
+        n_electrons *= block.size / grid.npoints
     energies_e = info.energy_grid.energies
     chunks = slabs(block, chunk_points) if backend == "native" else [block]
+    local_atoms = atoms
+    if backend == "native":  # only the atoms near the block (>= 1), selected once
+        with timings.phase("descriptors"):
+            near = halo_atoms(atoms.positions @ np.linalg.inv(grid.cell_cv), grid.shape, block,
+                              halo_c(grid.cell_cv, info.descriptors.cutoff))
+            local_atoms = atoms[near] if len(near) else atoms[:1]
 
     ldos_pe = np.empty((block.size, len(energies_e)), dtype=np.float32)
     dos_e = np.zeros(len(energies_e))
     offset = 0
     for chunk in chunks:
         with timings.phase("descriptors"):
-            descriptors_pf = compute_descriptors(atoms, grid, chunk, info.descriptors, comm,
-                                                 backend).reshape(chunk.size, -1)
+            descriptors_pf = compute_descriptors(local_atoms, grid, chunk, info.descriptors,
+                                                 comm, backend).reshape(chunk.size, -1)
         with timings.phase("network"):
             ldos_chunk = predict_ldos(model, descriptors_pf, chunk_points)
             del descriptors_pf
@@ -152,8 +181,8 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
     with timings.phase("electrons"):
         dos_e = comm.sum(dos_e)
         with comm.collective():
-            summary = electrons.electronic_structure(dos_e, energies_e, n_electrons,
-                                                     info.temperature_K, method)
+            summary = electronic_summary(dos_e, energies_e, n_electrons, info.temperature_K,
+                                         method, fermi_energy)
         mu = summary["fermi_energy_eV"]
         density_p = electrons.density(ldos_pe, energies_e, mu, info.temperature_K, method)
         del ldos_pe
@@ -208,9 +237,7 @@ def write_outputs(output_dir: Path, results: dict, energies_e, dos_e, density_b,
 
     with comm.collective():
         output_dir.mkdir(parents=True, exist_ok=True)
-    if partial:
-        write_text_atomic(output_dir / "block.json", json.dumps(
-            {"start": list(block.start), "stop": list(block.stop)}))
+    if partial:  # the block's place is in results.json ("share")
         from .io.atomic import atomic_path
 
         with atomic_path(output_dir / "density_block.npy") as tmp:

@@ -13,6 +13,7 @@ Code inside such a block must not itself call collectives.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -62,6 +63,14 @@ class Comm:
         request = self.mpi.Ibarrier()
         while not request.Test():
             time.sleep(poll_s)
+
+    def threads_per_rank(self) -> int:
+        """CPU cores of this node divided by the ranks on it (at least 1)."""
+        node = self.mpi.Split_type(MPI.COMM_TYPE_SHARED)
+        local_ranks = node.Get_size()
+        node.Free()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, (cores or 1) // local_ranks)
 
     def split(self, color: int) -> "Comm":
         return Comm(self.mpi.Split(color, self.rank))

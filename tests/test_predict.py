@@ -218,3 +218,40 @@ def test_descriptors_command_reproduces_mala_on_two_ranks(be2, tmp_path, suffix)
     assert ours.shape == (18, 18, 27, 91)
     scale = np.abs(reference).max(axis=(0, 1, 2))
     assert np.all(np.abs(ours - reference) <= 1e-6 * scale)
+
+
+def test_native_descriptors_give_the_same_prediction(be2, tiny_model, rank_runs, tmp_path):
+    """Issue 6: end-to-end predict with the native kernel equals the LAMMPS one (1e-8)."""
+    run = mlscale(["predict", be2 / "Be_snapshot0.out", "--model", tiny_model, "--output",
+                   tmp_path, "--descriptors", "native", "--chunk-points", 2000], ranks=2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    native = json.loads((tmp_path / "results.json").read_text())
+    reference = json.loads((rank_runs[1] / "results.json").read_text())
+    assert reference["descriptor_backend"] == "lammps" and native["descriptor_backend"] == "native"
+    for key in ("fermi_energy_eV", "band_energy_eV", "entropy_contribution_eV",
+                "number_of_electrons"):
+        assert native[key] == pytest.approx(reference[key], rel=1e-8, abs=1e-12), key
+
+
+def test_only_rank_shares_reproduce_the_full_run(be2, tiny_model, rank_runs, tmp_path):
+    """Issue 7: the shares of a 3-rank job, each run alone on one process, give the full
+    run's DOS (summed) and, at the full run's Fermi level, its density blocks."""
+    from mlscale.io.openpmd_io import read_openpmd
+
+    full = json.loads((rank_runs[3] / "results.json").read_text())
+    density_full = read_openpmd(rank_runs[3] / "density.h5", "Density")
+    density = np.full((18, 18, 27), np.nan)
+    dos = 0.0
+    for rank in range(3):
+        out = tmp_path / f"share{rank}"
+        run = mlscale(["predict", be2 / "Be_snapshot0.out", "--model", tiny_model, "--output",
+                       out, "--descriptors", "native", "--only-rank", f"{rank}/3",
+                       "--fermi-energy", repr(full["fermi_energy_eV"])])
+        assert run.returncode == 0, run.stderr[-3000:]
+        share = json.loads((out / "results.json").read_text())["share"]
+        index = tuple(slice(a, b) for a, b in zip(share["block_start"], share["block_stop"]))
+        density[index] = np.load(out / "density_block.npy")
+        dos = dos + np.loadtxt(out / "dos.csv", delimiter=",", skiprows=1)[:, 1]
+    dos_full = np.loadtxt(rank_runs[3] / "dos.csv", delimiter=",", skiprows=1)[:, 1]
+    np.testing.assert_allclose(dos, dos_full, rtol=1e-8)
+    np.testing.assert_allclose(density, density_full, rtol=1e-6, atol=1e-12)

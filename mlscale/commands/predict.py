@@ -27,6 +27,8 @@ def add_arguments(parser):
                         help="directory with UPF files: also compute the total energy")
     parser.add_argument("--chunk-points", type=int, default=65536,
                         help="grid points per network batch (bounds memory)")
+    parser.add_argument("--fermi-energy", type=float, metavar="EV",
+                        help="use this Fermi level instead of solving for the electron count")
     parser.add_argument("--only-rank", metavar="R/P",
                         help="compute only rank R's share of a P-rank job, on one process "
                         "(native descriptors): to measure one rank's cost and memory")
@@ -51,6 +53,7 @@ def run(args, comm) -> int:
     from ..io.structure import read_structure
     from ..model import load_model
 
+    set_threads(comm)
     with comm.collective():
         atoms = read_structure(args.structure) if args.structure else builtin_example()
         model_path = Path(args.model) if args.model else shipped_model_path()
@@ -67,7 +70,8 @@ def run(args, comm) -> int:
     results = inference.predict(
         atoms, model, metadata, comm, shape=args.grid, n_electrons=args.electrons,
         backend=args.backend, method=args.integration, chunk_points=args.chunk_points,
-        output_dir=Path(args.output), pseudopotentials=pseudopotentials, share=share)
+        output_dir=Path(args.output), pseudopotentials=pseudopotentials, share=share,
+        fermi_energy=args.fermi_energy)
     out = Path(args.output)
     comm.print(f"atoms {results['atoms']}, grid {results['grid']}, ranks {results['ranks']}")
     comm.print(f"Fermi level      {results['fermi_energy_eV']:.6f} eV")
@@ -81,3 +85,19 @@ def run(args, comm) -> int:
         comm.print(f"density written to {out / 'density.h5'} (openPMD); "
                    f"results in {out / 'results.json'}")
     return 0
+
+
+def set_threads(comm):
+    """Threads per rank for torch and numba: the node's cores shared among its ranks,
+    unless OMP_NUM_THREADS / NUMBA_NUM_THREADS say otherwise."""
+    import os
+
+    import torch
+
+    threads = comm.threads_per_rank()
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(threads)
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
