@@ -18,43 +18,50 @@ from ._common import add_descriptor_backend
 
 
 def add_arguments(parser):
-    parser.add_argument("structures", nargs="*", type=Path,
-                        help="ASE-readable structure files (all frames); none: generate fcc MD snapshots")
-    parser.add_argument("--out", type=Path, required=True, help="output directory of the data set")
-    parser.add_argument("--prefix", default="snapshot", help="snapshot name prefix (default: %(default)s)")
-    gen = parser.add_argument_group("generated structures (no files given)")
-    gen.add_argument("--element", default="Al")
-    gen.add_argument("--lattice", type=float, default=4.05, help="fcc lattice constant, Å (default: %(default)s)")
-    gen.add_argument("--repeat", type=int, nargs=3, default=(2, 2, 2), help="conventional cells per axis")
-    gen.add_argument("--ionic-temperature", type=float, default=298.0, help="K (default: %(default)s)")
-    gen.add_argument("--count", type=int, default=1, help="number of snapshots (default: %(default)s)")
-    gen.add_argument("--seed", type=int, default=0, help="MD random seed (default: %(default)s)")
-    dft = parser.add_argument_group("DFT (pw.x)")
-    dft.add_argument("--settings", type=Path,
-                     help="JSON file {\"dft\": {...}, \"ldos\": {...}}; the flags below override it")
-    dft.add_argument("--ecutwfc", type=float, help="wave-function cutoff, Ry")
-    dft.add_argument("--kpoints", type=int, nargs=3, help="Monkhorst-Pack grid")
-    dft.add_argument("--kshift", type=int, nargs=3, help="Monkhorst-Pack shifts (0 or 1 per axis)")
-    dft.add_argument("--temperature", type=float, help="electronic temperature, K (Fermi-Dirac smearing)")
-    dft.add_argument("--nbnd", type=int, help="number of bands")
-    dft.add_argument("--pseudo-dir", help="pseudopotential directory")
-    dft.add_argument("--pseudo", action="append", metavar="EL=FILE", default=[],
-                     help="pseudopotential file of an element (repeatable)")
-    dft.add_argument("--electron-maxstep", type=int, help="maximum SCF iterations")
-    ldos = parser.add_argument_group("LDOS (pp.x)")
-    ldos.add_argument("--emin", type=float, help="lowest LDOS energy, eV (QE's energy zero)")
-    ldos.add_argument("--de", type=float, help="LDOS energy spacing, eV")
-    ldos.add_argument("--ne", type=int, help="number of LDOS energies")
-    ldos.add_argument("--ldos-broadening", type=float,
-                      help="LDOS broadening degauss_ldos, eV (Fermi-Dirac width in QE 6.7)")
-    run = parser.add_argument_group("running QE")
-    run.add_argument("--np", type=int, default=1, dest="nprocs", help="MPI processes for QE (default: 1)")
-    run.add_argument("--pools", type=int, default=1, help="pw.x k-point pools (-nk)")
-    run.add_argument("--mpirun", default="/usr/bin/mpirun", help="OpenMPI launcher (default: %(default)s)")
-    run.add_argument("--qe-bin", help="directory of pw.x and pp.x (default: PATH)")
-    run.add_argument("--nice", type=int, default=0, help="niceness of the QE processes")
-    parser.add_argument("--no-openpmd", action="store_true", help="skip the openPMD .h5 copies")
+    add = parser.add_argument
+    add("structures", nargs="*", type=Path,
+        help="ASE-readable structure files (all frames); none: generate fcc MD snapshots")
+    add("--out", type=Path, required=True, help="output directory of the data set")
+    add("--prefix", default="snapshot", help="snapshot name prefix (default: %(default)s)")
+    add("--no-openpmd", action="store_true", help="skip the openPMD .h5 copies")
     add_descriptor_backend(parser)
+
+    add = parser.add_argument_group("generated structures (no files given)").add_argument
+    add("--element", default="Al", help="chemical symbol (default: %(default)s)")
+    add("--lattice", type=float, default=4.05, help="fcc lattice constant, Å (default: %(default)s)")
+    add("--repeat", type=int, nargs=3, default=(2, 2, 2), help="conventional cells per axis")
+    add("--ionic-temperature", type=float, default=298.0, help="K (default: %(default)s)")
+    add("--count", type=int, default=1, help="number of snapshots (default: %(default)s)")
+    add("--seed", type=int, default=0, help="MD random seed (default: %(default)s)")
+
+    add = parser.add_argument_group("DFT (pw.x)").add_argument
+    add("--settings", type=Path,
+        help='JSON file {"dft": {...}, "ldos": {...}}; the flags below override it')
+    add("--ecutwfc", type=float, help="wave-function cutoff, Ry")
+    add("--kpoints", type=int, nargs=3, help="Monkhorst-Pack grid")
+    add("--kshift", type=int, nargs=3, help="Monkhorst-Pack shifts (0 or 1 per axis)")
+    add("--temperature", type=float, help="electronic temperature, K (Fermi-Dirac smearing)")
+    add("--nbnd", type=int, help="number of bands")
+    add("--pseudo-dir", help="pseudopotential directory")
+    add("--pseudo", action="append", metavar="EL=FILE", default=[],
+        help="pseudopotential file of an element (repeatable)")
+    add("--electron-maxstep", type=int, help="maximum SCF iterations")
+    add("--mixing-beta", type=float, help="SCF density mixing factor")
+    add("--conv-thr", type=float, help="SCF convergence threshold, Ry (whole cell)")
+
+    add = parser.add_argument_group("LDOS (pp.x)").add_argument
+    add("--emin", type=float, help="lowest LDOS energy, eV (QE's energy zero)")
+    add("--de", type=float, help="LDOS energy spacing, eV")
+    add("--ne", type=int, help="number of LDOS energies")
+    add("--ldos-broadening", type=float,
+        help="LDOS broadening degauss_ldos, eV (Fermi-Dirac width in QE 6.7)")
+
+    add = parser.add_argument_group("running QE").add_argument
+    add("--np", type=int, default=1, dest="nprocs", help="MPI processes for QE (default: 1)")
+    add("--pools", type=int, default=1, help="pw.x k-point pools (-nk)")
+    add("--mpirun", default="/usr/bin/mpirun", help="OpenMPI launcher (default: %(default)s)")
+    add("--qe-bin", help="directory of pw.x and pp.x (default: PATH)")
+    add("--nice", type=int, default=0, help="niceness of the QE processes")
 
 
 def settings_from_args(args):
@@ -69,10 +76,12 @@ def settings_from_args(args):
             raise MlscaleError(f"cannot read settings file {args.settings}: {error}") from None
         unknown = set(loaded) - set(data)
         if unknown:
-            raise MlscaleError(f"unknown section(s) in {args.settings}: {', '.join(sorted(unknown))}")
+            raise MlscaleError(f"unknown section(s) in {args.settings}: "
+                               f"{', '.join(sorted(unknown))}")
         data.update(loaded)
     dft = dict(data["dft"])
-    for key in ("ecutwfc", "kpoints", "kshift", "temperature", "nbnd", "pseudo_dir", "electron_maxstep"):
+    for key in ("ecutwfc", "kpoints", "kshift", "temperature", "nbnd", "pseudo_dir",
+                "electron_maxstep", "mixing_beta", "conv_thr"):
         if getattr(args, key) is not None:
             dft[key] = getattr(args, key)
     for item in args.pseudo:
@@ -108,8 +117,9 @@ def run(args, comm) -> int:
                 args.count, args.seed)
     species = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()})
     bispectrum = BispectrumSettings().with_species(species)
-    comm.print(f"datagen: {len(structures)} structure(s) into {args.out}; ecutwfc {dft.ecutwfc} Ry, "
-               f"k-points {dft.kpoints}, T_e {dft.temperature} K, {ldos.energy_grid.count} LDOS energies")
+    comm.print(f"datagen: {len(structures)} structure(s) into {args.out}; "
+               f"ecutwfc {dft.ecutwfc} Ry, k-points {dft.kpoints}, T_e {dft.temperature} K, "
+               f"{ldos.energy_grid.count} LDOS energies")
     paths = generate_dataset(structures, args.out, dft, ldos, bispectrum, runner, comm,
                              prefix=args.prefix, backend=args.backend,
                              openpmd=not args.no_openpmd)

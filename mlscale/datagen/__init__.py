@@ -1,4 +1,4 @@
-"""Training data from Quantum ESPRESSO: structures → pw.x SCF → pp.x LDOS/density → snapshots."""
+"""Training data from Quantum ESPRESSO: structures → pw.x → pp.x LDOS/density → snapshots."""
 
 from .dataset import check_bands_cover, generate_dataset, run_qe
 from .qe_input import pp_density_input, pp_ldos_input, pw_input

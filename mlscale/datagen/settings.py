@@ -27,9 +27,9 @@ class DFTSettings:
     """pw.x SCF settings.
 
     ecutwfc/ecutrho: plane-wave cutoffs in Ry (ecutrho None: 4·ecutwfc, QE's default).
-    kpoints: Monkhorst–Pack grid; kshift: per axis 0 or 1 (shifted by half a step). temperature: electronic temperature in K
-    (Fermi–Dirac smearing, degauss = k_B·T). nbnd: bands (None: enough to cover the
-    LDOS energy grid, see :func:`mlscale.datagen.qe_input.default_nbnd`).
+    kpoints: Monkhorst–Pack grid; kshift: per axis 0 or 1 (shifted by half a step).
+    temperature: electronic temperature in K (Fermi–Dirac smearing, degauss = k_B·T).
+    nbnd: bands (None: QE's default, usually too few to cover an LDOS grid above E_F).
     conv_thr: SCF threshold in Ry for the whole cell.
     """
 

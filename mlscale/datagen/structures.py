@@ -54,7 +54,8 @@ def thermal_fcc_snapshots(symbol: str = "Al", a: float = 4.05, repeat=(2, 2, 2),
     atoms.set_constraint(FixCom())
     rng = np.random.default_rng(seed)
     masses_a1 = atoms.get_masses()[:, None]
-    atoms.set_momenta(rng.normal(size=(len(atoms), 3)) * np.sqrt(masses_a1 * units.kB * 2 * temperature))
+    atoms.set_momenta(rng.normal(size=(len(atoms), 3))
+                      * np.sqrt(masses_a1 * units.kB * 2 * temperature))
     Stationary(atoms)
     dynamics = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature,
                         friction=0.01 / units.fs, fixcm=False, rng=rng)
