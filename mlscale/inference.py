@@ -150,6 +150,8 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
         if share is not None and (comm.size != 1 or backend != "native"):
             raise MlscaleError("running one rank's share needs one process and the native "
                                "descriptor backend")
+        if share is not None and pseudopotentials is not None:
+            raise MlscaleError("the total energy needs the whole density: not with one share")
     rank, nranks = share if share is not None else (comm.rank, comm.size)
     decomposition = Decomposition(grid.shape, nranks)
     block = decomposition.block(rank)
@@ -194,7 +196,8 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
         from .energy import density_energy_terms, total_energy
 
         with timings.phase("energy"):
-            terms = density_energy_terms(density_b, grid, block, atoms, pseudopotentials, comm)
+            terms = density_energy_terms(density_b, grid, block, atoms, pseudopotentials, comm,
+                                         ecutrho_Ry=info.ecutrho_Ry)
             summary.update(terms)
             summary["total_energy_eV"] = total_energy(
                 summary["band_energy_eV"], summary["entropy_contribution_eV"], terms)
