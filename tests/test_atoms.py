@@ -88,7 +88,8 @@ def test_close_pair_across_the_periodic_boundary():
 
 def test_cell_smaller_than_min_distance():
     atoms = Atoms("Be", positions=[[0, 0, 0]], cell=[0.3, 3, 3], pbc=True)
-    with pytest.raises(MlscaleError, match=r"atom 0 \(Be\) is 0\.3000 Å from its own periodic image"):
+    message = r"atom 0 \(Be\) is 0\.3000 Å from its own periodic image"
+    with pytest.raises(MlscaleError, match=message):
         check_atoms(atoms, ("Be",))
     # a skewed cell whose vectors are long but whose lattice has a short vector
     atoms.set_cell([[3, 0, 0], [2.9, 3, 0], [0, 0, 3]], scale_atoms=False)

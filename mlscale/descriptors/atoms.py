@@ -69,7 +69,8 @@ def _check_cell(cell_cv: np.ndarray) -> None:
     if not volume > 1e-6 * np.prod(lengths_c):
         raise MlscaleError(
             f"the cell is degenerate (volume {volume:.3g} Å³, vector lengths "
-            f"{np.round(lengths_c, 4).tolist()} Å); a periodic cell needs three independent vectors"
+            f"{np.round(lengths_c, 4).tolist()} Å); a periodic cell needs three independent "
+            "vectors"
         )
 
 

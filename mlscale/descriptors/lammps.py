@@ -113,7 +113,8 @@ def _run(comm: Comm, commands, pos_ac: np.ndarray, type_a: np.ndarray) -> np.nda
         lmp.commands_string(setup)
         lmp.create_atoms(len(type_a), None, type_a.tolist(), pos_ac.ravel().tolist())
         if lmp.get_natoms() != len(type_a):
-            raise MlscaleError(f"LAMMPS placed {lmp.get_natoms()} of {len(type_a)} atoms in its box")
+            raise MlscaleError(f"LAMMPS placed {lmp.get_natoms()} of {len(type_a)} atoms "
+                               "in its box")
         lmp.command(balance)
         lmp.command(compute)
         lmp.command("run 0")
@@ -122,7 +123,7 @@ def _run(comm: Comm, commands, pos_ac: np.ndarray, type_a: np.ndarray) -> np.nda
     except MlscaleError:
         raise
     except Exception as error:  # LAMMPS errors (error->all) arrive on every rank alike
-        raise MlscaleError(f"LAMMPS failed: {error}") from None
+        raise MlscaleError("LAMMPS failed: " + " ".join(str(error).split())) from None
     finally:
         lmp.close()
 
