@@ -28,15 +28,18 @@ from .parallel import Comm
 
 @dataclass
 class Timings:
-    """Wall time per phase in seconds (maximum over ranks when reported)."""
+    """Wall and CPU time (this process, all its threads) per phase in seconds (maximum
+    over ranks when reported)."""
 
     seconds: dict = field(default_factory=dict)
+    cpu_seconds: dict = field(default_factory=dict)
 
     @contextmanager
     def phase(self, name: str):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         yield
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.process_time() - cpu
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def slabs(block: Block, chunk_points: int) -> list[Block]:
 
 
 def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons=None,
-            backend: str = "lammps", method: str = "analytical", chunk_points: int = 65536,
+            backend: str = "native", method: str = "analytical", chunk_points: int = 65536,
             output_dir: Path | None = None, pseudopotentials: dict | None = None,
             share: tuple[int, int] | None = None, fermi_energy: float | None = None) -> dict:
     """Predict the electronic structure of ``atoms``; collective over ``comm``.
@@ -221,6 +224,8 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
             write_outputs(Path(output_dir), results, energies_e, dos_e, density_b, grid, block,
                           comm, share is not None)
     results["timings_s"] = {name: comm.max(seconds) for name, seconds in timings.seconds.items()}
+    results["cpu_timings_s"] = {name: comm.max(seconds)
+                                for name, seconds in timings.cpu_seconds.items()}
     results["peak_memory_per_rank_MiB"] = comm.max(peak_rss_mib())
     if output_dir is not None and comm.rank == 0:
         from .io.atomic import write_json_atomic

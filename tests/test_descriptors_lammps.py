@@ -19,7 +19,7 @@ from mpi4py import MPI
 from scipy.spatial.transform import Rotation
 
 from mlscale.config import BispectrumSettings
-from mlscale.descriptors import compute_descriptors
+from mlscale.descriptors import compute_descriptors as _compute_descriptors
 from mlscale.errors import MlscaleError
 from mlscale.grid import Decomposition, Grid
 from mlscale.parallel import self_comm, world
@@ -27,6 +27,11 @@ from mlscale.parallel import self_comm, world
 RTOL = 1e-7  # elementwise; MALA stores float32 (rounding 2**-24 = 6e-8 relative)
 BE = BispectrumSettings().with_species(["Be"])  # MALA's defaults
 AL_BE = BispectrumSettings(species=("Al", "Be"), radii=(0.5, 0.42), weights=(1.0, 0.7))
+
+
+def compute_descriptors(*args, backend="lammps", **kwargs):
+    """The dispatcher with this module's backend as default (the package default is native)."""
+    return _compute_descriptors(*args, backend=backend, **kwargs)
 
 
 def _mala(be2, snapshot):

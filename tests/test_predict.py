@@ -54,12 +54,12 @@ def tiny_model(be2, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rank_runs(be2, tiny_model, tmp_path_factory):
-    """The same prediction on 1, 2 and 3 ranks."""
+    """The same prediction on 1, 2 and 3 ranks (LAMMPS, the reference backend)."""
     out = {}
     for ranks in (1, 2, 3):
         directory = tmp_path_factory.mktemp(f"predict{ranks}")
         run = mlscale(["predict", be2 / "Be_snapshot0.out", "--model", tiny_model,
-                       "--output", directory], ranks=ranks)
+                       "--output", directory, "--descriptors", "lammps"], ranks=ranks)
         assert run.returncode == 0, run.stderr[-3000:]
         out[ranks] = directory
     return out

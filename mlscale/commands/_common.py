@@ -10,7 +10,8 @@ from ..errors import MlscaleError
 
 def add_descriptor_backend(parser):
     parser.add_argument("--descriptors", dest="backend", choices=("lammps", "native"),
-                        default="lammps", help="descriptor backend (default: %(default)s)")
+                        default="native", help="descriptor backend: native (numba kernel, "
+                        "matched to LAMMPS) or lammps (reference); default: %(default)s")
 
 
 def add_integration(parser):

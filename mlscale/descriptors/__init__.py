@@ -19,17 +19,21 @@ BACKENDS = ("lammps", "native")
 __all__ = ["BACKENDS", "check_atoms", "compute_descriptors", "type_indices"]
 
 
-def compute_descriptors(atoms, grid, block, settings, comm, backend: str = "lammps") -> np.ndarray:
+def compute_descriptors(atoms, grid, block, settings, comm, backend: str = "native",
+                        check: bool = True) -> np.ndarray:
     """Bispectrum components on ``block``: ``[bx, by, bz, settings.n_features]`` float64.
 
-    COLLECTIVE over ``comm``; each rank passes its own block of
-    ``Decomposition(grid.shape, comm.size)``. atoms: ase.Atoms (Å) in the grid's cell.
+    COLLECTIVE over ``comm``. lammps: each rank passes its own block of
+    ``Decomposition(grid.shape, comm.size)``; native: any block (purely local work).
+    atoms: ase.Atoms (Å) in the grid's cell. check=False skips :func:`check_atoms`
+    (for callers that already checked the same atoms, e.g. once per slab).
     """
     with comm.collective():
         if backend not in BACKENDS:
             raise MlscaleError(f"unknown descriptor backend {backend!r}; choose one of "
                                f"{', '.join(BACKENDS)}")
-        check_atoms(atoms, settings.species)
+        if check:
+            check_atoms(atoms, settings.species)
         module = _backend(backend)
     return module.compute_block(atoms, grid, block, settings, comm)
 
