@@ -3,9 +3,11 @@
 A snapshot is a descriptor array ``[nx, ny, nz, F]`` (or ``[points, F]``; MALA's
 ``.in.npy`` with 3 leading coordinate columns, ``F + 3``, is accepted and the
 coordinates dropped) and an LDOS array ``[nx, ny, nz, E]`` in 1/(eV·Å³). ``.npy``
-files are memory-mapped (no pickle): only the rows a rank asks for are read, and
-:meth:`SnapshotSet.release` drops the mapped pages from the process again, so the
-memory of a rank does not grow with the size of the data set.
+files are memory-mapped (no pickle): only the rows a rank asks for are copied into
+its memory; the mapped file pages are page cache, which the kernel evicts when memory
+is short, so the data set can exceed RAM. With ``streaming`` (snapshot after snapshot
+training order) a snapshot is read ahead when training enters it and its pages are
+dropped from the process when training leaves it.
 
 openPMD files (``.h5``; meshes ``Bispectrum`` and ``LDOS`` as in MALA) do not allow
 cheap random access to single points, so :func:`cache_openpmd` first converts them
@@ -102,6 +104,11 @@ class Snapshot:
         self.ldos_pe = y.reshape(-1, n_energies)
         self.npoints = len(self.ldos_pe)
 
+    def prefetch(self):
+        """Ask the kernel to read the files ahead (sequential I/O, asynchronous)."""
+        for mapped in (self._x_map, self._y_map):
+            mapped.madvise(mmap.MADV_WILLNEED)
+
     def release(self):
         """Drop this process's mapped pages (they stay in the page cache)."""
         for mapped in (self._x_map, self._y_map):
@@ -109,15 +116,23 @@ class Snapshot:
 
 
 class SnapshotSet:
-    """Several snapshots with one global point numbering."""
+    """Several snapshots with one global point numbering.
 
-    def __init__(self, files, n_features: int, n_energies: int):
+    streaming: reads come snapshot after snapshot (each visited once per pass), so
+    :meth:`read` prefetches a snapshot when it is first touched and releases those
+    the current read no longer touches.
+    """
+
+    def __init__(self, files, n_features: int, n_energies: int, streaming: bool = False):
         self.snapshots = [Snapshot(f, n_features, n_energies) for f in files]
         if not self.snapshots:
             raise MlscaleError("no snapshots given")
         self.n_features, self.n_energies = n_features, n_energies
-        self.offsets = np.cumsum([0] + [s.npoints for s in self.snapshots])
+        self.sizes = np.array([s.npoints for s in self.snapshots], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self.npoints = int(self.offsets[-1])
+        self.streaming = streaming
+        self._active: set[int] = set()
 
     def read(self, points) -> tuple[np.ndarray, np.ndarray]:
         """Descriptors [n, F] and LDOS [n, E] (float32) of global points in the given order."""
@@ -125,7 +140,14 @@ class SnapshotSet:
         x = np.empty((len(points), self.n_features), np.float32)
         y = np.empty((len(points), self.n_energies), np.float32)
         which = np.searchsorted(self.offsets, points, side="right") - 1
-        for s in np.unique(which):
+        touched = set(np.unique(which).tolist())
+        if self.streaming:
+            for s in touched - self._active:
+                self.snapshots[s].prefetch()
+            for s in self._active - touched:
+                self.snapshots[s].release()
+            self._active = touched
+        for s in touched:
             mask = which == s
             local = points[mask] - self.offsets[s]
             x[mask] = self.snapshots[s].descriptors_pf[local]
@@ -152,6 +174,7 @@ class SnapshotSet:
     def release(self):
         for snapshot in self.snapshots:
             snapshot.release()
+        self._active = set()
 
 
 def _cache_name(path: Path) -> str:
@@ -208,11 +231,12 @@ def cache_openpmd(files, cache_dir, comm: Comm) -> list[SnapshotFiles]:
     return result
 
 
-def open_snapshots(files, n_features: int, n_energies: int, comm: Comm) -> SnapshotSet:
+def open_snapshots(files, n_features: int, n_energies: int, comm: Comm,
+                   streaming: bool = False) -> SnapshotSet:
     """Open snapshots lazily on every rank (collective: all ranks fail alike)."""
     with comm.collective():
         return SnapshotSet([f if isinstance(f, SnapshotFiles) else SnapshotFiles.parse(f)
-                            for f in files], n_features, n_energies)
+                            for f in files], n_features, n_energies, streaming)
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ from .parallel import Comm
 
 CHECKPOINT_FORMAT = "mlscale-checkpoint"
 CHECKPOINT_VERSION = 1
-RELEASE_STEPS = 64  # drop mapped pages of the snapshots this often (bounds resident memory)
 FEISTEL_ROUNDS = 6
 ORDER_BLOCK = 1 << 16  # points of the shuffled order computed at once
+SHUFFLES = ("points", "snapshots")
 
 
 class TrainingInterrupted(MlscaleError):
@@ -71,18 +71,17 @@ def _mix(values: np.ndarray, key: np.uint64) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def shuffled_points(seed: int, epoch: int, npoints: int, start: int, stop: int) -> np.ndarray:
-    """Positions ``start:stop`` of epoch ``epoch``'s global order of ``npoints`` points.
+def shuffled_points(key: tuple, npoints: int, start: int, stop: int) -> np.ndarray:
+    """Positions ``start:stop`` of a pseudo-random permutation of ``range(npoints)``.
 
-    The order is a pseudo-random permutation drawn from (seed, epoch): a Feistel
+    The permutation is drawn from ``key`` (integers, e.g. (seed, epoch)): a Feistel
     network over the smallest even-bit domain >= npoints, restricted to
     ``[0, npoints)`` by cycle walking. Any slice is computed without the whole
     permutation, so memory does not grow with the data set; same on every rank.
     """
     half = max(1, -(-int(npoints - 1).bit_length() // 2))
     mask = np.uint64((1 << half) - 1)
-    keys = np.random.default_rng([seed, epoch]).integers(0, 2**63, FEISTEL_ROUNDS,
-                                                         dtype=np.uint64)
+    keys = np.random.default_rng(list(key)).integers(0, 2**63, FEISTEL_ROUNDS, dtype=np.uint64)
 
     def permute(x):
         left, right = x >> np.uint64(half), x & mask
@@ -98,14 +97,38 @@ def shuffled_points(seed: int, epoch: int, npoints: int, start: int, stop: int) 
     return points.astype(np.int64)
 
 
-def epoch_batches(seed: int, epoch: int, npoints: int, batch_size: int, first_step: int = 0):
+def epoch_order(seed: int, epoch: int, sizes, shuffle: str, start: int, stop: int) -> np.ndarray:
+    """Positions ``start:stop`` of epoch ``epoch``'s order of all training points.
+
+    sizes: points per snapshot (global point numbers run snapshot after snapshot).
+    shuffle "points": one permutation of all points. "snapshots": the snapshots in a
+    random order, each one's points permuted and visited together (streaming).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if shuffle == "points":
+        return shuffled_points((seed, epoch), int(sizes.sum()), start, stop)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    sequence = np.random.default_rng([seed, epoch]).permutation(len(sizes))
+    ends = np.cumsum(sizes[sequence])
+    begins = ends - sizes[sequence]
+    parts = [np.zeros(0, np.int64)]
+    for k in np.flatnonzero((begins < stop) & (ends > start)):
+        s = int(sequence[k])
+        lo, hi = max(start - begins[k], 0), min(stop - begins[k], sizes[s])
+        parts.append(offsets[s] + shuffled_points((seed, epoch, s), int(sizes[s]), lo, hi))
+    return np.concatenate(parts)
+
+
+def epoch_batches(seed: int, epoch: int, sizes, shuffle: str, batch_size: int,
+                  first_step: int = 0):
     """The global batches (point indices) of an epoch from step ``first_step`` on.
 
     The order is computed in blocks of about ORDER_BLOCK points (bounded memory).
     """
+    npoints = int(np.sum(sizes))
     per_block = max(1, ORDER_BLOCK // batch_size) * batch_size
     for start in range(first_step * batch_size, npoints, per_block):
-        block = shuffled_points(seed, epoch, npoints, start, min(start + per_block, npoints))
+        block = epoch_order(seed, epoch, sizes, shuffle, start, min(start + per_block, npoints))
         for i in range(0, len(block), batch_size):
             yield block[i:i + batch_size]
 
@@ -171,7 +194,8 @@ class _StopSignal:
 def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
           training_settings: TrainingSettings, metadata: dict, comm: Comm,
           backend: str = "ddp", *, device: str = "cpu", checkpoint=None,
-          checkpoint_every: int = 0, resume=None, cache_dir=None, chunk_points: int = 65536):
+          checkpoint_every: int = 0, resume=None, cache_dir=None, shuffle: str = "points",
+          chunk_points: int = 65536):
     """Train an LDOSModel data-parallel over ``comm``; returns ``(model, history)``.
 
     train_snapshots, validation_snapshots: lists of SnapshotFiles or "IN:OUT" strings.
@@ -179,6 +203,9 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
     checkpoint: file written every ``checkpoint_every`` epochs and on SIGTERM.
     resume: checkpoint file to continue from (same ranks, data and settings).
     cache_dir: where openPMD snapshots are converted to .npy (see data.cache_openpmd).
+    shuffle: "points" (one permutation of all points per epoch) or "snapshots"
+    (snapshots in random order, points shuffled within each; for data sets larger
+    than the page cache, see epoch_order).
     history: one dict per epoch (epoch, train_loss, validation_loss, lr, seconds,
     train_seconds, samples_per_s); losses are mean squared errors of the standardised LDOS.
     The returned model (CPU, eval mode) has the weights of the best validation epoch.
@@ -189,10 +216,12 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
         check_metadata(metadata, model_settings)
         if checkpoint_every < 0:
             raise MlscaleError("checkpoint_every must be >= 0")
+        if shuffle not in SHUFFLES:
+            raise MlscaleError(f"unknown shuffle '{shuffle}' (use {' or '.join(SHUFFLES)})")
         torch_device = select_device(device, comm)
     n_features, n_energies = model_settings.layers[0], model_settings.layers[-1]
     data = open_snapshots(cache_openpmd(train_snapshots, cache_dir, comm), n_features,
-                          n_energies, comm)
+                          n_energies, comm, streaming=shuffle == "snapshots")
     validation = open_snapshots(cache_openpmd(validation_snapshots, cache_dir, comm), n_features,
                                 n_energies, comm)
     statistics = scaling_statistics(data, comm, chunk_points, check=[validation])
@@ -228,7 +257,7 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
 
         while progress.epoch < settings.epochs:
             epoch_start, first_step = time.perf_counter(), progress.step
-            for batch in epoch_batches(settings.seed, progress.epoch, data.npoints,
+            for batch in epoch_batches(settings.seed, progress.epoch, data.sizes, shuffle,
                                        settings.batch_size, progress.step):
                 batch_size = len(batch)
                 lo, hi = local_range(batch_size, comm)
@@ -242,8 +271,6 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                     parameters, extra=(float(stop.received), sse.item()))
                 optimizer.step()
                 progress.step += 1
-                if progress.step % RELEASE_STEPS == 0:
-                    data.release()
                 progress.epoch_sse += batch_sse
                 if stop_flag:
                     write_checkpoint()
@@ -252,10 +279,8 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                     raise TrainingInterrupted(f"training interrupted by SIGTERM in epoch "
                                               f"{progress.epoch + 1} after step {progress.step}"
                                               f"{where}")
-            data.release()
             train_seconds = time.perf_counter() - epoch_start
             val_loss = validation_loss(model, validation, comm, torch_device, chunk_points)
-            validation.release()
             if not (np.isfinite(val_loss) and np.isfinite(progress.epoch_sse)):
                 raise MlscaleError(f"training diverged in epoch {progress.epoch + 1} (loss is "
                                    "not finite); lower the learning rate")
@@ -301,7 +326,8 @@ def _fingerprint(model_settings, settings, data, validation, comm) -> dict:
     training = settings.to_dict()
     training.pop("epochs")
     return {"ranks": comm.size, "model": model_settings.to_dict(), "training": training,
-            "train_points": data.npoints, "validation_points": validation.npoints}
+            "shuffle": "snapshots" if data.streaming else "points",
+            "train_points": data.sizes.tolist(), "validation_points": validation.npoints}
 
 
 def save_checkpoint(path, model, best_state, optimizer, scheduler, progress: Progress,

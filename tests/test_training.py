@@ -95,9 +95,11 @@ def test_statistics_match_numpy(tmp_path):
     np.testing.assert_allclose(stats.output_std, y.std(axis=0), rtol=1e-10)
 
 
-def test_read_returns_requested_points_in_order(tmp_path):
+@pytest.mark.parametrize("streaming", [False, True])
+def test_read_returns_requested_points_in_order(tmp_path, streaming):
     specs = write_snapshots(tmp_path, 3)
-    data = SnapshotSet([SnapshotFiles.parse(s) for s in specs], N_FEATURES, N_ENERGIES)
+    data = SnapshotSet([SnapshotFiles.parse(s) for s in specs], N_FEATURES, N_ENERGIES,
+                       streaming)
     x, y = full_arrays(specs)
     points = np.array([179, 0, 61, 60, 59, 120, 5])
     got_x, got_y = data.read(points)
@@ -150,28 +152,41 @@ def test_snapshot_errors(tmp_path):
 
 def test_epoch_batches_follow_the_order(monkeypatch):
     monkeypatch.setattr(training, "ORDER_BLOCK", 40)  # several blocks per epoch
-    order = shuffled_points(3, 2, 1001, 0, 1001)
-    batches = list(training.epoch_batches(3, 2, 1001, 16, 0))
-    assert [len(b) for b in batches] == [16] * 62 + [9]
-    np.testing.assert_array_equal(np.concatenate(batches), order)
-    tail = list(training.epoch_batches(3, 2, 1001, 16, 7))
-    np.testing.assert_array_equal(np.concatenate(tail), order[7 * 16:])
+    for shuffle in ("points", "snapshots"):
+        order = training.epoch_order(3, 2, [300, 1, 700], shuffle, 0, 1001)
+        batches = list(training.epoch_batches(3, 2, [300, 1, 700], shuffle, 16, 0))
+        assert [len(b) for b in batches] == [16] * 62 + [9]
+        np.testing.assert_array_equal(np.concatenate(batches), order)
+        tail = list(training.epoch_batches(3, 2, [300, 1, 700], shuffle, 16, 7))
+        np.testing.assert_array_equal(np.concatenate(tail), order[7 * 16:])
+
+
+def test_snapshot_shuffle_visits_snapshots_one_after_another():
+    sizes = [300, 1, 700, 50]
+    offsets = np.cumsum([0] + sizes)
+    orders = [training.epoch_order(7, epoch, sizes, "snapshots", 0, 1051) for epoch in (0, 1)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(1051))
+        snapshot = np.searchsorted(offsets, order, side="right") - 1
+        assert np.count_nonzero(np.diff(snapshot)) == 3  # each snapshot is one run
+        first = order[snapshot == 2]
+        assert not np.array_equal(first, np.sort(first))  # shuffled within
+    assert not np.array_equal(orders[0], orders[1])
 
 
 @pytest.mark.parametrize("npoints", [1, 2, 3, 17, 1000, 4097])
 def test_shuffled_points_is_a_permutation_in_any_slices(npoints):
-    order = shuffled_points(5, 0, npoints, 0, npoints)
+    order = shuffled_points((5, 0), npoints, 0, npoints)
     assert sorted(order.tolist()) == list(range(npoints))
     cuts = sorted({0, npoints, npoints // 3, npoints // 2})
-    pieces = [shuffled_points(5, 0, npoints, a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+    pieces = [shuffled_points((5, 0), npoints, a, b) for a, b in zip(cuts[:-1], cuts[1:])]
     np.testing.assert_array_equal(np.concatenate(pieces), order)
     if npoints >= 1000:
-        assert not np.array_equal(order, shuffled_points(5, 1, npoints, 0, npoints))
-        assert not np.array_equal(order, shuffled_points(6, 0, npoints, 0, npoints))
+        assert not np.array_equal(order, shuffled_points((5, 1), npoints, 0, npoints))
+        assert not np.array_equal(order, shuffled_points((6, 0), npoints, 0, npoints))
         assert abs(np.corrcoef(order, np.arange(npoints))[0, 1]) < 0.1
         # every position is equally likely for a point: first tenth is spread over all
         assert np.histogram(order[: npoints // 10], bins=5, range=(0, npoints))[0].min() > 10
-
 
 
 def test_same_seed_same_model_and_learning(tmp_path):
@@ -209,11 +224,12 @@ def test_early_stopping_schedule_and_best_model(tmp_path):
     assert np.mean(scaled_error**2) == pytest.approx(losses[best], rel=1e-4)
 
 
-def test_resume_after_sigterm_equals_uninterrupted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shuffle", ["points", "snapshots"])
+def test_resume_after_sigterm_equals_uninterrupted(tmp_path, monkeypatch, shuffle):
     train_specs = write_snapshots(tmp_path, 2)
     validation_specs = write_snapshots(tmp_path, 1, seed=1)
     settings = TrainingSettings(epochs=3, batch_size=16, learning_rate=3e-3)
-    reference, reference_history = run(train_specs, validation_specs, settings)
+    reference, reference_history = run(train_specs, validation_specs, settings, shuffle=shuffle)
 
     checkpoint = tmp_path / "run.checkpoint.safetensors"
     calls = {"n": 0}
@@ -227,14 +243,15 @@ def test_resume_after_sigterm_equals_uninterrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(SnapshotSet, "read", read_then_sigterm)
     with pytest.raises(TrainingInterrupted, match="epoch 2 after step 5.*--resume"):
-        run(train_specs, validation_specs, settings, checkpoint=checkpoint)
+        run(train_specs, validation_specs, settings, checkpoint=checkpoint, shuffle=shuffle)
     monkeypatch.setattr(SnapshotSet, "read", original)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     with safetensors.safe_open(str(checkpoint), "pt") as handle:
         header = json.loads(handle.metadata()["mlscale"])
     assert (header["progress"]["epoch"], header["progress"]["step"]) == (1, 5)
 
-    resumed, history = run(train_specs, validation_specs, settings, resume=checkpoint)
+    resumed, history = run(train_specs, validation_specs, settings, resume=checkpoint,
+                           shuffle=shuffle)
     assert_same_state(state_of(resumed), state_of(reference))
     assert [h["validation_loss"] for h in history] == [
         h["validation_loss"] for h in reference_history]
@@ -258,6 +275,8 @@ def test_periodic_checkpoint_extends_training(tmp_path):
             resume=checkpoint)
     with pytest.raises(MlscaleError, match="cannot resume.*train_points differs"):
         run(train_specs[:1], validation_specs, settings, resume=checkpoint)
+    with pytest.raises(MlscaleError, match="cannot resume.*shuffle differs"):
+        run(train_specs, validation_specs, settings, resume=checkpoint, shuffle="snapshots")
     not_checkpoint = tmp_path / "model.safetensors"
     save_model(not_checkpoint, reference, METADATA)
     with pytest.raises(MlscaleError, match="'mlscale-model' file, not an mlscale-checkpoint"):
@@ -273,6 +292,8 @@ def test_train_rejects_bad_settings(tmp_path):
         run(train_specs, train_specs, TrainingSettings(epochs=1), backend="mpi")
     with pytest.raises(MlscaleError, match="epochs and batch size"):
         run(train_specs, train_specs, TrainingSettings(epochs=0))
+    with pytest.raises(MlscaleError, match="unknown shuffle"):
+        run(train_specs, train_specs, TrainingSettings(epochs=1), shuffle="global")
 
 
 def test_horovod_missing_is_a_clear_error(tmp_path):

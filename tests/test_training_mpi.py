@@ -58,11 +58,13 @@ def assert_same_weights(model, reference, rtol=1e-5):
                                    atol=rtol * np.abs(expected).max(), err_msg=name)
 
 
-def test_ddp_equals_one_rank_and_all_ranks_agree(snapshots):
+@pytest.mark.parametrize("shuffle", ["points", "snapshots"])
+def test_ddp_equals_one_rank_and_all_ranks_agree(snapshots, shuffle):
     train_specs, validation_specs = snapshots
     reference, reference_history = train(train_specs, validation_specs, LAYERS, SETTINGS,
-                                         METADATA, self_comm())
-    model, history = train(train_specs, validation_specs, LAYERS, SETTINGS, METADATA, world())
+                                         METADATA, self_comm(), shuffle=shuffle)
+    model, history = train(train_specs, validation_specs, LAYERS, SETTINGS, METADATA, world(),
+                           shuffle=shuffle)
     assert_identical_on_all_ranks(model)
     assert_same_weights(model, reference)
     assert not torch.equal(model.mlp[0].weight, reference.mlp[0].weight) or world().size == 1

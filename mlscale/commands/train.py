@@ -23,7 +23,7 @@ DEFAULTS = {
     "lr_factor": 0.5, "seed": 1234, "distributed": "ddp", "device": "cpu",
     "checkpoint_every": 0, "checkpoint": None, "resume": None, "threads": None,
     "valence_electrons": [], "ecutrho": None, "descriptors": None, "output": None,
-    "train": [], "cache_dir": None,
+    "train": [], "cache_dir": None, "shuffle": "points",
 }
 
 
@@ -52,6 +52,9 @@ def add_arguments(parser):
     add("--lr-patience", type=int, help="epochs without improvement before the lr drops")
     add("--lr-factor", type=float, help="factor applied to the learning rate on a plateau")
     add("--seed", type=int)
+    add("--shuffle", choices=("points", "snapshots"),
+        help="training order per epoch: one permutation of all points (default), or the "
+        "snapshots one after another, points shuffled within each (data larger than RAM)")
     add("--distributed", choices=("ddp", "horovod"), help="gradient averaging (default ddp)")
     add("--device", choices=("cpu", "cuda"), help="default cpu")
     add("--threads", type=int, help="torch threads per rank (default: torch's choice)")
@@ -153,7 +156,7 @@ def run(args, comm) -> int:
                            training_settings, metadata, comm, options["distributed"],
                            device=options["device"], checkpoint=checkpoint,
                            checkpoint_every=options["checkpoint_every"],
-                           resume=options["resume"],
+                           resume=options["resume"], shuffle=options["shuffle"],
                            cache_dir=options["cache_dir"] or output.parent / "mlscale-cache")
     best = min(history, key=lambda entry: entry["validation_loss"])
     metadata["training"] = {
