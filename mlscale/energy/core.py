@@ -21,12 +21,11 @@ TABLE_STEP = 0.002  # |G| spacing (1/Bohr) of the interpolation table of the tra
 def simpson_qe(f_g: np.ndarray, rab_g: np.ndarray) -> np.ndarray:
     """∫ f dr on a radial mesh with QE's ``simpson`` (odd number of points; last axis)."""
     n = f_g.shape[-1]
+    m = n if n % 2 else n - 1  # QE ignores the last point of an even mesh
     weight = np.zeros(n)
-    weight[0:n - 1:2] += 1.0
-    weight[2::2] += 1.0
-    weight[1:n - 1:2] += 4.0
-    if n % 2 == 0:  # QE ignores the last point of an even mesh
-        weight[-1] = 0.0
+    weight[0:m:2] = 2.0
+    weight[1:m:2] = 4.0
+    weight[0] = weight[m - 1] = 1.0
     return np.sum(f_g * rab_g * weight, axis=-1) / 3.0
 
 
