@@ -25,6 +25,8 @@ COMMANDS = {
     "datagen": "datagen",
     "info": "info",
     "import-mala": "import_mala",
+    "bench": "bench",
+    "plan": "plan",
 }
 
 
