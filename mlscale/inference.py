@@ -175,7 +175,8 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
     for chunk in chunks:
         with timings.phase("descriptors"):
             descriptors_pf = compute_descriptors(local_atoms, grid, chunk, info.descriptors,
-                                                 comm, backend).reshape(chunk.size, -1)
+                                                 comm, backend, check=False
+                                                 ).reshape(chunk.size, -1)
         with timings.phase("network"):
             ldos_chunk = predict_ldos(model, descriptors_pf, chunk_points)
             del descriptors_pf
