@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,20 +49,26 @@ def tiny_cell():
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """QE run (cubes read independently with ASE before conversion), then the conversion."""
-    from ase.io.cube import read_cube_data
-
     out = tmp_path_factory.mktemp("al")
     atoms = tiny_cell()
     run_dir = out / "qe" / "al_00"
     run_qe(atoms, run_dir, DFT, LDOS, RUNNER)
     cubes = sorted(run_dir.glob("tmp.pp*snapshot_ldos.cube"))
-    cube_ldos = np.stack([read_cube_data(str(p))[0] for p in cubes], axis=-1)
-    cube_density = read_cube_data(str(run_dir / "density.cube"))[0]
+    cube_ldos = np.stack([cube_data(p) for p in cubes], axis=-1)
+    cube_density = cube_data(run_dir / "density.cube")
     settings = BispectrumSettings(twojmax=2)
     generate_dataset([atoms], out, DFT, LDOS, settings, RUNNER, self_comm(), prefix="al")
     return {"out": out, "run": run_dir, "atoms": atoms, "cube_ldos": cube_ldos,
             "cube_density": cube_density, "settings": settings,
             "info": json.loads((out / "al_00.info.json").read_text())}
+
+
+def cube_data(path):
+    """A cube file's data in file units, read by ASE (not ase.io.read: it broadcasts)."""
+    from ase.io.cube import read_cube
+
+    with open(path) as f:
+        return read_cube(f)["data"]
 
 
 def qe_eigen(run_dir):
@@ -187,3 +194,29 @@ def test_missing_pseudopotential_is_a_clear_error(tmp_path):
     dft = DFTSettings(ecutwfc=10.0, pseudo_dir=str(tmp_path))
     with pytest.raises(MlscaleError, match="pseudopotential not found"):
         run_qe(tiny_cell(), tmp_path / "run", dft, LDOS, RUNNER)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_conversion_on_several_ranks_matches_cubes_and_serial_descriptors(tmp_path):
+    """QE on rank 0, conversion split over all ranks: same arrays as the cubes / one rank."""
+    from mlscale.descriptors import compute_descriptors
+    from mlscale.grid import Grid
+    from mlscale.parallel import world
+
+    comm = world()
+    out = Path(comm.broadcast(str(tmp_path) if comm.rank == 0 else None))
+    atoms, settings = tiny_cell(), BispectrumSettings(twojmax=2)
+    if comm.rank == 0:
+        run_qe(atoms, out / "qe" / "al_00", DFT, LDOS, RUNNER)
+        cubes = sorted((out / "qe" / "al_00").glob("tmp.pp*snapshot_ldos.cube"))
+        expected = np.stack([cube_data(p) for p in cubes], axis=-1)
+    comm.barrier()
+    generate_dataset([atoms], out, DFT, LDOS, settings, RUNNER, comm, prefix="al")
+    if comm.rank == 0:
+        ldos = np.load(out / "al_00.out.npy", allow_pickle=False)
+        np.testing.assert_allclose(ldos, expected / (RY_EV * BOHR_A**3), rtol=1e-6,
+                                   atol=1e-7 * np.abs(expected).max() / (RY_EV * BOHR_A**3))
+        descriptors = np.load(out / "al_00.in.npy", allow_pickle=False)
+        grid = Grid(atoms.cell, descriptors.shape[:3])
+        serial = compute_descriptors(atoms, grid, grid.full_block(), settings, self_comm())
+        np.testing.assert_allclose(descriptors, serial.astype(np.float32), rtol=1e-6, atol=1e-6)

@@ -24,7 +24,7 @@ def read_structures(paths) -> list:
         if not Path(path).is_file():
             raise MlscaleError(f"structure file not found: {path}")
         try:
-            frames.extend(read(path, index=":"))
+            frames.extend(read(path, index=":", parallel=False))
         except Exception as error:  # noqa: BLE001 - any parser failure is a user error
             raise MlscaleError(f"cannot read structure file {path}: {error}") from None
     if not frames:
