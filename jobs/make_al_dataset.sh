@@ -3,7 +3,7 @@
 #
 #   bash jobs/make_al_dataset.sh [QE_PROCESSES]     (default 2)
 #
-# 8 snapshots al_00..al_07 of a 32-atom fcc Al supercell (a = 4.05 Å) from a seeded
+# 10 snapshots al_00..al_09 of a 32-atom fcc Al supercell (a = 4.05 Å) from a seeded
 # EMT Langevin MD at 298 K; pw.x SCF at T_e = 298 K, pp.x LDOS on -4.5..9.9 eV (0.1 eV).
 # Interrupt and rerun at will: finished snapshots (al_XX.info.json present) are skipped.
 set -euo pipefail
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 NP=${1:-2}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 exec nice -n 10 "$PYTHON" -m mlscale datagen --out data/al --prefix al \
-    --element Al --lattice 4.05 --repeat 2 2 2 --ionic-temperature 298 --count 8 --seed 2026 \
+    --element Al --lattice 4.05 --repeat 2 2 2 --ionic-temperature 298 --count 10 --seed 2026 \
     --pseudo Al=Al.pz-vbc.UPF --ecutwfc 20 --kpoints 2 2 2 --kshift 1 1 1 \
     --temperature 298 --nbnd 84 --mixing-beta 0.7 --conv-thr 1e-7 \
     --emin -4.5 --de 0.1 --ne 145 --ldos-broadening 0.05 \
