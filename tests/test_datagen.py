@@ -220,3 +220,23 @@ def test_conversion_on_several_ranks_matches_cubes_and_serial_descriptors(tmp_pa
         grid = Grid(atoms.cell, descriptors.shape[:3])
         serial = compute_descriptors(atoms, grid, grid.full_block(), settings, self_comm())
         np.testing.assert_allclose(descriptors, serial.astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+def test_cli_from_structure_file_and_settings_file(tmp_path, capsys):
+    from ase.io import write
+
+    write(tmp_path / "cell.extxyz", tiny_cell())
+    (tmp_path / "settings.json").write_text(json.dumps({
+        "dft": {"ecutwfc": 10.0, "kpoints": [1, 1, 1], "nbnd": 14},
+        "ldos": {"energy_grid": {"start": -3.0, "step": 1.0, "count": 5}, "broadening": 0.4}}))
+    status = main(["datagen", str(tmp_path / "cell.extxyz"), "--out", str(tmp_path / "out"),
+                   "--settings", str(tmp_path / "settings.json"), "--ldos-broadening", "0.5",
+                   "--no-openpmd"])
+    assert status == 0, capsys.readouterr().err
+    info = json.loads((tmp_path / "out" / "snapshot_00.info.json").read_text())
+    assert info["dft_settings"]["kpoints"] == [1, 1, 1] and info["dft_settings"]["nbnd"] == 14
+    assert info["ldos_settings"] == {"energy_grid": {"start": -3.0, "step": 1.0, "count": 5},
+                                     "broadening": 0.5}
+    np.testing.assert_allclose(info["positions"], tiny_cell().positions, atol=1e-8)
+    assert np.load(tmp_path / "out" / "snapshot_00.out.npy").shape[3] == 5
+    assert not (tmp_path / "out" / "snapshot_00.out.h5").exists()
