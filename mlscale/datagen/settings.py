@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..config import EnergyGrid
+from ..config import EnergyGrid, _from_dict
 from ..errors import MlscaleError
 
 KB_EV = 8.617333262e-5  # Boltzmann constant, eV/K
@@ -74,11 +74,7 @@ class DFTSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DFTSettings":
-        names = set(cls.__dataclass_fields__)
-        unknown = set(data) - names
-        if unknown:
-            raise MlscaleError(f"unknown DFT setting(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return _from_dict(cls, data, "DFT")
 
 
 @dataclass(frozen=True)
@@ -108,8 +104,5 @@ class LdosSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "LdosSettings":
-        unknown = set(data) - {"energy_grid", "broadening"}
-        if unknown:
-            raise MlscaleError(f"unknown LDOS setting(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return _from_dict(cls, data, "LDOS")
 
