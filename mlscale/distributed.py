@@ -10,7 +10,8 @@ process group of size one.
 - ``horovod``: ``horovod.torch`` initialised on the same MPI communicator.
 
 Gradients are averaged with ONE all-reduce per step over a flat buffer in fixed
-parameter order (plus a few numbers the training loop needs summed, e.g. the loss) (what DistributedDataParallel does with a single static bucket).
+parameter order (what DistributedDataParallel does with a single static bucket),
+which also carries a few numbers the training loop needs summed (loss, stop flag).
 The DDP wrapper itself is not used because it changes its bucket layout after the
 first iteration, and Horovod's tensor fusion orders tensors as they become ready:
 on 3+ ranks either makes the summation order, hence the last bit of the weights,
@@ -120,7 +121,8 @@ class _Horovod(_Averager):
             try:
                 import horovod.torch as hvd
             except ImportError:
-                raise MlscaleError("Horovod is not installed; see jobs/install_horovod.sh") from None
+                raise MlscaleError(
+                    "Horovod is not installed; see jobs/install_horovod.sh") from None
         self.hvd, self.size = hvd, comm.size
         hvd.init(comm=comm.mpi)
         if hvd.size() != comm.size or hvd.rank() != comm.rank:

@@ -1,12 +1,13 @@
 """Data-parallel training of the LDOS network, identical code for 1 and N ranks.
 
-Each epoch has one global order of the training points, a permutation drawn from
-``(seed, epoch)`` (:func:`shuffled_points`). Global batch ``i`` is
-``order[i*B:(i+1)*B]``; rank ``r`` of ``N`` takes the slice ``[b*r//N, b*(r+1)//N)``
-of it and reads only those points from the memory-mapped snapshots. Its loss is its share of the global mean squared error (in
-standardised LDOS units), gradients are averaged over the ranks every step
-(torch.distributed or Horovod, see distributed.py), so all ranks take the same Adam
-step and hold identical weights, and the result does not depend on N beyond round-off.
+Each epoch has one order of the training points, drawn from ``(seed, epoch)``
+(:func:`epoch_order`: a permutation of all points, or snapshot after snapshot).
+Global batch ``i`` is ``order[i*B:(i+1)*B]``; rank ``r`` of ``N`` takes the slice
+``[b*r//N, b*(r+1)//N)`` of it and reads only those points from the memory-mapped
+snapshots. Its loss is its share of the global mean squared error (in standardised
+LDOS units), gradients are averaged over the ranks every step (torch.distributed or
+Horovod, see distributed.py), so all ranks take the same Adam step and hold
+identical weights, and the result does not depend on N beyond round-off.
 
 Validation loss (same units) is computed on every rank's share of the validation
 points and summed. ReduceLROnPlateau lowers the learning rate, early stopping ends
@@ -14,12 +15,11 @@ training, and the weights of the best validation epoch are returned.
 
 Checkpoints (safetensors + JSON, no pickle; written atomically by rank 0) hold the
 model, the best weights, Adam's and the scheduler's state, the position (epoch,
-step), the early-stopping state and the history. The shuffling order is a function
-of (seed, epoch), so a resumed run on the same rank count continues bit for bit.
+step), the early-stopping state and the history. The order is a function of
+(seed, epoch), so a resumed run on the same rank count continues bit for bit.
 SIGTERM finishes the current step on all ranks, writes a checkpoint and raises
 :class:`TrainingInterrupted`.
 """
-
 from __future__ import annotations
 
 import json

@@ -384,5 +384,6 @@ def test_be_model_predicts_unseen_band_energy(be2, tmp_path):
         return electrons.band_energy(dos_e, energies_e, mu, temperature)
 
     dft = info["band_energy_dft_calculation"]
-    trained_error, untrained_error = abs(band_energy(model) - dft), abs(band_energy(untrained) - dft)
+    trained_error = abs(band_energy(model) - dft)
+    untrained_error = abs(band_energy(untrained) - dft)
     assert trained_error < 0.5 * untrained_error, (trained_error, untrained_error)
