@@ -34,18 +34,6 @@ def pseudo_paths(symbols, settings: DFTSettings) -> dict[str, Path]:
     return paths
 
 
-def valence_charge(path: Path) -> float:
-    """Valence charge ``z_valence`` of a UPF pseudopotential (v1 or v2)."""
-    text = Path(path).read_text(errors="replace")
-    for line in text.splitlines():
-        if "z_valence" in line:
-            value = line.split("=", 1)[1] if "=" in line else line.split()[0]
-            return float(value.strip().strip('"/> ').replace("D", "E").replace("d", "e"))
-        if "Z valence" in line:
-            return float(line.split()[0])
-    raise MlscaleError(f"cannot find the valence charge in pseudopotential {path}")
-
-
 def pw_input(atoms, settings: DFTSettings) -> str:
     """pw.x SCF input (text) for an ASE Atoms object; positions and cell in Å."""
     paths = pseudo_paths(atoms.get_chemical_symbols(), settings)
