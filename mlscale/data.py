@@ -98,7 +98,6 @@ class Snapshot:
         if y.shape[:-1] != x.shape[:-1]:
             raise MlscaleError(f"grids differ: descriptors {x.shape[:-1]} in {files.descriptors}, "
                                f"LDOS {y.shape[:-1]} in {files.ldos}")
-        self.grid_shape = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         self.descriptors_pf = x[:, x.shape[1] - n_features:]
         self.ldos_pe = y.reshape(-1, n_energies)

@@ -57,7 +57,7 @@ def select_device(name: str, comm: Comm) -> torch.device:
 class _Averager:
     """Averages the gradients of a list of parameters over all ranks, in place."""
 
-    size = 1
+    size: int
 
     def average_gradients(self, parameters, extra=()) -> list[float]:
         """Replace the gradients by their mean over the ranks; return the sums over the
@@ -104,7 +104,7 @@ class _TorchDistributed(_Averager):
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, store=store, rank=comm.rank, world_size=comm.size,
                                 timeout=TIMEOUT)
-        self.store = store
+        self.store = store  # rank 0 serves the rendezvous while the group lives
 
     def _sum_(self, flat):
         self.dist.all_reduce(flat)
