@@ -202,6 +202,7 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
         with timings.phase("energy"):
             terms = density_energy_terms(density_b, grid, block, atoms, pseudopotentials, comm,
                                          ecutrho_Ry=info.ecutrho_Ry)
+            del terms["number_of_electrons"]  # ∫n dV: already number_of_electrons_from_density
             summary.update(terms)
             summary["total_energy_eV"] = total_energy(
                 summary["band_energy_eV"], summary["entropy_contribution_eV"], terms)
