@@ -23,7 +23,7 @@ from . import electrons
 from .config import BispectrumSettings, EnergyGrid
 from .errors import MlscaleError
 from .grid import Block, Decomposition, Grid, qe_fft_shape
-from .parallel import Comm
+from .parallel import Comm, self_comm
 
 
 @dataclass
@@ -169,13 +169,16 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
                               halo_c(grid.cell_cv, info.descriptors.cutoff))
             local_atoms = atoms[near] if len(near) else atoms[:1]
 
+    # native slabs are local work and their number differs between ranks: not collective
+    slab_comm = comm if backend != "native" else self_comm()
+
     ldos_pe = np.empty((block.size, len(energies_e)), dtype=np.float32)
     dos_e = np.zeros(len(energies_e))
     offset = 0
     for chunk in chunks:
         with timings.phase("descriptors"):
             descriptors_pf = compute_descriptors(local_atoms, grid, chunk, info.descriptors,
-                                                 comm, backend, check=False
+                                                 slab_comm, backend, check=False
                                                  ).reshape(chunk.size, -1)
         with timings.phase("network"):
             ldos_chunk = predict_ldos(model, descriptors_pf, chunk_points)

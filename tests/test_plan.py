@@ -322,3 +322,24 @@ def test_plan_predicts_a_real_share_within_25_percent(al_model, tmp_path):
           f" MiB; measured {cpu_s:.2f} s CPU, {peak_MiB:.0f} MiB")
     assert predicted["time_s"]["total"] == pytest.approx(cpu_s, rel=0.25)
     assert predicted["memory_MiB"]["total"] == pytest.approx(peak_MiB, rel=0.25)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_ranks_with_different_chunk_counts_agree_with_one_rank(al_model):
+    """Chunks are local work: ranks whose blocks split into different numbers of chunks
+    must neither wait for each other per chunk nor change the result."""
+    from mlscale import inference
+    from mlscale.examples import builtin_example
+    from mlscale.model import load_model
+    from mlscale.parallel import self_comm, world
+
+    comm = world()
+    shape = (12, 12, 17)  # blocks of unequal size on 2, 3 and 4 ranks
+    blocks = Decomposition(shape, comm.size).blocks()
+    chunk = next(c for c in range(20, 400) if len({len(slabs(b, c)) for b in blocks}) > 1)
+    model, metadata = load_model(al_model)
+    kwargs = dict(shape=shape, backend="native", chunk_points=chunk)
+    ranks = inference.predict(builtin_example(), model, metadata, comm, **kwargs)
+    one = inference.predict(builtin_example(), model, metadata, self_comm(), **kwargs)
+    for key in ("fermi_energy_eV", "band_energy_eV", "number_of_electrons_from_density"):
+        assert ranks[key] == pytest.approx(one[key], rel=1e-10), key

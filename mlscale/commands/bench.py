@@ -138,26 +138,28 @@ def run(args, comm) -> int:
 
 def fit_runs(runs: list[dict], macs: int, energies: int) -> dict:
     """Least-squares fit of the share runs: CPU seconds per phase linear in the points
-    (slopes), startup = CPU outside the phases (median), peak MiB linear in points and
-    chunk points."""
+    (slopes); startup = the median CPU time the slopes leave unexplained (imports, model,
+    numba cache, ...); peak MiB linear in points and chunk points."""
     points = np.array([r["points"] for r in runs], dtype=float)
     ones = np.ones_like(points)
+    slopes = {}
 
     def slope(phase):
         y = np.array([r["cpu_phases_s"].get(phase, 0.0) for r in runs])
-        return max(float(np.linalg.lstsq(np.stack([ones, points], 1), y, rcond=None)[0][1]), 0.0)
+        fit = np.linalg.lstsq(np.stack([ones, points], 1), y, rcond=None)[0][1]
+        slopes[phase] = max(float(fit), 0.0)
+        return slopes[phase]
 
     chunk = np.array([r["chunk_points"] for r in runs], dtype=float)
     peak = np.array([r["peak_MiB"] for r in runs])
     m0, per_point, per_chunk = np.linalg.lstsq(np.stack([ones, points, chunk], 1), peak,
                                                rcond=None)[0]
-    startup = [r["cpu_s"] - sum(r["cpu_phases_s"].values()) for r in runs]
-    return {"startup_s": float(np.median(startup)),
-            "descriptor_point_s": slope("descriptors"),
-            "network_mac_s": slope("network") / macs,
-            "electrons_point_energy_s": slope("electrons") / energies,
-            "output_point_s": slope("output"),
-            "overhead_MiB": float(m0), "point_bytes": float(per_point) * 1024**2,
+    fit = {"descriptor_point_s": slope("descriptors"), "network_mac_s": slope("network") / macs,
+           "electrons_point_energy_s": slope("electrons") / energies,
+           "output_point_s": slope("output")}
+    seconds = sum(slopes.values())
+    fit["startup_s"] = float(np.median([r["cpu_s"] - seconds * r["points"] for r in runs]))
+    return {**fit, "overhead_MiB": float(m0), "point_bytes": float(per_point) * 1024**2,
             "chunk_point_bytes": max(float(per_chunk) * 1024**2, 0.0)}
 
 
