@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install mlscale into ./.venv on a fresh Debian machine (Python 3.11, root or sudo).
 #   bash jobs/install.sh           everything needed to run mlscale
-#   bash jobs/install.sh --tests   also the test tools and Quantum ESPRESSO (pw.x, pp.x)
+#   bash jobs/install.sh --tests   also the test tools, Quantum ESPRESSO (pw.x, pp.x) and Horovod
 # Idempotent: rerunning it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +28,8 @@ $pip install -q mpich           # libmpi + mpiexec inside the venv (mpi4py and l
 extras="mpich"
 [ "$with_tests" = 1 ] && extras="mpich,test"
 $pip install -q -e ".[$extras]"
+if [ "$with_tests" = 1 ] && ! .venv/bin/python -c "import horovod.torch" 2>/dev/null; then
+    echo "building Horovod 0.28.1 for the Horovod tests (~10 min; jobs/install_horovod.sh)"
+    bash jobs/install_horovod.sh || echo "WARNING: Horovod did not build; its tests will be skipped"
+fi
 echo "mlscale installed in $(pwd)/.venv  (activate: . .venv/bin/activate)"
