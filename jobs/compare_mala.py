@@ -196,14 +196,17 @@ def run_worker(kind: str, args, structure: Path, grid, ranks: int, run_dir: Path
     else:
         python, extra = sys.executable, ["--model", str(args.output / "be.safetensors"),
                                          "--backend", kind, "--grid", *map(str, grid)]
-    command = [args.mpiexec, "-n", str(ranks), python, __file__, f"worker-{'mala' if kind == 'mala' else 'mlscale'}",
+    worker = "worker-mala" if kind == "mala" else "worker-mlscale"
+    command = [args.mpiexec, "-n", str(ranks), python, str(Path(__file__).resolve()), worker,
                "--structure", str(structure), "--out", str(run_dir), *extra]
     start = time.perf_counter()
+    # in run_dir: MALA writes its LAMMPS scratch files into the working directory
     done = subprocess.run(command, env={**os.environ, **SINGLE_THREAD}, capture_output=True,
-                          text=True)
+                          text=True, cwd=run_dir)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n"
+                           f"{done.stderr[-3000:]}")
     run = json.loads((run_dir / "run.json").read_text())
     run["process_wall_s"] = wall
     return run
@@ -226,6 +229,7 @@ def drive(args) -> None:
     from mlscale.io.structure import write_structure
     from mlscale.mala_import import import_mala, read_mala_archive
 
+    args.output = args.output.resolve()
     args.output.mkdir(parents=True, exist_ok=True)
     import_mala(ARCHIVE, args.output / "be.safetensors")
     cell = read_mala_archive(ARCHIVE).info["atoms"]
