@@ -3,10 +3,11 @@
 For each snapshot NAME of a data set written by ``mlscale datagen`` (NAME.info.json with
 QE's reference values, NAME.out.npy = DFT's LDOS, NAME.dens.npy = DFT's density), two rows:
 
-- ``model``: the ``mlscale predict`` pipeline (descriptors from the atoms, network, Fermi
-  level for the exact electron count, density, total energy with the UPF files) against DFT;
-- ``DFT LDOS``: the same quantities from DFT's own LDOS on the model's energy grid against
-  DFT: the floor set by the energy grid and the LDOS broadening.
+- ``model vs DFT``: the ``mlscale predict`` pipeline (descriptors from the atoms, network,
+  Fermi level for the exact electron count, density, total energy with the UPF files);
+- ``DFT LDOS vs DFT``: the same quantities from DFT's own LDOS on the model's energy grid:
+  the floor set by the energy grid and the LDOS broadening;
+- ``model vs DFT LDOS``: the difference of the two, what the network alone gets wrong.
 
 Errors (prediction − DFT): Fermi level (meV); band energy Σ f ε and total energy (meV/atom;
 DFT: QE's total energy, band energy from pw.x's eigenvalues); electrons at DFT's Fermi
@@ -45,6 +46,8 @@ COLUMNS = (("fermi_energy_meV", "Fermi level (meV)", "{:+.1f}"),
            ("electrons_at_dft_fermi_level", "electrons at DFT's E_F − N", "{:+.4f}"),
            ("dos_relative_l1", "DOS ∫abs(ΔD)/∫D (%)", "{:.2f}"),
            ("density_relative_mae", "density MAE/mean (%)", "{:.3f}"))
+ROWS = (("model", "model vs DFT"), ("dft_ldos", "DFT LDOS vs DFT"),
+        ("network", "model vs DFT LDOS"))
 PERCENT = {"dos_relative_l1", "density_relative_mae"}
 DFT_KEYS = ("fermi_energy_dft", "band_energy_dft_calculation", "total_energy_dft_calculation",
             "entropy_contribution_dft_calculation", "one_electron_contribution",
@@ -140,9 +143,14 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
     results["density_sum"] = density_sum
 
     n_atoms = len(atoms)
-    return {"snapshot": name, "atoms": n_atoms,
-            "model": errors(results, info, dos_e, dft_dos_e, energies_e, n_atoms),
-            "dft_ldos": errors(floor, info, dft_dos_e, dft_dos_e, energies_e, n_atoms),
+    model_errors = errors(results, info, dos_e, dft_dos_e, energies_e, n_atoms)
+    floor_errors = errors(floor, info, dft_dos_e, dft_dos_e, energies_e, n_atoms)
+    network = {key: model_errors[key] - floor_errors[key] for key in model_errors}
+    network["dos_relative_l1"] = model_errors["dos_relative_l1"]
+    network["density_relative_mae"] = comm.sum(
+        float(np.abs(density_b - floor_density_b).sum())) / density_sum
+    return {"snapshot": name, "atoms": n_atoms, "model": model_errors, "dft_ldos": floor_errors,
+            "network": network,
             "predicted": {key: results[key] for key in (
                 "fermi_energy_eV", "band_energy_eV", "entropy_contribution_eV",
                 "total_energy_eV") if key in results}}
@@ -155,11 +163,12 @@ def _energy_grid(info: dict):
 
 
 def markdown_table(evaluations: list[dict]) -> str:
-    """The accuracy table (one model row and one DFT-LDOS row per snapshot)."""
-    head = ["snapshot", "LDOS from"] + [label for _, label, _ in COLUMNS]
+    """The accuracy table: the rows of ROWS for each snapshot, then the mean absolute
+    model-vs-DFT errors over the snapshots."""
+    head = ["snapshot", "compared"] + [label for _, label, _ in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * len(COLUMNS)]
     for result in evaluations:
-        for row, label in (("model", "model"), ("dft_ldos", "DFT")):
+        for row, label in ROWS:
             cells = [result["snapshot"], label]
             for key, _, fmt in COLUMNS:
                 value = result[row].get(key)
@@ -168,6 +177,14 @@ def markdown_table(evaluations: list[dict]) -> str:
                 else:
                     cells.append(fmt.format(100 * value if key in PERCENT else value))
             lines.append("| " + " | ".join(cells) + " |")
+    if len(evaluations) > 1:
+        cells = ["mean abs", "model vs DFT"]
+        for key, _, fmt in COLUMNS:
+            values = [abs(result["model"][key]) for result in evaluations
+                      if result["model"].get(key) is not None]
+            mean = float(np.mean(values)) * (100 if key in PERCENT else 1) if values else None
+            cells.append("—" if mean is None else fmt.format(mean).lstrip("+"))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
