@@ -1,7 +1,7 @@
 """Accuracy of an LDOS model against DFT on held-out snapshots (the table of docs/accuracy.md).
 
 For each snapshot NAME of a data set written by ``mlscale datagen`` (NAME.info.json with
-QE's reference values, NAME.out.npy = DFT's LDOS, NAME.dens.npy = DFT's density), two rows:
+QE's reference values, NAME.out.npy = DFT's LDOS, NAME.dens.npy = DFT's density), three rows:
 
 - ``model vs DFT``: the ``mlscale predict`` pipeline (descriptors from the atoms, network,
   Fermi level for the exact electron count, density, total energy with the UPF files);
@@ -15,8 +15,8 @@ level minus the exact count (at the solved Fermi level the count is exact by con
 DOS: ∫|D − D_DFT| dε / ∫ D_DFT dε on the energy grid (D_DFT = Σ_r LDOS_DFT ΔV); density:
 mean |n − n_DFT| / mean n_DFT over the grid (n_DFT: pp.x's density).
 
-    python examples/accuracy.py --snapshots al_07 --markdown docs/accuracy.md
-    mpiexec -n 2 python examples/accuracy.py --snapshots al_07     # same numbers
+    python examples/accuracy.py --snapshots al_07 al_08 al_09 --markdown docs/accuracy.md
+    mpiexec -n 2 python examples/accuracy.py --snapshots al_07 al_08 al_09   # same numbers
     python examples/accuracy.py --model M --snapshots al_06 --record OUT --description TEXT
         # OUT = M plus DFT settings, data description and the errors on al_06 in its metadata
     python examples/accuracy.py --snapshots al_07 --export tests/data/al_heldout
@@ -150,10 +150,7 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
     network["density_relative_mae"] = comm.sum(
         float(np.abs(density_b - floor_density_b).sum())) / density_sum
     return {"snapshot": name, "atoms": n_atoms, "model": model_errors, "dft_ldos": floor_errors,
-            "network": network,
-            "predicted": {key: results[key] for key in (
-                "fermi_energy_eV", "band_energy_eV", "entropy_contribution_eV",
-                "total_energy_eV") if key in results}}
+            "network": network}
 
 
 def _energy_grid(info: dict):
