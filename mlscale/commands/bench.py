@@ -2,11 +2,12 @@
 
 Runs `mlscale predict --only-rank 0/P` shares of a structure (default: the built-in
 example, repeated until its grid holds twice --points) in child processes with one
-thread each, at three share sizes (--points, half and a quarter of it) and two chunk
-sizes, and fits the model of docs/scaling.md to their CPU time per phase and peak
-memory. In this process it times the descriptors at two atom densities (cost per
-neighbour), reading and checking a large supercell (cost per atom) and, with
---pseudopotentials, the energy phase. Writes the constants as JSON (default:
+thread each: three share sizes (--points, half and a quarter of it) and two chunk
+sizes for the CPU time per phase and the peak memory, and two sizes with glibc's heap
+kept unfragmented (MALLOC_MMAP_THRESHOLD_) for the memory per point alone; it fits
+the model of docs/scaling.md. In this process it times the descriptors at two atom
+densities (cost per neighbour), reading and checking a large supercell (cost per atom)
+and, with --pseudopotentials, the energy phase. Writes the constants as JSON (default:
 $XDG_CACHE_HOME/mlscale/bench.json, i.e. ~/.cache/mlscale/bench.json). Run it as one
 process on an otherwise idle node of the machine the plan is for; it takes minutes.
 """
@@ -86,16 +87,18 @@ def run(args, comm) -> int:
         structure = Path(tmp) / "structure.xyz"
         write_structure(structure, atoms)
         chunk = args.chunk_points
-        plan = [(args.points // 4, chunk), (args.points // 2, chunk), (args.points, chunk),
-                (args.points, 4 * chunk)]
-        runs = []
-        for target, chunk_points in plan:
+        shares = [(args.points // 4, chunk, False), (args.points // 2, chunk, False),
+                  (args.points, chunk, False), (args.points, 4 * chunk, False),
+                  (args.points // 2, chunk, True), (args.points, chunk, True)]
+        runs, clean = [], []
+        for target, chunk_points, unfragmented in shares:
             ranks = 2 ** max(0, round(math.log2(grid.npoints / target)))
-            runs.append(_share_run(structure, model_path, grid.shape, ranks, chunk_points,
-                                   Path(tmp) / f"run{len(runs)}"))
-            comm.print(f"share 0/{ranks}: {runs[-1]['points']} points, chunk "
-                       f"{runs[-1]['chunk_points']}: {runs[-1]['cpu_s']:.1f} s CPU, "
-                       f"{runs[-1]['peak_MiB']:.0f} MiB")
+            done = _share_run(structure, model_path, grid.shape, ranks, chunk_points,
+                              Path(tmp) / f"run{len(runs) + len(clean)}", unfragmented)
+            (clean if unfragmented else runs).append(done)
+            comm.print(f"share 0/{ranks}: {done['points']} points, chunk "
+                       f"{done['chunk_points']}{' (unfragmented heap)' if unfragmented else ''}"
+                       f": {done['cpu_s']:.1f} s CPU, {done['peak_MiB']:.0f} MiB")
         neighbour = _descriptor_neighbours(atoms, grid, info.descriptors)
         per_atom = _atom_costs(atoms, grid, info, Path(tmp))
         energy, runs_e = {}, []
@@ -110,7 +113,7 @@ def run(args, comm) -> int:
             energy["energy_overhead_MiB"] = max(runs_e[1]["peak_MiB"] - runs_e[0]["peak_MiB"],
                                                 0.0)
 
-    fit = fit_runs(runs, macs, energies)
+    fit = fit_runs(runs, clean, macs, energies)
     d_point, d_neighbour = split_neighbours(fit["descriptor_point_s"], neighbour)
     constants = BenchConstants(
         machine=_machine(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -125,7 +128,7 @@ def run(args, comm) -> int:
     record = {**constants.to_dict(), "model": str(model_path),
               "structure": args.structure or "built-in example",
               "supercell": [reps] * 3, "grid": list(grid.shape),
-              "load_average": list(os.getloadavg()), "runs": runs,
+              "load_average": list(os.getloadavg()), "runs": runs, "unfragmented_runs": clean,
               "energy_runs": runs_e, "neighbour_timing": neighbour, "atom_timing": per_atom}
     from ..io.atomic import write_json_atomic
 
@@ -136,31 +139,36 @@ def run(args, comm) -> int:
     return 0
 
 
-def fit_runs(runs: list[dict], macs: int, energies: int) -> dict:
-    """Least-squares fit of the share runs: CPU seconds per phase linear in the points
-    (slopes); startup = the median CPU time the slopes leave unexplained (imports, model,
-    numba cache, ...); peak MiB linear in points and chunk points."""
+def fit_runs(runs: list[dict], clean: list[dict], macs: int, energies: int) -> dict:
+    """Least-squares fits of the share runs.
+
+    Time (``runs``): CPU seconds per phase linear in the points (slopes); startup = the
+    median CPU time the slopes leave unexplained (imports, model, numba cache, ...).
+    Memory: bytes per point from the slope of the peaks of the ``clean`` runs (heap
+    without fragmentation: the arrays alone, deterministic); then the fixed part and the
+    bytes per chunk point from ``runs`` (what the allocator keeps of freed chunk
+    buffers lands there).
+    """
     points = np.array([r["points"] for r in runs], dtype=float)
     ones = np.ones_like(points)
     slopes = {}
-
-    def slope(phase):
+    for phase in ("descriptors", "network", "electrons", "output"):
         y = np.array([r["cpu_phases_s"].get(phase, 0.0) for r in runs])
-        fit = np.linalg.lstsq(np.stack([ones, points], 1), y, rcond=None)[0][1]
-        slopes[phase] = max(float(fit), 0.0)
-        return slopes[phase]
+        slopes[phase] = max(float(np.linalg.lstsq(np.stack([ones, points], 1), y,
+                                                  rcond=None)[0][1]), 0.0)
+    startup = np.median([r["cpu_s"] - sum(slopes.values()) * r["points"] for r in runs])
 
+    (n1, m1), (n2, m2) = sorted((r["points"], r["peak_MiB"]) for r in clean)
+    point_mib = (m2 - m1) / (n2 - n1)
     chunk = np.array([r["chunk_points"] for r in runs], dtype=float)
-    peak = np.array([r["peak_MiB"] for r in runs])
-    m0, per_point, per_chunk = np.linalg.lstsq(np.stack([ones, points, chunk], 1), peak,
-                                               rcond=None)[0]
-    fit = {"descriptor_point_s": slope("descriptors"), "network_mac_s": slope("network") / macs,
-           "electrons_point_energy_s": slope("electrons") / energies,
-           "output_point_s": slope("output")}
-    seconds = sum(slopes.values())
-    fit["startup_s"] = float(np.median([r["cpu_s"] - seconds * r["points"] for r in runs]))
-    return {**fit, "overhead_MiB": float(m0), "point_bytes": float(per_point) * 1024**2,
-            "chunk_point_bytes": max(float(per_chunk) * 1024**2, 0.0)}
+    rest = np.array([r["peak_MiB"] for r in runs]) - point_mib * points
+    overhead, chunk_mib = np.linalg.lstsq(np.stack([ones, chunk], 1), rest, rcond=None)[0]
+    return {"startup_s": float(startup), "descriptor_point_s": slopes["descriptors"],
+            "network_mac_s": slopes["network"] / macs,
+            "electrons_point_energy_s": slopes["electrons"] / energies,
+            "output_point_s": slopes["output"], "overhead_MiB": float(overhead),
+            "point_bytes": point_mib * 1024**2,
+            "chunk_point_bytes": max(float(chunk_mib) * 1024**2, 0.0)}
 
 
 def split_neighbours(per_point_s: float, timing: dict) -> tuple[float, float]:
@@ -190,25 +198,32 @@ def summary(c) -> str:
 
 
 # -- measurements ---------------------------------------------------------------------------
-def _share_run(structure, model_path, grid_shape, ranks, chunk_points, out) -> dict:
+def _share_run(structure, model_path, grid_shape, ranks, chunk_points, out,
+               unfragmented=False) -> dict:
     """One `mlscale predict --only-rank 0/ranks` child: CPU time per phase, peak memory."""
     from ..grid import Block
     from ..inference import slabs
 
     run = _child_predict(structure, model_path, grid_shape,
                          ["--only-rank", f"0/{ranks}", "--chunk-points", str(chunk_points),
-                          "-o", str(out)])
+                          "-o", str(out)], unfragmented)
     share = run.pop("share")
     block = Block(tuple(share["block_start"]), tuple(share["block_stop"]))
     return {"ranks": ranks, "points": block.size,
             "chunk_points": max(c.size for c in slabs(block, chunk_points)), **run}
 
 
-def _child_predict(structure, model_path, grid_shape, extra: list) -> dict:
+def _child_predict(structure, model_path, grid_shape, extra: list,
+                   unfragmented: bool = False) -> dict:
     """Run `mlscale predict` (one process, one thread, native descriptors; ``extra``
-    must hold ``-o DIR``): its CPU and wall time, per phase too, and peak memory."""
+    must hold ``-o DIR``): its CPU and wall time, per phase too, and peak memory.
+
+    unfragmented: glibc returns every freed block of 1 MiB or more at once
+    (MALLOC_MMAP_THRESHOLD_), so that the peak is the arrays' memory alone."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "MPI"))}
     env.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if unfragmented:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
     command = [sys.executable, "-m", "mlscale", "predict", str(structure), "--model",
                str(model_path), "--descriptors", "native", "--grid", *map(str, grid_shape),
                *extra]
