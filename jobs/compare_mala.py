@@ -294,10 +294,9 @@ def table(runs) -> str:
                      f"{max(abs(r['band_diff_eV']) for r in group):.1e}")
         name = group[0]["tool"]
         lines.append(f"| {atoms} | {points} | {ranks} | {name} | {len(group)} | "
-                     f"{med['descriptors']:.2f} | "
-                     f"{med['network']:.2f} | {med['electrons']:.2f} | {total:.2f} | "
-                     f"{process:.1f} | {cpu:.1f} | {rss:.0f} | {cpu_throughput[atoms, ranks, kind]:.0f} | "
-                     f"{diffs} |")
+                     f"{med['descriptors']:.2f} | {med['network']:.2f} | "
+                     f"{med['electrons']:.2f} | {total:.2f} | {process:.1f} | {cpu:.1f} | "
+                     f"{rss:.0f} | {cpu_throughput[atoms, ranks, kind]:.0f} | {diffs} |")
     lines += ["", "Throughput per core, mlscale / MALA: by wall time (points / sum of phases / "
               "ranks) and by CPU time (points / CPU s of all ranks):", ""]
     for (atoms, ranks, kind), value in sorted(throughput.items()):

@@ -24,7 +24,8 @@ import torch
 import mala
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("MLSCALE_MALA_DATA", HERE.parents[3] / "shared" / "mala-test-data")) / "Be2"
+DATA = Path(os.environ.get("MLSCALE_MALA_DATA",
+                           HERE.parents[3] / "shared" / "mala-test-data")) / "Be2"
 STRIDE = 17
 
 
