@@ -2,10 +2,10 @@
 
 Runs `mlscale predict --only-rank 0/P` shares of a structure (default: the built-in
 example, repeated until its grid holds twice --points) in child processes with one
-thread each: three share sizes (--points, half and a quarter of it) and two chunk
-sizes for the CPU time per phase and the peak memory, and two sizes with glibc's heap
-kept unfragmented (MALLOC_MMAP_THRESHOLD_) for the memory per point alone; it fits
-the model of docs/scaling.md. In this process it times the descriptors at two atom
+thread each: three share sizes (--points, half and a quarter of it) for the CPU time
+per phase and the fixed memory, and, with glibc's heap kept unfragmented
+(MALLOC_MMAP_THRESHOLD_), two sizes and two chunk sizes for the memory per point and
+per chunk point alone; it fits the model of docs/scaling.md. In this process it times the descriptors at two atom
 densities (cost per neighbour), reading and checking a large supercell (cost per atom)
 and, with --pseudopotentials, the energy phase. Writes the constants as JSON (default:
 $XDG_CACHE_HOME/mlscale/bench.json, i.e. ~/.cache/mlscale/bench.json). Run it as one
@@ -88,8 +88,8 @@ def run(args, comm) -> int:
         write_structure(structure, atoms)
         chunk = args.chunk_points
         shares = [(args.points // 4, chunk, False), (args.points // 2, chunk, False),
-                  (args.points, chunk, False), (args.points, 4 * chunk, False),
-                  (args.points // 2, chunk, True), (args.points, chunk, True)]
+                  (args.points, chunk, False), (args.points // 2, chunk, True),
+                  (args.points, chunk, True), (args.points, 4 * chunk, True)]
         runs, clean = [], []
         for target, chunk_points, unfragmented in shares:
             ranks = 2 ** max(0, round(math.log2(grid.npoints / target)))
@@ -144,10 +144,10 @@ def fit_runs(runs: list[dict], clean: list[dict], macs: int, energies: int) -> d
 
     Time (``runs``): CPU seconds per phase linear in the points (slopes); startup = the
     median CPU time the slopes leave unexplained (imports, model, numba cache, ...).
-    Memory: bytes per point from the slope of the peaks of the ``clean`` runs (heap
-    without fragmentation: the arrays alone, deterministic); then the fixed part and the
-    bytes per chunk point from ``runs`` (what the allocator keeps of freed chunk
-    buffers lands there).
+    Memory: bytes per point and per chunk point from the ``clean`` runs (heap without
+    fragmentation: the arrays alone, deterministic; two sizes at one chunk size, then a
+    4x larger chunk); the fixed part from ``runs``: the median of what these leave, which
+    includes what the allocator keeps of freed chunk buffers.
     """
     points = np.array([r["points"] for r in runs], dtype=float)
     ones = np.ones_like(points)
@@ -158,17 +158,17 @@ def fit_runs(runs: list[dict], clean: list[dict], macs: int, energies: int) -> d
                                                   rcond=None)[0][1]), 0.0)
     startup = np.median([r["cpu_s"] - sum(slopes.values()) * r["points"] for r in runs])
 
-    (n1, m1), (n2, m2) = sorted((r["points"], r["peak_MiB"]) for r in clean)
-    point_mib = (m2 - m1) / (n2 - n1)
-    chunk = np.array([r["chunk_points"] for r in runs], dtype=float)
-    rest = np.array([r["peak_MiB"] for r in runs]) - point_mib * points
-    overhead, chunk_mib = np.linalg.lstsq(np.stack([ones, chunk], 1), rest, rcond=None)[0]
+    small, large, wide = clean
+    point_mib = (large["peak_MiB"] - small["peak_MiB"]) / (large["points"] - small["points"])
+    chunk_mib = max((wide["peak_MiB"] - large["peak_MiB"])
+                    / (wide["chunk_points"] - large["chunk_points"]), 0.0)
+    overhead = np.median([r["peak_MiB"] - point_mib * r["points"] - chunk_mib * r["chunk_points"]
+                          for r in runs])
     return {"startup_s": float(startup), "descriptor_point_s": slopes["descriptors"],
             "network_mac_s": slopes["network"] / macs,
             "electrons_point_energy_s": slopes["electrons"] / energies,
             "output_point_s": slopes["output"], "overhead_MiB": float(overhead),
-            "point_bytes": point_mib * 1024**2,
-            "chunk_point_bytes": max(float(chunk_mib) * 1024**2, 0.0)}
+            "point_bytes": point_mib * 1024**2, "chunk_point_bytes": chunk_mib * 1024**2}
 
 
 def split_neighbours(per_point_s: float, timing: dict) -> tuple[float, float]:
