@@ -1,8 +1,8 @@
 """Peak memory per rank stays within the measured model of docs/scaling.md.
 
-Each prediction runs in a fresh process (`mlscale predict`, one thread) whose peak
-resident memory the kernel reports (wait4's ru_maxrss); two sizes give the memory per
-local grid point. The bound is generous (1.5× the model) so that noise passes and a
+Each prediction runs in a fresh process (`mlscale predict`, one thread, glibc's heap
+unfragmented) whose peak resident memory the kernel reports (wait4's ru_maxrss); two
+sizes give the memory per local grid point. The bound is generous (1.5× the model) so that noise passes and a
 regression (e.g. a float64 copy of the LDOS kept per point) does not. A fast model
 (twojmax 2, a small network) keeps the runs short; the per-point memory does not
 depend on the descriptors or the network, only on the energies.
@@ -63,7 +63,10 @@ def fast_model(tmp_path_factory):
 def peak_mib(args, out) -> float:
     """Peak resident memory (MiB) of `mlscale predict ARGS -o OUT` in a fresh process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "MPI"))}
-    env.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    # freed buffers back to the system at once: without it, what glibc's heap keeps of
+    # freed chunks varies by tens of MiB between runs (docs/scaling.md), which at these
+    # sizes would swamp the per-point memory
+    env.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="1048576")
     child = subprocess.Popen([sys.executable, "-m", "mlscale", "predict", *map(str, args),
                               "--descriptors", "native", "-o", str(out)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
