@@ -108,15 +108,28 @@ class BispectrumSettings:
         return _from_dict(cls, data, "bispectrum")
 
 
+LDOS_RESTRICTIONS = ("none", "zero_negative", "absolute")
+
+
 @dataclass(frozen=True)
 class ModelSettings:
-    """MLP architecture: layer sizes from input to output, hidden activation."""
+    """MLP architecture: layer sizes from input to output, hidden activation, and what
+    prediction does to negative LDOS values (``ldos_restriction``: ``"none"``, or
+    ``"zero_negative"`` / ``"absolute"`` as MALA's ``restrict_targets``). The
+    restriction acts in :func:`mlscale.model.predict_ldos`, never in training."""
 
     layers: tuple[int, ...] = (91, 100, 100, 11)
     activation: str = "LeakyReLU"
+    ldos_restriction: str = "none"
+
+    def __post_init__(self):
+        if self.ldos_restriction not in LDOS_RESTRICTIONS:
+            raise MlscaleError(f"unknown ldos_restriction '{self.ldos_restriction}' "
+                               f"(choose from {', '.join(LDOS_RESTRICTIONS)})")
 
     def to_dict(self) -> dict:
-        return {"layers": list(self.layers), "activation": self.activation}
+        return {"layers": list(self.layers), "activation": self.activation,
+                "ldos_restriction": self.ldos_restriction}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSettings":

@@ -123,7 +123,7 @@ def slabs(block: Block, chunk_points: int) -> list[Block]:
 
 
 def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons=None,
-            backend: str = "native", method: str = "analytical", chunk_points: int = 65536,
+            backend: str = "native", method: str = "analytical", chunk_points: int = 8192,
             output_dir: Path | None = None, pseudopotentials: dict | None = None,
             share: tuple[int, int] | None = None, fermi_energy: float | None = None) -> dict:
     """Predict the electronic structure of ``atoms``; collective over ``comm``.

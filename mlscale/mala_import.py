@@ -22,9 +22,8 @@ The conversion is exact (same float32 operations as MALA's predictor):
   layer, so an output activation equal to the hidden one is expressed by appending an
   identity layer (exact in float32);
 - MALA's predictor zeroes negative LDOS (``restrict_targets="zero_out_negative"``, its
-  default). mlscale's model has no such clamp: the import checks that the clamp can
-  never act (non-negative output activation and non-negative output scale and shift),
-  and otherwise refuses unless ``allow_negative_ldos`` is set.
+  default) or takes absolute values (``"absolute_values"``): the model's
+  ``ldos_restriction`` (``zero_negative`` / ``absolute``) does the same after the network.
 """
 
 from __future__ import annotations
@@ -45,7 +44,9 @@ from .model import ACTIVATIONS, LDOSModel
 
 # Fixed in MALA's LAMMPS input files, not stored in its parameters.
 MALA_BISPECTRUM = dict(rfac0=0.99363, rmin0=0.0, radius=0.5, bzeroflag=0, quadraticflag=0)
-NONNEGATIVE_ACTIVATIONS = ("ReLU", "Sigmoid")
+# MALA restrict_targets -> mlscale ModelSettings.ldos_restriction
+MALA_RESTRICTIONS = {None: "none", "zero_out_negative": "zero_negative",
+                     "absolute_values": "absolute"}
 RESAVE_HINT = ("re-save it with MALA 1.4: `_, _, _, predictor = mala.Predictor.load_run("
                "'{name}', path='DIR'); predictor.save_run('{name}_mala14', path='DIR', "
                "additional_calculation_data=True)` (add activation_list_legacy_load=True to "
@@ -192,14 +193,13 @@ def _linear_layers(state: dict, sizes: list[int]) -> list[tuple[np.ndarray, np.n
 
 
 def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None,
-                       valence_electrons=None, allow_negative_ldos=False):
+                       valence_electrons=None):
     """``(LDOSModel, metadata)`` equivalent to MALA's predictor with this archive.
 
     species: element symbols (LAMMPS type order); default: sorted elements of the
     info.json atoms, as MALA's LAMMPS data file orders them. temperature_K (K) and
     valence_electrons ({symbol: count}) default to info.json (the latter only for one
-    species). allow_negative_ldos: import even when MALA's zeroing of negative LDOS
-    could act (mlscale will not apply it).
+    species).
     """
     params, info = archive.params, archive.info or {}
     try:
@@ -248,17 +248,12 @@ def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None
     input_shift, input_scale = scaler_affine(archive.input_scaler, sizes[0], "input")
     output_shift, output_scale = scaler_affine(archive.output_scaler, sizes[-1], "output")
     restriction = targets.get("restrict_targets", "zero_out_negative")
-    never_negative = (output_activation in NONNEGATIVE_ACTIVATIONS
-                      and (output_scale >= 0).all() and (output_shift >= 0).all())
-    if restriction not in (None, "zero_out_negative", "absolute_values"):
-        raise MlscaleError(f"unknown MALA restrict_targets '{restriction}'")
-    if restriction is not None and not never_negative and not allow_negative_ldos:
-        raise MlscaleError(
-            f"MALA post-processes this model's LDOS (restrict_targets='{restriction}') and "
-            f"its output can be negative, which mlscale's model cannot reproduce; import "
-            f"with --allow-negative-ldos to accept raw network outputs")
+    if restriction not in MALA_RESTRICTIONS:
+        raise MlscaleError(f"unknown MALA restrict_targets '{restriction}' (known: "
+                           f"{', '.join(str(name) for name in MALA_RESTRICTIONS)})")
 
-    model = LDOSModel(ModelSettings(layers=tuple(sizes), activation=activation))
+    model = LDOSModel(ModelSettings(layers=tuple(sizes), activation=activation,
+                                    ldos_restriction=MALA_RESTRICTIONS[restriction]))
     linear = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
         for module, (weight, bias) in zip(linear, layers):
@@ -292,7 +287,6 @@ def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None
         "species": list(species),
         "mala": {"archive": archive.name, "layer_sizes": [int(n) for n in network["layer_sizes"]],
                  "layer_activations": activations, "restrict_targets": restriction,
-                 "restriction_reproduced": bool(restriction is None or never_negative),
                  "input_rescaling": archive.input_scaler.get("typestring"),
                  "output_rescaling": archive.output_scaler.get("typestring"),
                  "grid_dimensions": info.get("grid_dimensions")},

@@ -48,7 +48,8 @@ class LDOSModel(torch.nn.Module):
         if settings.activation not in ACTIVATIONS:
             raise MlscaleError(f"unknown activation '{settings.activation}' "
                                f"(choose from {', '.join(ACTIVATIONS)})")
-        self.settings = ModelSettings(layers=layers, activation=settings.activation)
+        self.settings = ModelSettings(layers=layers, activation=settings.activation,
+                                      ldos_restriction=settings.ldos_restriction)
         modules = []
         for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
             modules.append(torch.nn.Linear(n_in, n_out))
@@ -122,7 +123,7 @@ def save_model(path, model: LDOSModel, metadata: dict) -> None:
     """Write ``model`` and ``metadata`` (JSON-serialisable) to one safetensors file, atomically.
 
     The stored metadata is ``metadata`` plus ``format``, ``format_version``, ``model``
-    (layers, activation) and ``units``.
+    (layers, activation, LDOS restriction) and ``units``.
     """
     from .io.atomic import atomic_path
 
@@ -196,11 +197,13 @@ def load_model(path) -> tuple[LDOSModel, dict]:
     return model_from_state(settings, tensors, path), metadata
 
 
-def predict_ldos(model: LDOSModel, descriptors_pf, chunk_points: int = 65536) -> np.ndarray:
+def predict_ldos(model: LDOSModel, descriptors_pf, chunk_points: int = 8192) -> np.ndarray:
     """LDOS [points, energies] in 1/(eV·Å³), float64, from raw descriptors [points, features].
 
     Evaluated in chunks of ``chunk_points`` under ``torch.no_grad`` so the extra memory
     is bounded by one chunk; threads are the caller's choice (``torch.set_num_threads``).
+    The model's ``ldos_restriction`` is applied to the network's output (``zero_negative``:
+    negative values become 0; ``absolute``: their absolute value), as MALA's predictor does.
     """
     descriptors_pf = np.asarray(descriptors_pf)
     if descriptors_pf.ndim != 2 or descriptors_pf.shape[1] != model.n_features:
@@ -209,6 +212,7 @@ def predict_ldos(model: LDOSModel, descriptors_pf, chunk_points: int = 65536) ->
     if chunk_points < 1:
         raise MlscaleError("chunk_points must be positive")
     device = model.input_shift.device
+    restriction = model.settings.ldos_restriction
     ldos_pe = np.empty((len(descriptors_pf), model.n_energies))
     with torch.no_grad():
         for start in range(0, len(descriptors_pf), chunk_points):
@@ -216,5 +220,9 @@ def predict_ldos(model: LDOSModel, descriptors_pf, chunk_points: int = 65536) ->
             if not np.isfinite(chunk).all():
                 raise MlscaleError("descriptors contain NaN or infinity")
             out = model(torch.from_numpy(chunk).to(device))
+            if restriction == "zero_negative":
+                out = torch.clamp_min(out, 0.0)
+            elif restriction == "absolute":
+                out = torch.abs(out)
             ldos_pe[start:start + len(chunk)] = out.cpu().numpy()
     return ldos_pe

@@ -164,16 +164,36 @@ def test_activation_conventions(tmp_path, include_output):
     assert metadata["mala"]["layer_activations"] == ["ReLU", "ReLU" if include_output else None]
 
 
-def test_negative_ldos_restriction_needs_consent(tmp_path):
-    """Without an output ReLU, MALA's zeroing of negative LDOS could act: refuse by default."""
+@pytest.mark.parametrize("restriction, expected_name, post", [
+    ("zero_out_negative", "zero_negative", lambda y: np.maximum(y, 0.0)),
+    ("absolute_values", "absolute", np.abs),
+    (None, "none", lambda y: y)])
+def test_negative_ldos_restriction_as_mala(tmp_path, restriction, expected_name, post):
+    """Without an output ReLU the network can give negative LDOS; MALA's predictor then
+    zeroes them (or takes absolute values): the converted model must do the same."""
     def edit(name, member):
         if name.endswith("params.json"):
             member["network"]["layer_activations_include_output_layer"] = False
+            member["targets"]["restrict_targets"] = restriction
     archive = read_mala_archive(rewrite(tmp_path, edit))
-    with pytest.raises(MlscaleError, match="allow-negative-ldos"):
-        convert_mala_model(archive)
-    _, metadata = convert_mala_model(archive, allow_negative_ldos=True)
-    assert metadata["mala"]["restriction_reproduced"] is False
+    model, metadata = convert_mala_model(archive)
+    assert model.settings.ldos_restriction == expected_name
+    assert metadata["mala"]["restrict_targets"] == restriction
+    mean = np.array(archive.input_scaler["means"]).ravel()
+    std = np.array(archive.input_scaler["stds"]).ravel()
+    x_pf = mean + std * np.random.default_rng(2).normal(0.0, 3.0, (400, 91))
+    raw = numpy_mala_forward(archive, x_pf.astype(np.float32).astype(float), lambda h: h)
+    assert (raw < 0).any(), "the test needs some negative raw outputs"
+    np.testing.assert_allclose(predict_ldos(model, x_pf), post(raw), rtol=1e-4,
+                               atol=1e-6 * np.abs(raw).max())
+
+
+def test_unknown_restriction_is_refused(tmp_path):
+    def edit(name, member):
+        if name.endswith("params.json"):
+            member["targets"]["restrict_targets"] = "clip_to_42"
+    with pytest.raises(MlscaleError, match="restrict_targets 'clip_to_42'"):
+        convert_mala_model(read_mala_archive(rewrite(tmp_path, edit)))
 
 
 def test_overrides_and_missing_info(tmp_path):

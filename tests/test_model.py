@@ -75,7 +75,8 @@ def test_save_load_round_trip(tmp_path):
     x_pf = np.random.default_rng(2).normal(size=(10, 5))
     np.testing.assert_array_equal(predict_ldos(loaded, x_pf), predict_ldos(model, x_pf))
     assert metadata["format"] == "mlscale-model" and metadata["format_version"] == 1
-    assert metadata["model"] == {"layers": [5, 8, 6, 4], "activation": "LeakyReLU"}
+    assert metadata["model"] == {"layers": [5, 8, 6, 4], "activation": "LeakyReLU",
+                                 "ldos_restriction": "none"}
     for key in ("descriptors", "energy_grid", "temperature_K", "species", "training"):
         assert metadata[key] == METADATA[key]
     assert metadata["units"]["ldos"] == "1/(eV*Angstrom^3)"
@@ -163,3 +164,34 @@ def test_model_settings_errors():
         LDOSModel(ModelSettings(layers=(5,)))
     with pytest.raises(MlscaleError, match="nonzero"):
         make_model().set_scaling(np.zeros(5), np.zeros(5), np.zeros(4), np.ones(4))
+    with pytest.raises(MlscaleError, match="unknown ldos_restriction"):
+        ModelSettings(layers=(5, 4), ldos_restriction="clip")
+
+
+@pytest.mark.parametrize("restriction", ["zero_negative", "absolute"])
+def test_ldos_restriction_in_prediction_and_file(tmp_path, restriction):
+    """The restriction acts on predictions (not on the forward pass used in training),
+    survives save/load, and files without the key (older files) mean no restriction."""
+    model = make_model(3)
+    x_pf = np.random.default_rng(3).normal(0.0, 3.0, (300, 5))
+    raw = numpy_forward(model, x_pf)
+    assert (raw < 0).any() and (raw > 0).any()
+    expected = np.maximum(raw, 0.0) if restriction == "zero_negative" else np.abs(raw)
+    restricted = LDOSModel(ModelSettings(SETTINGS.layers, SETTINGS.activation, restriction))
+    restricted.load_state_dict(model.state_dict())
+    np.testing.assert_allclose(predict_ldos(restricted, x_pf), expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        forward = restricted(torch.from_numpy(x_pf.astype(np.float32))).numpy()
+    np.testing.assert_allclose(forward, raw, rtol=1e-5, atol=1e-5)
+    save_model(tmp_path / "m.safetensors", restricted, METADATA)
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    assert loaded.settings.ldos_restriction == restriction
+    np.testing.assert_array_equal(predict_ldos(loaded, x_pf), predict_ldos(restricted, x_pf))
+
+    tensors = {name: t.contiguous() for name, t in model.state_dict().items()}
+    header = {"format": "mlscale-model", "format_version": 1, **METADATA,
+              "model": {"layers": list(SETTINGS.layers), "activation": SETTINGS.activation}}
+    write_raw(tmp_path / "old.safetensors", tensors, header)
+    old, _ = load_model(tmp_path / "old.safetensors")
+    assert old.settings.ldos_restriction == "none"
+    np.testing.assert_allclose(predict_ldos(old, x_pf), raw, rtol=1e-5, atol=1e-5)

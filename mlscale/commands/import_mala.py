@@ -20,9 +20,6 @@ def add_arguments(parser):
                         help="electronic temperature in K (default: from info.json)")
     parser.add_argument("--valence", nargs="+", metavar="SYMBOL=N",
                         help="valence electrons per species, e.g. Be=2")
-    parser.add_argument("--allow-negative-ldos", action="store_true",
-                        help="import even if MALA would zero negative LDOS values that "
-                        "this network can produce (mlscale keeps them)")
 
 
 def parse_valence(items) -> dict | None:
@@ -46,8 +43,7 @@ def run(args, comm) -> int:
     with comm.collective():
         model, metadata = convert_mala_model(
             read_mala_archive(args.archive), species=args.species,
-            temperature_K=args.temperature, valence_electrons=parse_valence(args.valence),
-            allow_negative_ldos=args.allow_negative_ldos)
+            temperature_K=args.temperature, valence_electrons=parse_valence(args.valence))
         if comm.rank == 0:
             save_model(args.output, model, metadata)
     layers = " -> ".join(str(n) for n in model.settings.layers)

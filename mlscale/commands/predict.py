@@ -25,8 +25,9 @@ def add_arguments(parser):
                         help="number of electrons; default: from the model's valence counts")
     parser.add_argument("--pseudopotentials", metavar="DIR",
                         help="directory with UPF files: also compute the total energy")
-    parser.add_argument("--chunk-points", type=int, default=65536,
-                        help="grid points per network batch (bounds memory)")
+    parser.add_argument("--chunk-points", type=int, default=8192,
+                        help="grid points per chunk of descriptors, network and LDOS "
+                        "(bounds memory; default: %(default)s)")
     parser.add_argument("--fermi-energy", type=float, metavar="EV",
                         help="use this Fermi level instead of solving for the electron count")
     parser.add_argument("--only-rank", metavar="R/P",
