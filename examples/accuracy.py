@@ -15,11 +15,11 @@ level minus the exact count (at the solved Fermi level the count is exact by con
 DOS: ∫|D − D_DFT| dε / ∫ D_DFT dε on the energy grid (D_DFT = Σ_r LDOS_DFT ΔV); density:
 mean |n − n_DFT| / mean n_DFT over the grid (n_DFT: pp.x's density).
 
-    python examples/accuracy.py --snapshots al_07 al_08 al_09 --markdown docs/accuracy.md
-    mpiexec -n 2 python examples/accuracy.py --snapshots al_07 al_08 al_09   # same numbers
-    python examples/accuracy.py --model M --snapshots al_06 --record OUT --description TEXT
-        # OUT = M plus DFT settings, data description and the errors on al_06 in its metadata
-    python examples/accuracy.py --snapshots al_07 --export tests/data/al_heldout
+    python examples/accuracy.py --snapshots al_09 al_10 al_11 --markdown docs/accuracy.md
+    mpiexec -n 2 python examples/accuracy.py --snapshots al_09 al_10 al_11   # same numbers
+    python examples/accuracy.py --model M --snapshots al_08 --record OUT --description TEXT
+        # OUT = M plus DFT settings, data description and the errors on al_08 in its metadata
+    python examples/accuracy.py --snapshots al_09 --export tests/data/al_heldout
         # the snapshot in small form for tests/test_shipped_model.py
 """
 
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model file (default: the shipped Al model)")
     parser.add_argument("--data", default=str(ROOT / "data" / "al"), help="data set directory")
-    parser.add_argument("--snapshots", nargs="+", default=["al_07"], help="held-out snapshots")
+    parser.add_argument("--snapshots", nargs="+", default=["al_09"], help="held-out snapshots")
     parser.add_argument("--pseudopotentials", default="/usr/share/espresso/pseudo",
                         help="UPF directory for the total energy ('' to skip it)")
     parser.add_argument("--work", default=str(ROOT / "out" / "accuracy"),

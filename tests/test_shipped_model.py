@@ -2,7 +2,7 @@
 2 ranks, and a held-out DFT snapshot predicted within the errors docs/accuracy.md reports.
 
 The references are DFT's (Quantum ESPRESSO 6.7 via `mlscale datagen`): held-out snapshot
-al_07 in small form in tests/data/al_heldout (exported by examples/accuracy.py --export):
+al_09 in small form in tests/data/al_heldout (exported by examples/accuracy.py --export):
 QE's Fermi level, band energy (pw.x eigenvalues) and total energy, the DOS summed from DFT's
 LDOS and pp.x's density on every second grid point.
 """
@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = ROOT / "tests" / "data" / "al_heldout"
-NAME = "al_07"
+NAME = "al_09"
 ACCURACY_DOC = ROOT / "docs" / "accuracy.md"
 PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
