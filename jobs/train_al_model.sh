@@ -33,7 +33,7 @@ OMP_NUM_THREADS=1 nice -n 10 "$PYTHON" -m mlscale train \
     --train $(pairs $TRAIN) --validation $(pairs $VALIDATION) \
     --energy-grid -4.5 0.1 176 --temperature 298 --species Al --valence-electrons Al=3 \
     --ecutrho 80 \
-    --layers 91 400 400 176 --activation LeakyReLU \
+    --layers 91 400 400 176 --activation LeakyReLU --output-scaling global \
     --epochs 12 --batch-size 256 --learning-rate 1e-4 --lr-patience 2 --lr-factor 0.5 \
     --patience 4 --seed 1 --threads 1 \
     -o "$WORK/al_model.safetensors"

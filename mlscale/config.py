@@ -139,6 +139,15 @@ class ModelSettings:
         return _from_dict(cls, data, "model")
 
 
+# How training standardises the LDOS: "per-energy" divides each energy's column by its
+# own standard deviation (every energy weighs the same in the loss); "global" divides
+# all energies by one number, the root mean square of those deviations, so that the
+# loss is the mean squared LDOS error in physical units (as MALA's global min-max
+# output scaling): energies in gaps between bands, where the LDOS is small, then do not
+# dominate the loss.
+OUTPUT_SCALINGS = ("per-energy", "global")
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """Optimiser and schedule for `mlscale train`."""
@@ -151,7 +160,13 @@ class TrainingSettings:
     lr_patience: int = 4
     lr_factor: float = 0.5
     seed: int = 1234
+    output_scaling: str = "per-energy"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.output_scaling not in OUTPUT_SCALINGS:
+            raise MlscaleError(f"unknown output scaling '{self.output_scaling}' "
+                               f"(choose from {', '.join(OUTPUT_SCALINGS)})")
 
     def to_dict(self) -> dict:
         return asdict(self)

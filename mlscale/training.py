@@ -147,12 +147,20 @@ def check_settings(settings: TrainingSettings) -> None:
         raise MlscaleError(f"lr_factor must lie in (0, 1), got {settings.lr_factor}")
 
 
-def initial_model(model_settings: ModelSettings, seed: int, statistics) -> LDOSModel:
-    """Network with weights drawn from ``seed`` (global RNG untouched) and data scaling."""
+def initial_model(model_settings: ModelSettings, seed: int, statistics,
+                  output_scaling: str = "per-energy") -> LDOSModel:
+    """Network with weights drawn from ``seed`` (global RNG untouched) and data scaling.
+
+    ``output_scaling``: ``per-energy`` (each energy's standard deviation) or ``global``
+    (one scale for all energies: the root mean square of the per-energy deviations).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LDOSModel(model_settings)
-    stds = (statistics.input_std, statistics.output_std)
+    output_std = np.asarray(statistics.output_std, dtype=float)
+    if output_scaling == "global":
+        output_std = np.full_like(output_std, np.sqrt(np.mean(output_std ** 2)))
+    stds = (statistics.input_std, output_std)
     input_scale, output_scale = (np.where(std > 0, std, 1.0) for std in stds)
     model.set_scaling(statistics.input_mean, input_scale, statistics.output_mean, output_scale)
     return model
@@ -225,7 +233,7 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
     validation = open_snapshots(cache_openpmd(validation_snapshots, cache_dir, comm), n_features,
                                 n_energies, comm)
     statistics = scaling_statistics(data, comm, chunk_points, check=[validation])
-    model = initial_model(model_settings, settings.seed, statistics)
+    model = initial_model(model_settings, settings.seed, statistics, settings.output_scaling)
     progress, saved = Progress(), None
     if resume is not None:
         with comm.collective():

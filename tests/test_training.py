@@ -208,6 +208,28 @@ def test_same_seed_same_model_and_learning(tmp_path):
     assert history_a[-1]["train_loss"] < 0.5 * history_a[0]["train_loss"]
 
 
+def test_global_output_scaling_is_physical_mse(tmp_path):
+    """--output-scaling global: one output scale, the RMS of the per-energy standard
+    deviations (numpy), so the validation loss is the LDOS mean squared error / scale²."""
+    train_specs = write_snapshots(tmp_path, 3)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    settings = TrainingSettings(epochs=3, batch_size=16, learning_rate=1e-2, seed=7,
+                                output_scaling="global")
+    model, history = run(train_specs, validation_specs, settings)
+    _, y_train = full_arrays(train_specs)
+    scale = np.sqrt(np.mean(y_train.std(axis=0) ** 2))
+    np.testing.assert_allclose(model.output_scale.numpy(), scale, rtol=1e-5)
+    np.testing.assert_allclose(model.output_shift.numpy(), y_train.mean(axis=0), rtol=1e-5)
+    x, y = full_arrays(validation_specs)
+    mse = np.mean((predict_ldos(model, x) - y) ** 2)
+    assert mse / scale**2 == pytest.approx(min(h["validation_loss"] for h in history), rel=1e-4)
+    per_energy, _ = run(train_specs, validation_specs, TrainingSettings(
+        epochs=1, batch_size=16, learning_rate=1e-2, seed=7))
+    assert np.ptp(per_energy.output_scale.numpy()) > 0  # the default differs per energy
+    with pytest.raises(MlscaleError, match="unknown output scaling"):
+        TrainingSettings(output_scaling="minmax")
+
+
 def test_early_stopping_schedule_and_best_model(tmp_path):
     train_specs = write_snapshots(tmp_path, 2)
     # validation targets of the opposite sign: fitting the training data makes them worse

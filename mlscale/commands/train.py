@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import OUTPUT_SCALINGS
 from ..errors import MlscaleError
 
 DEFAULTS = {
@@ -23,7 +24,7 @@ DEFAULTS = {
     "lr_factor": 0.5, "seed": 1234, "distributed": "ddp", "device": "cpu",
     "checkpoint_every": 0, "checkpoint": None, "resume": None, "threads": None,
     "valence_electrons": [], "ecutrho": None, "descriptors": None, "output": None,
-    "train": [], "cache_dir": None, "shuffle": "points",
+    "train": [], "cache_dir": None, "shuffle": "points", "output_scaling": "per-energy",
 }
 
 
@@ -55,6 +56,9 @@ def add_arguments(parser):
     add("--shuffle", choices=("points", "snapshots"),
         help="training order per epoch: one permutation of all points (default), or the "
         "snapshots one after another, points shuffled within each (data larger than RAM)")
+    add("--output-scaling", choices=OUTPUT_SCALINGS,
+        help="LDOS standardisation in the loss: per-energy (default; every energy weighs "
+        "the same) or global (one scale: mean squared LDOS error in physical units)")
     add("--distributed", choices=("ddp", "horovod"), help="gradient averaging (default ddp)")
     add("--device", choices=("cpu", "cuda"), help="default cpu")
     add("--threads", type=int, help="torch threads per rank (default: torch's choice)")
@@ -138,7 +142,8 @@ def run(args, comm) -> int:
             epochs=options["epochs"], batch_size=options["batch_size"],
             learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
             early_stopping_patience=options["patience"], lr_patience=options["lr_patience"],
-            lr_factor=options["lr_factor"], seed=options["seed"])
+            lr_factor=options["lr_factor"], seed=options["seed"],
+            output_scaling=options["output_scaling"])
         if not options["validation"]:
             raise MlscaleError("--validation needs at least one snapshot (split by snapshot)")
         output = Path(options["output"])
