@@ -226,3 +226,53 @@ def predict_ldos(model: LDOSModel, descriptors_pf, chunk_points: int = 8192) -> 
                 out = torch.abs(out)
             ldos_pe[start:start + len(chunk)] = out.cpu().numpy()
     return ldos_pe
+
+
+def ensemble_model(models) -> LDOSModel:
+    """One LDOSModel whose output is the mean of ``models``' outputs, exactly.
+
+    The members must have the same layers, activation and affine maps (models trained
+    on the same data with different seeds). The hidden layers are stacked side by side
+    (first layer: rows stacked; deeper hidden layers: block-diagonal), and the last
+    layer averages: its weights are the members' side by side divided by their number,
+    its bias their mean. An ensemble of K members of widths h costs K times the
+    network's multiply-adds of one member.
+    """
+    models = list(models)
+    if not models:
+        raise MlscaleError("an ensemble needs at least one model")
+    first = models[0]
+    settings = first.settings
+    for model in models[1:]:
+        if (model.settings.layers, model.settings.activation) != (settings.layers,
+                                                                   settings.activation):
+            raise MlscaleError(f"ensemble members differ in architecture: {settings.layers} "
+                               f"{settings.activation} vs {model.settings.layers} "
+                               f"{model.settings.activation}")
+        for name in ("input_shift", "input_scale", "output_shift", "output_scale"):
+            if not torch.equal(getattr(model, name), getattr(first, name)):
+                raise MlscaleError(f"ensemble members differ in {name}: train them on the "
+                                   "same data")
+    k, layers = len(models), settings.layers
+    wide = (layers[0], *(k * n for n in layers[1:-1]), layers[-1])
+    result = LDOSModel(ModelSettings(layers=wide, activation=settings.activation,
+                                     ldos_restriction=settings.ldos_restriction))
+    member_linear = [[m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+                     for model in models]
+    linear = [m for m in result.mlp if isinstance(m, torch.nn.Linear)]
+    last = len(linear) - 1
+    with torch.no_grad():
+        for i, target in enumerate(linear):
+            parts = [member[i] for member in member_linear]
+            if i == last:
+                target.weight.copy_(torch.cat([p.weight for p in parts], dim=1) / k)
+                target.bias.copy_(torch.stack([p.bias for p in parts]).mean(dim=0))
+            elif i == 0:
+                target.weight.copy_(torch.cat([p.weight for p in parts], dim=0))
+                target.bias.copy_(torch.cat([p.bias for p in parts]))
+            else:
+                target.weight.copy_(torch.block_diag(*[p.weight for p in parts]))
+                target.bias.copy_(torch.cat([p.bias for p in parts]))
+        for name in ("input_shift", "input_scale", "output_shift", "output_scale"):
+            getattr(result, name).copy_(getattr(first, name))
+    return result.eval()

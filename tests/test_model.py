@@ -11,7 +11,7 @@ import torch
 
 from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings
 from mlscale.errors import MlscaleError
-from mlscale.model import LDOSModel, load_model, predict_ldos, save_model
+from mlscale.model import LDOSModel, ensemble_model, load_model, predict_ldos, save_model
 
 # twojmax 2 gives 5 bispectrum features; 4 energies
 SETTINGS = ModelSettings(layers=(5, 8, 6, 4), activation="LeakyReLU")
@@ -195,3 +195,26 @@ def test_ldos_restriction_in_prediction_and_file(tmp_path, restriction):
     old, _ = load_model(tmp_path / "old.safetensors")
     assert old.settings.ldos_restriction == "none"
     np.testing.assert_allclose(predict_ldos(old, x_pf), raw, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_is_the_mean_of_its_members():
+    members = []
+    for seed in (1, 2, 3):
+        model = make_model(0)  # same affine maps
+        torch.manual_seed(seed)
+        for module in model.mlp:
+            if isinstance(module, torch.nn.Linear):
+                module.reset_parameters()
+        members.append(model)
+    x_pf = np.random.default_rng(5).normal(size=(200, 5))
+    expected = np.mean([numpy_forward(m, x_pf) for m in members], axis=0)
+    ensemble = ensemble_model(members)
+    assert ensemble.settings.layers == (5, 24, 18, 4)
+    np.testing.assert_allclose(predict_ldos(ensemble, x_pf), expected, rtol=1e-5, atol=1e-5)
+    # in float64 from the float32 weights: equal up to the rounding of weights / 3
+    np.testing.assert_allclose(numpy_forward(ensemble, x_pf), expected, rtol=1e-6, atol=1e-7)
+    other = make_model(1)  # different affine maps
+    with pytest.raises(MlscaleError, match="differ in input_shift"):
+        ensemble_model([members[0], other])
+    with pytest.raises(MlscaleError, match="architecture"):
+        ensemble_model([members[0], LDOSModel(ModelSettings(layers=(5, 8, 4)))])
