@@ -6,7 +6,7 @@
 # Data: bash jobs/make_al_dataset.sh -> data/al/al_00 .. al_11 (docs/dft_settings.md).
 # Split by snapshot: al_00..al_07 train, al_08 validation (learning-rate schedule, early
 # stopping, best epoch, choice of settings), al_09..al_11 held out for docs/accuracy.md
-# (examples/accuracy.py), evaluated only for the final model.
+# (examples/accuracy.py; docs/accuracy.md says which models were evaluated on them).
 # Fixed seed and settings, one rank with one torch thread: rerunning gives the same model
 # (other rank or thread counts agree to round-off). Then examples/accuracy.py measures the
 # errors on al_08 against DFT and writes the model with them, the DFT settings and the data
