@@ -140,7 +140,7 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
     results.json and dos.csv and all ranks write their block of density.h5.
     """
     from .descriptors import check_atoms, compute_descriptors
-    from .model import predict_ldos
+    from .network import predict_ldos
     from .plan import halo_atoms, halo_c
 
     timings = Timings()

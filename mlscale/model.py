@@ -23,15 +23,12 @@ import safetensors
 import safetensors.torch
 import torch
 
-from .config import BispectrumSettings, EnergyGrid, ModelSettings
+from .config import ModelSettings
 from .errors import MlscaleError
 
-FORMAT = "mlscale-model"
-FORMAT_VERSION = 1
-METADATA_KEY = "mlscale"
-UNITS = {"descriptors": "dimensionless (LAMMPS sna/grid bispectrum)",
-         "ldos": "1/(eV*Angstrom^3)", "energy": "eV", "temperature": "K"}
-REQUIRED_METADATA = ("descriptors", "energy_grid", "temperature_K", "species")
+# the file format, its metadata check and reader are torch-free (mlscale.network)
+from .network import (FORMAT, FORMAT_VERSION, METADATA_KEY, REQUIRED_METADATA,  # noqa: F401
+                      UNITS, check_metadata, read_safetensors)
 ACTIVATIONS = {"LeakyReLU": torch.nn.LeakyReLU, "ReLU": torch.nn.ReLU, "Tanh": torch.nn.Tanh,
                "Sigmoid": torch.nn.Sigmoid, "ELU": torch.nn.ELU, "GELU": torch.nn.GELU,
                "SiLU": torch.nn.SiLU}
@@ -94,31 +91,6 @@ class LDOSModel(torch.nn.Module):
         return self.mlp(self.normalise_input(x_pf)) * self.output_scale + self.output_shift
 
 
-def check_metadata(metadata: dict, settings: ModelSettings) -> None:
-    """MlscaleError unless ``metadata`` describes descriptors and energies that fit the layers.
-
-    Required keys: ``descriptors`` (BispectrumSettings.to_dict()), ``energy_grid``
-    (EnergyGrid.to_dict()), ``temperature_K``, ``species``.
-    """
-    missing = [key for key in REQUIRED_METADATA if key not in metadata]
-    if missing:
-        raise MlscaleError(f"model metadata lacks {', '.join(missing)}")
-    try:
-        descriptors = BispectrumSettings.from_dict(metadata["descriptors"])
-        energy_grid = EnergyGrid.from_dict(metadata["energy_grid"])
-        temperature = float(metadata["temperature_K"])
-    except (TypeError, ValueError) as error:
-        raise MlscaleError(f"invalid model metadata: {error}") from None
-    if descriptors.n_features != settings.layers[0]:
-        raise MlscaleError(f"the descriptors have {descriptors.n_features} features but the "
-                           f"network's input layer has {settings.layers[0]}")
-    if energy_grid.count != settings.layers[-1]:
-        raise MlscaleError(f"the energy grid has {energy_grid.count} energies but the "
-                           f"network's output layer has {settings.layers[-1]}")
-    if not temperature > 0:
-        raise MlscaleError(f"temperature must be positive, got {temperature} K")
-
-
 def save_model(path, model: LDOSModel, metadata: dict) -> None:
     """Write ``model`` and ``metadata`` (JSON-serialisable) to one safetensors file, atomically.
 
@@ -138,35 +110,6 @@ def save_model(path, model: LDOSModel, metadata: dict) -> None:
                for name, t in model.state_dict().items()}
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(safetensors.torch.save(tensors, metadata={METADATA_KEY: text}))
-
-
-def read_safetensors(path, fmt: str, version: int) -> tuple[dict, dict]:
-    """Tensors and decoded JSON metadata of an mlscale safetensors file of format ``fmt``.
-
-    Raises MlscaleError for a missing, unreadable, corrupt or foreign file, or another
-    format version.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MlscaleError(f"file not found: {path}")
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except Exception as error:  # noqa: BLE001 - any decoding failure means a broken file
-        raise MlscaleError(f"{path} is not a readable safetensors file (corrupt or "
-                           f"truncated?): {error}") from None
-    try:
-        metadata = json.loads(header[METADATA_KEY])
-        found = metadata["format"]
-    except (KeyError, TypeError, ValueError):
-        raise MlscaleError(f"{path} is not an {fmt} file (no mlscale metadata)") from None
-    if found != fmt:
-        raise MlscaleError(f"{path} is a '{found}' file, not an {fmt} file")
-    if metadata.get("format_version") != version:
-        raise MlscaleError(f"{path} has {fmt} format version {metadata.get('format_version')}; "
-                           f"this mlscale reads version {version}")
-    return tensors, metadata
 
 
 def model_from_state(settings: ModelSettings, state: dict, source) -> LDOSModel:

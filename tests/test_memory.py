@@ -20,11 +20,11 @@ import pytest
 # The model of docs/scaling.md ("Memory model"), measured with 171 energies:
 # peak MiB = OVERHEAD_MIB + POINT_BYTES·n + CHUNK_POINT_BYTES·c (LDOS phase) and, with the
 # energy phase, ENERGY_OVERHEAD_MIB more and at least (8 + ENERGY_POINT_BYTES)·n.
-OVERHEAD_MIB = 488.0
-POINT_BYTES = 711.0  # at 171 energies; 4 bytes (one float32 LDOS value) per energy more or less
+OVERHEAD_MIB = 235.0
+POINT_BYTES = 692.0  # at 171 energies; 4 bytes (one float32 LDOS value) per energy more or less
 ENERGIES = 171
-CHUNK_POINT_BYTES = 2179.0
-ENERGY_OVERHEAD_MIB = 49.0
+CHUNK_POINT_BYTES = 4447.0
+ENERGY_OVERHEAD_MIB = 24.0
 ENERGY_POINT_BYTES = 110.0
 BOUND = 1.5
 PSEUDO = "/usr/share/espresso/pseudo"

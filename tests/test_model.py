@@ -12,6 +12,7 @@ import torch
 from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings
 from mlscale.errors import MlscaleError
 from mlscale.model import LDOSModel, ensemble_model, load_model, predict_ldos, save_model
+from mlscale.network import load_network
 
 # twojmax 2 gives 5 bispectrum features; 4 energies
 SETTINGS = ModelSettings(layers=(5, 8, 6, 4), activation="LeakyReLU")
@@ -99,7 +100,9 @@ def test_save_checks_metadata(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_load_errors(tmp_path):
+@pytest.mark.parametrize("loader", [load_model, load_network], ids=["torch", "numpy"])
+def test_load_errors(tmp_path, loader):
+    """Both readers of a model file (LDOSModel for training, NumpyNetwork for predict)."""
     good = tmp_path / "good.safetensors"
     save_model(good, make_model(), METADATA)
     data = good.read_bytes()
@@ -108,53 +111,53 @@ def test_load_errors(tmp_path):
         header = json.loads(handle.metadata()["mlscale"])
 
     with pytest.raises(MlscaleError, match="file not found"):
-        load_model(tmp_path / "absent.safetensors")
+        loader(tmp_path / "absent.safetensors")
 
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(data[:-100])
     with pytest.raises(MlscaleError, match="corrupt or truncated"):
-        load_model(truncated)
+        loader(truncated)
 
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00\x01 not a model at all" * 10)
     with pytest.raises(MlscaleError, match="corrupt or truncated"):
-        load_model(garbage)
+        loader(garbage)
 
     plain = tmp_path / "plain.safetensors"
     write_raw(plain, tensors, None)
     with pytest.raises(MlscaleError, match="not an mlscale-model file"):
-        load_model(plain)
+        loader(plain)
 
     other = tmp_path / "other.safetensors"
     write_raw(other, tensors, {**header, "format": "mlscale-checkpoint"})
     with pytest.raises(MlscaleError, match="'mlscale-checkpoint' file, not an mlscale-model"):
-        load_model(other)
+        loader(other)
 
     future = tmp_path / "future.safetensors"
     write_raw(future, tensors, {**header, "format_version": 2})
     with pytest.raises(MlscaleError, match="format version 2"):
-        load_model(future)
+        loader(future)
 
     wrong_layers = tmp_path / "layers.safetensors"
     write_raw(wrong_layers, tensors, {**header, "model": {"layers": [5, 9, 6, 4],
                                                           "activation": "LeakyReLU"}})
     with pytest.raises(MlscaleError, match="do not match the declared layers"):
-        load_model(wrong_layers)
+        loader(wrong_layers)
 
     missing_tensor = tmp_path / "missing.safetensors"
     write_raw(missing_tensor, {k: v for k, v in tensors.items() if k != "output_scale"}, header)
     with pytest.raises(MlscaleError, match="do not match the declared layers"):
-        load_model(missing_tensor)
+        loader(missing_tensor)
 
     nan = tmp_path / "nan.safetensors"
     write_raw(nan, {**tensors, "mlp.0.bias": torch.full((8,), float("nan"))}, header)
     with pytest.raises(MlscaleError, match="NaN"):
-        load_model(nan)
+        loader(nan)
 
     bad_grid = tmp_path / "grid.safetensors"
     write_raw(bad_grid, tensors, {**header, "energy_grid": {"start": 0, "step": 1, "count": 5}})
     with pytest.raises(MlscaleError, match="energy grid has 5"):
-        load_model(bad_grid)
+        loader(bad_grid)
 
 
 def test_model_settings_errors():

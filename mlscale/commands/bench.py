@@ -50,7 +50,7 @@ def run(args, comm) -> int:
     from ..examples import builtin_example, shipped_model_path
     from ..inference import ModelInfo, grid_for
     from ..io.structure import read_structure
-    from ..model import load_model
+    from ..network import load_network
     from ..plan import BenchConstants, default_constants_path, network_macs
 
     with comm.collective():
@@ -60,7 +60,7 @@ def run(args, comm) -> int:
         if args.points < 1000 or args.chunk_points < 1:
             raise MlscaleError("--points must be >= 1000 and --chunk-points positive")
         model_path = Path(args.model) if args.model else shipped_model_path()
-        model, metadata = load_model(model_path)
+        model, metadata = load_network(model_path)
         info = ModelInfo.from_metadata(metadata)
         atoms = read_structure(args.structure) if args.structure else builtin_example()
         from ..descriptors import check_atoms
@@ -321,10 +321,14 @@ def _energy_costs(atoms, grid, pseudopotentials, info) -> dict:
 
 
 def _single_thread():
-    import numba
-    import torch
+    import sys
 
-    torch.set_num_threads(1)
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     numba.set_num_threads(1)
 
 

@@ -52,13 +52,13 @@ def run(args, comm) -> int:
     from .. import inference
     from ..examples import builtin_example, shipped_model_path
     from ..io.structure import read_structure
-    from ..model import load_model
+    from ..network import load_network
 
     set_threads(comm)
     with comm.collective():
         atoms = read_structure(args.structure) if args.structure else builtin_example()
         model_path = Path(args.model) if args.model else shipped_model_path()
-        model, metadata = load_model(model_path)
+        model, metadata = load_network(model_path)
         pseudopotentials = None
         if args.pseudopotentials:
             from ..energy import find_pseudopotentials
@@ -89,15 +89,19 @@ def run(args, comm) -> int:
 
 
 def set_threads(comm):
-    """Threads per rank for torch and numba: the node's cores shared among its ranks,
-    unless OMP_NUM_THREADS / NUMBA_NUM_THREADS say otherwise."""
+    """Threads per rank for BLAS (the network), torch if loaded, and numba: the node's
+    cores shared among its ranks, unless OMP_NUM_THREADS / NUMBA_NUM_THREADS say
+    otherwise."""
     import os
+    import sys
 
-    import torch
+    from threadpoolctl import threadpool_limits
 
     threads = comm.threads_per_rank()
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(threads)
+        threadpool_limits(limits=threads, user_api="blas")
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
     if "NUMBA_NUM_THREADS" not in os.environ:
         import numba
 
