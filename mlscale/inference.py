@@ -69,7 +69,20 @@ class ModelInfo:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux ru_maxrss is in KiB)."""
+    """Peak resident memory of this process so far, MiB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this process image. Not
+    ru_maxrss: Linux carries it across fork and exec, so a process started from a large
+    one (a test runner, a Python driver with torch loaded) would report its parent's
+    memory. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS: taken as KiB).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

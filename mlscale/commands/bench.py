@@ -240,7 +240,7 @@ def _child_predict(structure, model_path, grid_shape, extra: list,
     results = json.loads((out / "results.json").read_text())
     return {"cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall,
             "cpu_phases_s": results["cpu_timings_s"], "wall_phases_s": results["timings_s"],
-            "peak_MiB": usage.ru_maxrss / 1024.0, "share": results.get("share")}
+            "peak_MiB": results["peak_memory_per_rank_MiB"], "share": results.get("share")}
 
 
 def _descriptor_neighbours(atoms, grid, settings, points: int = 2048) -> dict:
