@@ -161,12 +161,21 @@ class TrainingSettings:
     lr_factor: float = 0.5
     seed: int = 1234
     output_scaling: str = "per-energy"
+    # loss term on each point's density error at a reference Fermi level (eV):
+    # electron_weight · (Σ_ε ΔLDOS(ε) f(ε) Δε)², in the standardised units (see training)
+    electron_weight: float = 0.0
+    electron_fermi_level: float | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.output_scaling not in OUTPUT_SCALINGS:
             raise MlscaleError(f"unknown output scaling '{self.output_scaling}' "
                                f"(choose from {', '.join(OUTPUT_SCALINGS)})")
+        if not self.electron_weight >= 0:
+            raise MlscaleError(f"electron_weight must be >= 0, got {self.electron_weight}")
+        if self.electron_weight > 0 and self.electron_fermi_level is None:
+            raise MlscaleError("an electron_weight needs electron_fermi_level (eV), the Fermi "
+                               "level at which the density error is taken")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ModelSettings, TrainingSettings
+from .config import EnergyGrid, ModelSettings, TrainingSettings
 from .data import SnapshotSet, cache_openpmd, open_snapshots, scaling_statistics
 from .distributed import data_parallel, select_device
+from .electrons import fermi_function
 from .errors import MlscaleError
 from .model import LDOSModel, check_metadata, read_safetensors
 from .parallel import Comm
@@ -166,6 +167,28 @@ def initial_model(model_settings: ModelSettings, seed: int, statistics,
     return model
 
 
+def electron_direction(metadata: dict, model: LDOSModel, settings: TrainingSettings):
+    """Unit vector v over energies with err · v ∝ the point's density error at the
+    reference Fermi level, or None without an electron weight.
+
+    A point's density error is Σ_ε ΔLDOS(ε) f(ε) Δε = Σ_ε err(ε) s(ε) f(ε) Δε, with err the
+    standardised error and s the output scale; v = s f Δε / |s f Δε|. The loss term
+    electron_weight · E · (err · v)² then weighs the density error like electron_weight · E
+    energies' squared errors (E energies), whatever the units.
+    """
+    if settings.electron_weight <= 0:
+        return None
+    grid = EnergyGrid.from_dict(metadata["energy_grid"])
+    occupation = fermi_function(grid.energies, settings.electron_fermi_level,
+                                float(metadata["temperature_K"])) * grid.step
+    vector = model.output_scale.double().cpu().numpy() * occupation
+    norm = np.linalg.norm(vector)
+    if not norm > 0:
+        raise MlscaleError("no occupied energies below electron_fermi_level: cannot weigh "
+                           "the density error")
+    return torch.from_numpy(vector / norm).to(torch.float32)
+
+
 def validation_loss(model: LDOSModel, data: SnapshotSet, comm: Comm, device,
                     chunk_points: int) -> float:
     """Mean squared error in standardised LDOS units over all points of ``data``."""
@@ -234,6 +257,7 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                                 n_energies, comm)
     statistics = scaling_statistics(data, comm, chunk_points, check=[validation])
     model = initial_model(model_settings, settings.seed, statistics, settings.output_scaling)
+    density_direction = electron_direction(metadata, model, settings)
     progress, saved = Progress(), None
     if resume is not None:
         with comm.collective():
@@ -273,8 +297,12 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                 x, y = torch.from_numpy(x).to(torch_device), torch.from_numpy(y).to(torch_device)
                 err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
                 sse = (err**2).sum()
+                loss = sse
+                if density_direction is not None:
+                    density_error = err @ density_direction.to(torch_device)
+                    loss = sse + (settings.electron_weight * n_energies) * (density_error**2).sum()
                 optimizer.zero_grad(set_to_none=True)
-                (sse * (comm.size / (batch_size * n_energies))).backward()
+                (loss * (comm.size / (batch_size * n_energies))).backward()
                 stop_flag, batch_sse = parallel.average_gradients(
                     parameters, extra=(float(stop.received), sse.item()))
                 optimizer.step()

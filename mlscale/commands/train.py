@@ -25,6 +25,7 @@ DEFAULTS = {
     "checkpoint_every": 0, "checkpoint": None, "resume": None, "threads": None,
     "valence_electrons": [], "ecutrho": None, "descriptors": None, "output": None,
     "train": [], "cache_dir": None, "shuffle": "points", "output_scaling": "per-energy",
+    "electron_weight": 0.0, "electron_fermi_level": None,
 }
 
 
@@ -59,6 +60,11 @@ def add_arguments(parser):
     add("--output-scaling", choices=OUTPUT_SCALINGS,
         help="LDOS standardisation in the loss: per-energy (default; every energy weighs "
         "the same) or global (one scale: mean squared LDOS error in physical units)")
+    add("--electron-weight", type=float, metavar="W",
+        help="add W·E·(err·v)² to each point's loss: its density error at "
+        "--electron-fermi-level, weighed like W·E energies' errors (default 0: off)")
+    add("--electron-fermi-level", type=float, metavar="EV",
+        help="Fermi level (eV, the data's energy zero) for --electron-weight")
     add("--distributed", choices=("ddp", "horovod"), help="gradient averaging (default ddp)")
     add("--device", choices=("cpu", "cuda"), help="default cpu")
     add("--threads", type=int, help="torch threads per rank (default: torch's choice)")
@@ -143,7 +149,10 @@ def run(args, comm) -> int:
             learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
             early_stopping_patience=options["patience"], lr_patience=options["lr_patience"],
             lr_factor=options["lr_factor"], seed=options["seed"],
-            output_scaling=options["output_scaling"])
+            output_scaling=options["output_scaling"],
+            electron_weight=float(options["electron_weight"]),
+            electron_fermi_level=(None if options["electron_fermi_level"] is None
+                                  else float(options["electron_fermi_level"])))
         if not options["validation"]:
             raise MlscaleError("--validation needs at least one snapshot (split by snapshot)")
         output = Path(options["output"])
