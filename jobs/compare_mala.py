@@ -107,19 +107,27 @@ def worker_mala(args) -> None:
 # -- mlscale worker --------------------------------------------------------------------
 def worker_mlscale(args) -> None:
     start = time.perf_counter()
-    import torch
+    from threadpoolctl import threadpool_limits
 
     from mlscale import inference
     from mlscale.io.structure import read_structure
-    from mlscale.model import load_model
+    from mlscale.network import load_network
     from mlscale.parallel import world
+
+    threadpool_limits(limits=1, user_api="blas")  # one thread per rank, as MALA's runs
 
     comm = world()
     atoms = read_structure(args.structure)
-    model, metadata = load_model(args.model)
+    if args.network == "torch":  # as `mlscale predict --network torch`
+        from mlscale.model import load_model
+
+        model, metadata = load_model(args.model)
+    else:  # the NumPy network, as `mlscale predict`
+        model, metadata = load_network(args.model)
     out = Path(args.out)
     with open(out / f"ldos_rank{comm.rank}.f32", "wb") as handle:
-        recorder = LDOSRecorder(model, handle)
+        recorder = (TorchLDOSRecorder if args.network == "torch" else LDOSRecorder)(model,
+                                                                                   handle)
         comm.barrier()
         startup = time.perf_counter() - start
         cpu0 = time.process_time()
@@ -131,21 +139,41 @@ def worker_mlscale(args) -> None:
     rss = comm.mpi.gather(peak_rss_mib(), root=0)
     if comm.rank == 0:
         (out / "run.json").write_text(json.dumps({
-            "tool": f"mlscale ({args.backend})", "ranks": comm.size, "timings_s": seconds,
+            "tool": f"mlscale ({args.backend}{', torch' if args.network == 'torch' else ''})",
+            "ranks": comm.size, "timings_s": seconds,
             "startup_s": startup, "cpu_s": cpu, "peak_rss_MiB": rss,
-            "torch_threads": torch.get_num_threads(),
+            "network": args.network,
             "fermi_energy_eV": results["fermi_energy_eV"],
             "band_energy_eV": results["band_energy_eV"], "grid": results["grid"]}))
 
 
-def LDOSRecorder(model, handle):
-    """The model, also writing each LDOS chunk (float32, point order) to ``handle``."""
+def LDOSRecorder(network, handle):
+    """The NumPy network, also writing each LDOS chunk (float32, point order) to ``handle``."""
+    from mlscale.network import NumpyNetwork
+
+    class Recorder(NumpyNetwork):
+        def __init__(self):
+            self.__dict__.update(network.__dict__)  # the same arrays and settings
+            self.seconds = 0.0
+
+        def __call__(self, x_pf):
+            ldos_pe = NumpyNetwork.__call__(self, x_pf)
+            t = time.perf_counter()
+            handle.write(np.asarray(ldos_pe, dtype=np.float32).tobytes())
+            self.seconds += time.perf_counter() - t
+            return ldos_pe
+
+    return Recorder()
+
+
+def TorchLDOSRecorder(model, handle):
+    """The torch model, also writing each LDOS chunk (float32, point order) to ``handle``."""
     import torch
 
     class Recorder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.model, self.seconds = model, 0.0
+            self.model, self.seconds, self.settings = model, 0.0, model.settings
             self.n_features, self.n_energies = model.n_features, model.n_energies
 
         @property
@@ -195,7 +223,8 @@ def run_worker(kind: str, args, structure: Path, grid, ranks: int, run_dir: Path
                                            "--lammps-input", str(LAMMPS_INPUT)]
     else:
         python, extra = sys.executable, ["--model", str(args.output / "be.safetensors"),
-                                         "--backend", kind, "--grid", *map(str, grid)]
+                                         "--backend", kind, "--grid", *map(str, grid),
+                                         "--network", args.network]
     worker = "worker-mala" if kind == "mala" else "worker-mlscale"
     command = [args.mpiexec, "-n", str(ranks), python, str(Path(__file__).resolve()), worker,
                "--structure", str(structure), "--out", str(run_dir), *extra]
@@ -321,11 +350,15 @@ def main(argv=None) -> None:
         worker.add_argument("--model")
         worker.add_argument("--backend", default="lammps")
         worker.add_argument("--grid", nargs=3, type=int)
+        worker.add_argument("--network", default="numpy", choices=("numpy", "torch"))
     parser.add_argument("--atoms", nargs="+", type=int, default=[2, 16, 54, 128])
     parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", nargs="+", default=["lammps", "native"],
                         choices=("lammps", "native"), help="mlscale descriptor backends")
+    parser.add_argument("--network", default="numpy", choices=("numpy", "torch"),
+                        help="mlscale's network: NumPy (as `mlscale predict`) or torch "
+                        "(`predict --network torch`: float32 identical to MALA's)")
     parser.add_argument("--skip", nargs="*", default=[], metavar="ATOMS:RANKS",
                         help="combinations not to run, e.g. 128:1")
     parser.add_argument("--output", type=Path, default=Path("out/compare-mala"))

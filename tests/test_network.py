@@ -77,3 +77,27 @@ def test_predict_never_imports_torch(tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "NO TORCH" in run.stdout and "Fermi level" in run.stdout
+
+
+@pytest.mark.slow
+def test_predict_network_torch_and_numpy_agree(tmp_path):
+    """`--network torch` (float32 torch, as torch-based codes) and the default NumPy
+    network give the same electronic structure to float32 round-off."""
+    import json
+
+    results = {}
+    for network in ("numpy", "torch"):
+        out = tmp_path / network
+        code = ("import sys\nfrom mlscale.cli import main\n"
+                f"main(['predict', '--network', {network!r}, '-o', {str(out)!r}])\n"
+                "print('torch loaded' if 'torch' in sys.modules else 'no torch')\n")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert ("torch loaded" if network == "torch" else "no torch") in run.stdout
+        results[network] = json.loads((out / "results.json").read_text())
+    a, b = results["numpy"], results["torch"]
+    assert a["fermi_energy_eV"] == pytest.approx(b["fermi_energy_eV"], abs=1e-6)
+    assert a["band_energy_eV"] == pytest.approx(b["band_energy_eV"], abs=1e-5)
+    assert a["number_of_electrons_from_density"] == pytest.approx(
+        b["number_of_electrons_from_density"], rel=1e-9)
