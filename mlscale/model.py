@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import safetensors.torch
 import torch
 
@@ -28,7 +27,8 @@ from .errors import MlscaleError
 
 # the file format, its metadata check and reader are torch-free (mlscale.network)
 from .network import (FORMAT, FORMAT_VERSION, METADATA_KEY, REQUIRED_METADATA,  # noqa: F401
-                      UNITS, check_metadata, read_safetensors)
+                      UNITS, check_metadata, evaluate_in_chunks, read_model_file,
+                      read_safetensors)
 ACTIVATIONS = {"LeakyReLU": torch.nn.LeakyReLU, "ReLU": torch.nn.ReLU, "Tanh": torch.nn.Tanh,
                "Sigmoid": torch.nn.Sigmoid, "ELU": torch.nn.ELU, "GELU": torch.nn.GELU,
                "SiLU": torch.nn.SiLU}
@@ -128,15 +128,7 @@ def model_from_state(settings: ModelSettings, state: dict, source) -> LDOSModel:
 
 def load_model(path) -> tuple[LDOSModel, dict]:
     """Load a model file written by :func:`save_model`: ``(model, metadata)``. No pickle."""
-    tensors, metadata = read_safetensors(path, FORMAT, FORMAT_VERSION)
-    try:
-        settings = ModelSettings.from_dict(metadata["model"])
-    except (KeyError, TypeError, ValueError, MlscaleError) as error:
-        raise MlscaleError(f"{path}: invalid model settings in metadata: {error}") from None
-    try:
-        check_metadata(metadata, settings)
-    except MlscaleError as error:
-        raise MlscaleError(f"{path}: {error}") from None
+    settings, tensors, metadata = read_model_file(path, "pt")
     return model_from_state(settings, tensors, path), metadata
 
 
@@ -148,27 +140,20 @@ def predict_ldos(model: LDOSModel, descriptors_pf, chunk_points: int = 8192) -> 
     The model's ``ldos_restriction`` is applied to the network's output (``zero_negative``:
     negative values become 0; ``absolute``: their absolute value), as MALA's predictor does.
     """
-    descriptors_pf = np.asarray(descriptors_pf)
-    if descriptors_pf.ndim != 2 or descriptors_pf.shape[1] != model.n_features:
-        raise MlscaleError(f"descriptors must have shape [points, {model.n_features}], "
-                           f"got {descriptors_pf.shape}")
-    if chunk_points < 1:
-        raise MlscaleError("chunk_points must be positive")
     device = model.input_shift.device
     restriction = model.settings.ldos_restriction
-    ldos_pe = np.empty((len(descriptors_pf), model.n_energies))
+
+    def evaluate(chunk):
+        out = model(torch.from_numpy(chunk).to(device))
+        if restriction == "zero_negative":
+            out = torch.clamp_min(out, 0.0)
+        elif restriction == "absolute":
+            out = torch.abs(out)
+        return out.cpu().numpy()
+
     with torch.no_grad():
-        for start in range(0, len(descriptors_pf), chunk_points):
-            chunk = np.asarray(descriptors_pf[start:start + chunk_points], dtype=np.float32)
-            if not np.isfinite(chunk).all():
-                raise MlscaleError("descriptors contain NaN or infinity")
-            out = model(torch.from_numpy(chunk).to(device))
-            if restriction == "zero_negative":
-                out = torch.clamp_min(out, 0.0)
-            elif restriction == "absolute":
-                out = torch.abs(out)
-            ldos_pe[start:start + len(chunk)] = out.cpu().numpy()
-    return ldos_pe
+        return evaluate_in_chunks(descriptors_pf, model.n_features, model.n_energies,
+                                  chunk_points, evaluate)
 
 
 def ensemble_model(models) -> LDOSModel:
@@ -178,8 +163,9 @@ def ensemble_model(models) -> LDOSModel:
     on the same data with different seeds). The hidden layers are stacked side by side
     (first layer: rows stacked; deeper hidden layers: block-diagonal), and the last
     layer averages: its weights are the members' side by side divided by their number,
-    its bias their mean. An ensemble of K members of widths h costs K times the
-    network's multiply-adds of one member.
+    its bias their mean. The block-diagonal hidden-to-hidden matrices are stored dense:
+    K members cost K× the first and last layers' multiply-adds and K² × the hidden-to-
+    hidden ones of one member (and as much file size).
     """
     models = list(models)
     if not models:

@@ -176,9 +176,10 @@ def read_safetensors(path, fmt: str, version: int, framework: str = "pt") -> tup
     return tensors, metadata
 
 
-def load_network(path) -> tuple[NumpyNetwork, dict]:
-    """A model file as ``(NumpyNetwork, metadata)``, without torch. No pickle."""
-    tensors, metadata = read_safetensors(path, FORMAT, FORMAT_VERSION, framework="np")
+def read_model_file(path, framework: str = "np") -> tuple[ModelSettings, dict, dict]:
+    """``(settings, tensors, metadata)`` of a model file, its metadata checked against its
+    layers; tensors as NumPy arrays (``"np"``) or torch tensors (``"pt"``). No pickle."""
+    tensors, metadata = read_safetensors(path, FORMAT, FORMAT_VERSION, framework=framework)
     try:
         settings = ModelSettings.from_dict(metadata["model"])
     except (KeyError, TypeError, ValueError, MlscaleError) as error:
@@ -187,7 +188,33 @@ def load_network(path) -> tuple[NumpyNetwork, dict]:
         check_metadata(metadata, settings)
     except MlscaleError as error:
         raise MlscaleError(f"{path}: {error}") from None
+    return settings, tensors, metadata
+
+
+def load_network(path) -> tuple[NumpyNetwork, dict]:
+    """A model file as ``(NumpyNetwork, metadata)``, without torch. No pickle."""
+    settings, tensors, metadata = read_model_file(path, "np")
     return NumpyNetwork(settings, tensors, path), metadata
+
+
+def evaluate_in_chunks(descriptors_pf, n_features: int, n_energies: int, chunk_points: int,
+                       evaluate) -> np.ndarray:
+    """float64 [points, energies] from ``evaluate(float32 chunk [c, features])`` applied to
+    chunks of ``chunk_points`` rows of ``descriptors_pf``; MlscaleError for a wrong shape,
+    a non-positive chunk size or non-finite descriptors."""
+    descriptors_pf = np.asarray(descriptors_pf)
+    if descriptors_pf.ndim != 2 or descriptors_pf.shape[1] != n_features:
+        raise MlscaleError(f"descriptors must have shape [points, {n_features}], "
+                           f"got {descriptors_pf.shape}")
+    if chunk_points < 1:
+        raise MlscaleError("chunk_points must be positive")
+    ldos_pe = np.empty((len(descriptors_pf), n_energies))
+    for start in range(0, len(descriptors_pf), chunk_points):
+        chunk = np.asarray(descriptors_pf[start:start + chunk_points], dtype=np.float32)
+        if not np.isfinite(chunk).all():
+            raise MlscaleError("descriptors contain NaN or infinity")
+        ldos_pe[start:start + len(chunk)] = evaluate(chunk)
+    return ldos_pe
 
 
 def predict_ldos(network, descriptors_pf, chunk_points: int = 8192) -> np.ndarray:
@@ -201,16 +228,5 @@ def predict_ldos(network, descriptors_pf, chunk_points: int = 8192) -> np.ndarra
         from .model import predict_ldos as predict_with_torch
 
         return predict_with_torch(network, descriptors_pf, chunk_points)
-    descriptors_pf = np.asarray(descriptors_pf)
-    if descriptors_pf.ndim != 2 or descriptors_pf.shape[1] != network.n_features:
-        raise MlscaleError(f"descriptors must have shape [points, {network.n_features}], "
-                           f"got {descriptors_pf.shape}")
-    if chunk_points < 1:
-        raise MlscaleError("chunk_points must be positive")
-    ldos_pe = np.empty((len(descriptors_pf), network.n_energies))
-    for start in range(0, len(descriptors_pf), chunk_points):
-        chunk = np.asarray(descriptors_pf[start:start + chunk_points], dtype=np.float32)
-        if not np.isfinite(chunk).all():
-            raise MlscaleError("descriptors contain NaN or infinity")
-        ldos_pe[start:start + len(chunk)] = network(chunk)
-    return ldos_pe
+    return evaluate_in_chunks(descriptors_pf, network.n_features, network.n_energies,
+                              chunk_points, network)

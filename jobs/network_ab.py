@@ -1,0 +1,47 @@
+"""Peak memory and CPU per phase of one prediction with the NumPy network (what
+`mlscale predict` runs) or the torch LDOSModel, in this fresh process, one thread:
+
+    python jobs/network_ab.py numpy; python jobs/network_ab.py torch   # alternate, repeat
+
+The built-in example repeated 2×1×1 (64 atoms, 182,250 points) with the shipped model;
+prints the CPU seconds per phase, the peak resident memory (MiB), E_F and E_band, and
+whether torch was loaded (docs/scaling.md, "Memory model").
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def main(mode: str) -> None:
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from mlscale import inference
+    from mlscale.examples import builtin_example, shipped_model_path
+    from mlscale.parallel import world
+
+    if mode == "torch":
+        import torch
+
+        from mlscale.model import load_model as load
+        torch.set_num_threads(1)
+    elif mode == "numpy":
+        from mlscale.network import load_network as load
+    else:
+        raise SystemExit("usage: python jobs/network_ab.py numpy|torch")
+    threadpool_limits(1, "blas")
+    numba.set_num_threads(1)
+    model, metadata = load(shipped_model_path())
+    r = inference.predict(builtin_example().repeat((2, 1, 1)), model, metadata, world(),
+                          chunk_points=8192)
+    print(mode, "cpu", {k: round(v, 2) for k, v in r["cpu_timings_s"].items()},
+          "peak MiB", round(r["peak_memory_per_rank_MiB"]), "E_F", r["fermi_energy_eV"],
+          "E_band", r["band_energy_eV"], "torch loaded:", "torch" in sys.modules)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "")
