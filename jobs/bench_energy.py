@@ -27,7 +27,7 @@ import numpy as np
 from ase.build import bulk
 
 from mlscale.energy import DistributedFFT, density_energy_terms, ewald_energy
-from mlscale.energy.units import BOHR_ANGSTROM
+from mlscale.units import BOHR_ANGSTROM
 from mlscale.grid import Decomposition, Grid, qe_fft_shape
 from mlscale.parallel import world
 

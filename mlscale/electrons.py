@@ -37,9 +37,8 @@ from scipy.optimize import brentq
 from scipy.special import expit, zeta
 
 from .errors import MlscaleError
+from .units import KB_EV_PER_K
 
-#: Boltzmann constant in eV/K (CODATA 2014, the value of ase.units.kB used by MALA).
-K_B_EV_PER_K = 8.617330337217213e-05
 METHODS = ("analytical", "quadrature")
 
 _TERMS = 40  # series terms: error below (1/π)^40 resp. e^-40 of the leading term
@@ -186,7 +185,7 @@ def _trapezoid(energies_e):
 def fermi_function(energy_e, mu_eV, temperature_K):
     """Fermi–Dirac occupation 1/(1 + exp((ε − μ)/k_BT)) (no overflow for any ε)."""
     _check_scalars(mu_eV, temperature_K)
-    return expit((mu_eV - np.asarray(energy_e, dtype=float)) / (K_B_EV_PER_K * temperature_K))
+    return expit((mu_eV - np.asarray(energy_e, dtype=float)) / (KB_EV_PER_K * temperature_K))
 
 
 def _entropy_density(x):
@@ -200,7 +199,7 @@ def occupation_weights(energies_e, mu_eV, temperature_K, method="analytical"):
     energies_e = _check_energies(energies_e)
     _check_scalars(mu_eV, temperature_K)
     _check_method(method)
-    kT = K_B_EV_PER_K * temperature_K
+    kT = KB_EV_PER_K * temperature_K
     if method == "quadrature":
         return _trapezoid(energies_e) * fermi_function(energies_e, mu_eV, temperature_K)
     return kT * _hat_integrals(energies_e, mu_eV, kT, "occupation")
@@ -211,7 +210,7 @@ def band_energy_weights(energies_e, mu_eV, temperature_K, method="analytical"):
     energies_e = _check_energies(energies_e)
     _check_scalars(mu_eV, temperature_K)
     _check_method(method)
-    kT = K_B_EV_PER_K * temperature_K
+    kT = KB_EV_PER_K * temperature_K
     if method == "quadrature":
         return energies_e * _trapezoid(energies_e) * fermi_function(energies_e, mu_eV, temperature_K)
     return (mu_eV * kT * _hat_integrals(energies_e, mu_eV, kT, "occupation")
@@ -223,7 +222,7 @@ def entropy_weights(energies_e, mu_eV, temperature_K, method="analytical"):
     energies_e = _check_energies(energies_e)
     _check_scalars(mu_eV, temperature_K)
     _check_method(method)
-    kT = K_B_EV_PER_K * temperature_K
+    kT = KB_EV_PER_K * temperature_K
     if method == "quadrature":
         return kT * _trapezoid(energies_e) * _entropy_density((energies_e - mu_eV) / kT)
     return kT**2 * _hat_integrals(energies_e, mu_eV, kT, "entropy")

@@ -9,13 +9,14 @@ from pathlib import Path
 import mpmath
 import numpy as np
 import pytest
-from ase.units import kB
+from scipy.constants import physical_constants
 from scipy.special import xlogy
 
 from mlscale import electrons as el
 from mlscale.errors import MlscaleError
 from mlscale.grid import Decomposition
 from mlscale.parallel import world
+from mlscale.units import KB_EV_PER_K
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "mala_electrons_reference.json").read_text())
 BE2_ENERGIES = -5.0 + 2.5 * np.arange(11)
@@ -40,8 +41,9 @@ def test_polylog_matches_mpmath(s):
     np.testing.assert_allclose(el._li_neg_exp(s, y), ref, rtol=3e-15, atol=0)
 
 
-def test_boltzmann_constant_is_mala_s():
-    assert el.K_B_EV_PER_K == kB
+def test_boltzmann_constant_is_codata_2018():
+    assert KB_EV_PER_K == pytest.approx(physical_constants["Boltzmann constant in eV/K"][0],
+                                        rel=1e-12)
 
 
 def test_fermi_function_is_safe_for_large_arguments():

@@ -16,7 +16,7 @@ from mlscale.grid import Decomposition, Grid
 from mlscale.io import read_structure
 from mlscale.parallel import self_comm, world
 from mlscale.energy import DistributedFFT, density_energy_terms, ewald_energy
-from mlscale.energy.units import HARTREE_EV, RYDBERG_EV
+from mlscale.units import HARTREE_EV, RYDBERG_EV
 
 AL_DIR = Path(__file__).parent / "data" / "al_qe"
 AL_PSEUDO = Path("/usr/share/espresso/pseudo/Al.pz-vbc.UPF")

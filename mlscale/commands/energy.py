@@ -31,7 +31,7 @@ def add_arguments(parser):
 
 def run(args, comm) -> int:
     from ..energy import density_energy_terms, find_pseudopotentials
-    from ..energy.units import BOHR_ANGSTROM
+    from ..units import BOHR_ANGSTROM
     from ..io import read_cube_block, read_npy_block, read_openpmd, read_structure
 
     path = Path(args.density)

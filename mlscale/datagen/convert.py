@@ -13,7 +13,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-from ase.units import Bohr
 
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
@@ -24,9 +23,8 @@ from ..io.numpy_io import write_npy_distributed
 from ..io.openpmd_io import DENSITY_UNITS, LDOS_UNITS, write_openpmd
 from ..io.qe import parse_pw_output
 from .qe_input import DENSITY_CUBE, PREFIX
-from .settings import RY_EV, DFTSettings, LdosSettings
-
-HA_EV = 2.0 * RY_EV
+from ..units import BOHR_ANGSTROM, HARTREE_EV
+from .settings import DFTSettings, LdosSettings
 
 
 def convert_snapshot(run_dir, out_dir, name: str, atoms, dft: DFTSettings, ldos: LdosSettings,
@@ -54,7 +52,7 @@ def convert_snapshot(run_dir, out_dir, name: str, atoms, dft: DFTSettings, ldos:
            {"energy_grid_ev": list(ldos.energy_grid.energies)})
     del ldos_ge
     with comm.collective():
-        density_g = read_cube_block(run_dir / DENSITY_CUBE, block)[0] / Bohr**3
+        density_g = read_cube_block(run_dir / DENSITY_CUBE, block)[0] / BOHR_ANGSTROM**3
     electrons = comm.sum(float(density_g.sum()) * grid.voxel_volume)
     _write(stem, ".dens", "Density", density_g[..., None], block, grid, comm, openpmd,
            DENSITY_UNITS, {})
@@ -116,7 +114,7 @@ def band_energy_from_xml(path: Path) -> tuple[float, float]:
         raise MlscaleError(f"cannot read eigenvalues from {path}: {error}") from None
     if not bands:
         raise MlscaleError(f"{path} holds no eigenvalues")
-    band = sum(w * float(np.dot(f, e)) for w, e, f in bands) * HA_EV
+    band = sum(w * float(np.dot(f, e)) for w, e, f in bands) * HARTREE_EV
     return band, sum(w * float(f.sum()) for w, _, f in bands)
 
 

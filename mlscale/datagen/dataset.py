@@ -15,7 +15,8 @@ from pathlib import Path
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..io.atomic import write_text_atomic
-from .convert import HA_EV, convert_snapshot
+from ..units import HARTREE_EV
+from .convert import convert_snapshot
 from .qe_input import OUTDIR, PREFIX, pp_density_input, pp_ldos_input, pw_input
 from .qe_run import QERunner, remove_wavefunctions
 from .settings import DFTSettings, LdosSettings
@@ -92,7 +93,7 @@ def check_bands_cover(xml_path: Path, ldos: LdosSettings):
     the lowest "highest eigenvalue" of all k-points, else the LDOS there misses states.
     """
     root = ET.parse(xml_path).getroot()
-    tops = [float(ks.find("eigenvalues").text.split()[-1]) * HA_EV
+    tops = [float(ks.find("eigenvalues").text.split()[-1]) * HARTREE_EV
             for ks in root.iter("ks_energies")]
     needed = ldos.emax + 5.0 * ldos.broadening
     if not tops or min(tops) < needed:

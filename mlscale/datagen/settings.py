@@ -10,16 +10,14 @@ from dataclasses import asdict, dataclass, field
 
 from ..config import EnergyGrid, _from_dict
 from ..errors import MlscaleError
+from ..units import KB_EV_PER_K, RYDBERG_EV
 
-KB_EV = 8.617333262e-5  # Boltzmann constant, eV/K
-RY_EV = 13.605693122994  # Rydberg, eV
-BOHR_A = 0.529177210903  # Bohr radius, Å
 DEFAULT_PSEUDO_DIR = "/usr/share/espresso/pseudo"
 
 
 def degauss_ry(temperature_K: float) -> float:
     """Fermi–Dirac smearing width k_B·T in Ry for an electronic temperature in K."""
-    return KB_EV * temperature_K / RY_EV
+    return KB_EV_PER_K * temperature_K / RYDBERG_EV
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .core import core_density_q
 from .ewald import ewald_energy
 from .fft import DistributedFFT
 from .hartree import hartree_energy_potential
-from .units import BOHR_ANGSTROM, HARTREE_EV
+from ..units import BOHR_ANGSTROM, HARTREE_EV
 from .upf import Pseudopotential, read_upf
 from .xc import functional_name, xc_energy_potential
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.units import Bohr, Rydberg
 
 from ..errors import MlscaleError
 from ..grid import Block
+from ..units import BOHR_ANGSTROM, RYDBERG_EV
 from .numpy_io import check_finite
 
 _CHUNK_CHARS = 1 << 22
@@ -54,7 +54,7 @@ def _read_header(f, path) -> tuple[dict, Atoms]:
         raise MlscaleError(f"cube file {path} has a corrupt or truncated header") from None
     if min(np.abs(counts)) < 1 or not natoms or positions.shape[0] != abs(natoms):
         raise MlscaleError(f"cube file {path} has a corrupt header")
-    length = 1.0 if counts[0] < 0 else Bohr  # to Å
+    length = 1.0 if counts[0] < 0 else BOHR_ANGSTROM  # to Å
     shape = tuple(abs(n) for n in counts)
     meta = {
         "comments": comments,
@@ -164,7 +164,7 @@ def read_ldos_cubes(paths, block: Block | None = None) -> np.ndarray:
             raise MlscaleError(f"cube file {path} has origin {meta['origin_c']} Å; "
                                "mlscale grids start at the cell origin")
         planes.append(data)
-    return np.stack(planes, axis=-1) / (Rydberg * Bohr**3)
+    return np.stack(planes, axis=-1) / (RYDBERG_EV * BOHR_ANGSTROM**3)
 
 
 def ldos_cube_paths(directory, prefix: str) -> list[Path]:

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import openpmd_api as opmd
-from ase.units import J
 
 from ..errors import MlscaleError
 from ..grid import Block, Grid
+from ..units import EV_JOULE
 from .atomic import remove_quietly, temporary_path
 from .numpy_io import check_finite
 
 ANGSTROM_SI = 1e-10
-EV_SI = 1.0 / J  # 1 eV in joule
+EV_SI = EV_JOULE  # 1 eV in joule
 #: unit_si / unit_dimension for LDOS in 1/(eV·Å³) and density in 1/Å³ (MALA's values)
 LDOS_UNITS = {"unit_si": 1.0 / (EV_SI * ANGSTROM_SI**3),
               "unit_dimension": {"L": -5, "M": -1, "T": 2}}

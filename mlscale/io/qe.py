@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
-from ase.units import Bohr, Rydberg, kB
 from scipy.special import expit
 
 from ..errors import MlscaleError
+from ..units import BOHR_ANGSTROM, KB_EV_PER_K, RYDBERG_EV
 
 _FLOAT = r"([-+]?\d*\.\d+(?:[Ee][-+]?\d+)?)"
 _NUMBER = r"([-+]?\d*\.?\d+(?:[Ee][-+]?\d+)?)"
@@ -34,7 +34,7 @@ _CONVERGENCE = r"convergence (has been achieved in|NOT achieved after)\s+(\d+)\s
 
 def _fermi_dirac(energy_ev, fermi_ev: float, temperature_k: float):
     """Fermi–Dirac occupation f(ε) = 1 / (1 + exp((ε − μ)/k_B T)), energies in eV."""
-    return expit(-(np.asarray(energy_ev) - fermi_ev) / (kB * temperature_k))
+    return expit(-(np.asarray(energy_ev) - fermi_ev) / (KB_EV_PER_K * temperature_k))
 
 
 def _last(pattern: str, text: str, path, what: str, required: bool = True):
@@ -89,7 +89,7 @@ def _vectors(text: str, pattern: str, count: int, path, what: str) -> list:
 
 def _structure(text: str, path, n_atoms: int) -> tuple[Atoms, np.ndarray | None]:
     """Atoms (Å) from the header of an SCF output, and forces (eV/Å) if printed."""
-    alat = float(_last(r"celldm\(1\)=\s*" + _FLOAT, text, path, "celldm(1)")) * Bohr
+    alat = float(_last(r"celldm\(1\)=\s*" + _FLOAT, text, path, "celldm(1)")) * BOHR_ANGSTROM
     axes = _vectors(text, r"a\(\d\) = \((?P<vector>[^)]*)\)", 3, path, "crystal axes")
     start = text.find("positions (alat units)")
     if start < 0:
@@ -104,7 +104,7 @@ def _structure(text: str, path, n_atoms: int) -> tuple[Atoms, np.ndarray | None]
     if start >= 0:
         rows = _vectors(text[start:], r"atom\s+\d+ type\s+\d+\s+force =(?P<vector>.*)$",
                         n_atoms, path, "forces")
-        forces = np.array([v for _, v in rows]) * (Rydberg / Bohr)
+        forces = np.array([v for _, v in rows]) * (RYDBERG_EV / BOHR_ANGSTROM)
     return atoms, forces
 
 
@@ -149,7 +149,7 @@ def parse_pw_output(path, allow_unconverged: bool = False) -> dict:
     fermi = _last(r"the Fermi energy is\s+" + _FLOAT + r"\s*ev", final, path,
                   "'the Fermi energy is' line", required=converged_ok)
     info["fermi_energy_dft"] = float(fermi) if fermi is not None else None
-    info["temperature"] = degauss * Rydberg / kB
+    info["temperature"] = degauss * RYDBERG_EV / KB_EV_PER_K
     info["number_of_electrons_exact"] = number(r"number of electrons\s*", "number of electrons")
 
     n_atoms = number(r"number of atoms/cell\s*", "number of atoms", int)
@@ -167,7 +167,7 @@ def parse_pw_output(path, allow_unconverged: bool = False) -> dict:
     for key, label in _ENERGY_TERMS.items():
         value = _last(label + r"\s*=\s*" + _FLOAT + r"\s*Ry", final, path, f"'{label}' line",
                       required=converged_ok)
-        info[key] = float(value) * Rydberg if value is not None else None
+        info[key] = float(value) * RYDBERG_EV if value is not None else None
 
     dims = _last(r"Dense\s+grid:.*FFT dimensions:\s*\(\s*(\d+),\s*(\d+),\s*(\d+)\)", text, path,
                  "'Dense grid ... FFT dimensions' line")
