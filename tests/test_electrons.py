@@ -18,6 +18,8 @@ from mlscale.grid import Decomposition
 from mlscale.parallel import world
 from mlscale.units import KB_EV_PER_K
 
+kB = physical_constants["Boltzmann constant in eV/K"][0]  # CODATA 2018, independent of mlscale
+
 REFERENCE = json.loads((Path(__file__).parent / "data" / "mala_electrons_reference.json").read_text())
 BE2_ENERGIES = -5.0 + 2.5 * np.arange(11)
 METHODS = ("analytical", "quadrature")
