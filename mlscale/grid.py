@@ -1,4 +1,5 @@
-"""The real-space grid of a cell and its decomposition into 3-D blocks over ranks.
+"""The real-space grid of a cell, its decomposition into 3-D blocks over ranks, and the
+distributed grid every stage of the pipeline takes.
 
 Conventions (QE's FFT grid, see DESIGN.md): point (i, j, k) sits at fractional
 position (i/nx, j/ny, k/nz) of the cell; arrays are ``[x, y, z, ...]`` in C order.
@@ -7,6 +8,10 @@ Cell vectors are the rows of ``cell_cv`` in Å.
 Each rank owns one rectangular index block ``[start, stop)`` of the global grid.
 The process grid (px, py, pz) with px*py*pz = ranks is chosen to minimise the
 block surface; any rank count works, not only divisors of the grid.
+
+:class:`DistributedGrid` (a :class:`Grid`, this rank's block and the communicator in
+one object, as GPAW's grid descriptor) is the only place that computes which block a
+rank owns; every stage takes it instead of loose ``(grid, block, comm)`` arguments.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from functools import cached_property
 import numpy as np
 
 from .errors import MlscaleError
+from .parallel import Comm, self_comm
+from .units import BOHR_ANGSTROM
 
 
 @dataclass(frozen=True)
@@ -117,8 +124,7 @@ def qe_fft_shape(cell_cv, ecutrho_Ry: float) -> tuple[int, int, int]:
     As QE: n_i = 2*int(sqrt(ecutrho)*|a_i|/(2π)) + 1 (|a_i| in Bohr), raised to the next
     size with prime factors 2, 3, 5 and 7 only.
     """
-    bohr = 0.52917721067
-    lengths = np.linalg.norm(np.asarray(cell_cv, dtype=float), axis=1) / bohr
+    lengths = np.linalg.norm(np.asarray(cell_cv, dtype=float), axis=1) / BOHR_ANGSTROM
     if not ecutrho_Ry > 0:
         raise MlscaleError(f"ecutrho must be positive, got {ecutrho_Ry}")
     raw = (2 * int(np.sqrt(ecutrho_Ry) * length / (2 * np.pi)) + 1 for length in lengths)
@@ -198,3 +204,178 @@ class Decomposition:
 
     def blocks(self) -> list[Block]:
         return [self.block(r) for r in range(self.nranks)]
+
+
+# -- block geometry -----------------------------------------------------------------------
+def slabs(block: Block, chunk_points: int) -> list[Block]:
+    """Split a block, in C order, into slabs of at most ~``chunk_points`` points.
+
+    Slabs of whole x-planes; where one plane holds more points, rows of y-lines
+    (at least one line along z).
+    """
+    (x0, y0, z0), (x1, y1, z1) = block.start, block.stop
+    plane = block.shape[1] * block.shape[2]
+    if plane > chunk_points:
+        step = max(1, chunk_points // max(block.shape[2], 1))
+        return [Block((x, y, z0), (x + 1, min(y + step, y1), z1))
+                for x in range(x0, x1) for y in range(y0, y1, step)]
+    step = max(1, chunk_points // max(plane, 1))
+    return [Block((x, y0, z0), (min(x + step, x1), y1, z1)) for x in range(x0, x1, step)]
+
+
+def halo_c(cell_cv: np.ndarray, cutoff: float) -> np.ndarray:
+    """Fractional half-widths of a sphere of radius ``cutoff`` (Å) along the cell axes."""
+    return cutoff * np.linalg.norm(np.linalg.inv(np.asarray(cell_cv, dtype=float)), axis=0)
+
+
+def halo_atoms(frac_ac: np.ndarray, grid_shape, block: Block, halo: np.ndarray) -> np.ndarray:
+    """Indices of the atoms with a periodic image inside the block's box widened by ``halo``.
+
+    frac_ac: fractional positions [atoms, 3]; halo: fractional half-widths (:func:`halo_c`).
+    These are the only atoms whose images can lie within the cutoff of the block's
+    points (the box the native descriptor kernel searches), so they are all a rank needs.
+    """
+    frac_ac = np.asarray(frac_ac, dtype=float)
+    frac_ac = frac_ac - np.floor(frac_ac)
+    n_c = np.asarray(grid_shape, dtype=float)
+    lo_c = np.asarray(block.start) / n_c - halo - 1e-9
+    hi_c = (np.asarray(block.stop) - 1) / n_c + halo + 1e-9
+    # an image f + k (k integer) lies in [lo, hi] on an axis iff floor(hi - f) >= ceil(lo - f)
+    inside_ac = np.floor(hi_c - frac_ac) >= np.ceil(lo_c - frac_ac)
+    return np.flatnonzero(inside_ac.all(axis=1))
+
+
+def atoms_in_block(frac_ac: np.ndarray, grid_shape, block: Block) -> int:
+    """Number of atoms in the block's cells: start/n <= f < stop/n on every axis (wrapped)."""
+    frac_ac = np.asarray(frac_ac, dtype=float)
+    f_ac = (frac_ac - np.floor(frac_ac)) * np.asarray(grid_shape, dtype=float)
+    inside_ac = (f_ac >= np.asarray(block.start)) & (f_ac < np.asarray(block.stop))
+    return int(np.count_nonzero(inside_ac.all(axis=1)))
+
+
+def largest_block(grid_shape, nranks: int) -> Block:
+    """The block with the most points among the ranks of ``Decomposition(grid_shape, nranks)``."""
+    decomposition = Decomposition(tuple(grid_shape), nranks)
+    start, stop = [], []
+    for bounds in decomposition.boundaries:
+        i = int(np.argmax(np.diff(bounds)))
+        start.append(bounds[i])
+        stop.append(bounds[i + 1])
+    return Block(tuple(start), tuple(stop))
+
+
+def smallest_block_size(grid_shape, nranks: int) -> int:
+    """Points of the smallest block of ``Decomposition(grid_shape, nranks)``."""
+    decomposition = Decomposition(tuple(grid_shape), nranks)
+    return int(np.prod([min(np.diff(b)) for b in decomposition.boundaries]))
+
+
+# -- the distributed grid -----------------------------------------------------------------
+class DistributedGrid:
+    """A :class:`Grid` split over the ranks of a communicator: this rank's block of it.
+
+    ``DistributedGrid(grid, comm)``: the block of ``comm.rank`` among ``comm.size``
+    blocks. ``DistributedGrid.share(grid, rank, nranks)``: the block of rank ``rank`` of
+    an ``nranks``-rank job computed by this one process alone (to measure one rank's
+    cost); its reductions are then that rank's partial sums. Arrays of the block are
+    ``[bx, by, bz, ...]`` (suffix ``_b``) or flattened in C order ``[points, ...]``
+    (suffix ``_p``). Lengths in the units of ``grid.cell_cv`` (Å in the pipeline).
+    """
+
+    def __init__(self, grid: Grid, comm: Comm | None = None, *, rank: int | None = None,
+                 nranks: int | None = None):
+        self.grid = grid
+        self.comm = comm if comm is not None else self_comm()
+        self.rank = self.comm.rank if rank is None else int(rank)
+        self.nranks = self.comm.size if nranks is None else int(nranks)
+        if (rank is None) != (nranks is None):
+            raise MlscaleError("give both rank and nranks of a share, or neither")
+        if self.is_share and self.comm.size != 1:
+            raise MlscaleError("one rank's share of a job runs on a communicator of one rank")
+        self.decomposition = Decomposition(grid.shape, self.nranks)
+        self.block = self.decomposition.block(self.rank)
+
+    @classmethod
+    def share(cls, grid: Grid, rank: int, nranks: int) -> "DistributedGrid":
+        """Rank ``rank``'s block of an ``nranks``-rank job, on this process alone."""
+        return cls(grid, self_comm(), rank=rank, nranks=nranks)
+
+    def with_cell(self, cell_cv: np.ndarray) -> "DistributedGrid":
+        """The same decomposition and communicator over another cell (e.g. in Bohr)."""
+        share = (self.rank, self.nranks) if self.is_share else (None, None)
+        return DistributedGrid(Grid(cell_cv, self.grid.shape), self.comm, rank=share[0],
+                               nranks=share[1])
+
+    # -- what the grid is -----------------------------------------------------------------
+    @property
+    def is_share(self) -> bool:
+        """True if this process computes one rank's share of a larger job by itself."""
+        return self.nranks != self.comm.size
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Global grid shape (nx, ny, nz)."""
+        return self.grid.shape
+
+    @property
+    def cell_cv(self) -> np.ndarray:
+        return self.grid.cell_cv
+
+    @property
+    def voxel_volume(self) -> float:
+        """Volume per grid point ΔV (Å³ for a cell in Å)."""
+        return self.grid.voxel_volume
+
+    @property
+    def npoints(self) -> int:
+        """Points of the whole grid."""
+        return self.grid.npoints
+
+    @property
+    def local_shape(self) -> tuple[int, int, int]:
+        """Shape (bx, by, bz) of this rank's block."""
+        return self.block.shape
+
+    @property
+    def local_points(self) -> int:
+        """Points of this rank's block."""
+        return self.block.size
+
+    # -- arrays of the block --------------------------------------------------------------
+    def empty(self, *extra: int, dtype=float) -> np.ndarray:
+        """Uninitialised ``[bx, by, bz, *extra]`` array of the block."""
+        return np.empty((*self.local_shape, *extra), dtype=dtype)
+
+    def zeros(self, *extra: int, dtype=float) -> np.ndarray:
+        """Zero ``[bx, by, bz, *extra]`` array of the block."""
+        return np.zeros((*self.local_shape, *extra), dtype=dtype)
+
+    def check_local(self, array: np.ndarray, what: str) -> None:
+        """MlscaleError unless ``array`` is ``[bx, by, bz, ...]`` of this rank's block."""
+        self.grid.check_array(array, what, self.block)
+
+    def positions_b3(self, block: Block | None = None) -> np.ndarray:
+        """Cartesian positions of the points of ``block`` (default: the rank's), ``[.., 3]``."""
+        return self.grid.positions_g3(block or self.block)
+
+    # -- reductions -------------------------------------------------------------------------
+    def sum(self, value):
+        """Sum of a scalar or array over the ranks (a share: its own value)."""
+        return self.comm.sum(value)
+
+    def integrate(self, f_b: np.ndarray) -> float:
+        """∫ f dV = Σ_r f(r) ΔV over the whole grid (a share: over its block)."""
+        return float(self.comm.sum(float(np.sum(f_b)) * self.voxel_volume))
+
+    # -- work split -------------------------------------------------------------------------
+    def slabs(self, chunk_points: int) -> list[Block]:
+        """The rank's block in slabs of at most ~``chunk_points`` points (C order)."""
+        return slabs(self.block, chunk_points)
+
+    def atoms_near(self, frac_ac: np.ndarray, cutoff: float) -> np.ndarray:
+        """Indices of the atoms (fractional positions) within ``cutoff`` of the block's box."""
+        return halo_atoms(frac_ac, self.shape, self.block, halo_c(self.cell_cv, cutoff))
+
+    def __repr__(self) -> str:
+        return (f"DistributedGrid(shape={self.shape}, rank {self.rank} of {self.nranks}, "
+                f"block {self.block.start}..{self.block.stop})")

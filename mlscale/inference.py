@@ -22,7 +22,7 @@ import numpy as np
 from . import electrons
 from .config import BispectrumSettings, EnergyGrid
 from .errors import MlscaleError
-from .grid import Block, Decomposition, Grid, qe_fft_shape
+from .grid import Block, Decomposition, Grid, qe_fft_shape, slabs  # noqa: F401
 from .parallel import Comm, self_comm
 
 
@@ -119,22 +119,6 @@ def electronic_summary(dos_e, energies_e, n_electrons, temperature_K, method,
             "number_of_electrons": electrons.number_of_electrons(*args)}
 
 
-def slabs(block: Block, chunk_points: int) -> list[Block]:
-    """Split a block, in C order, into slabs of at most ~``chunk_points`` points.
-
-    Slabs of whole x-planes; where one plane holds more points, rows of y-lines
-    (at least one line along z).
-    """
-    (x0, y0, z0), (x1, y1, z1) = block.start, block.stop
-    plane = block.shape[1] * block.shape[2]
-    if plane > chunk_points:
-        step = max(1, chunk_points // max(block.shape[2], 1))
-        return [Block((x, y, z0), (x + 1, min(y + step, y1), z1))
-                for x in range(x0, x1) for y in range(y0, y1, step)]
-    step = max(1, chunk_points // max(plane, 1))
-    return [Block((x, y0, z0), (min(x + step, x1), y1, z1)) for x in range(x0, x1, step)]
-
-
 def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons=None,
             backend: str = "native", method: str = "analytical", chunk_points: int = 8192,
             output_dir: Path | None = None, pseudopotentials: dict | None = None,
@@ -154,7 +138,7 @@ def predict(atoms, model, metadata: dict, comm: Comm, *, shape=None, n_electrons
     """
     from .descriptors import check_atoms, compute_descriptors
     from .network import predict_ldos
-    from .plan import halo_atoms, halo_c
+    from .grid import halo_atoms, halo_c
 
     timings = Timings()
     info = ModelInfo.from_metadata(metadata)

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MlscaleError
-from .grid import Block, Decomposition
+from .grid import (Decomposition, atoms_in_block, halo_atoms, halo_c, largest_block,
+                   slabs, smallest_block_size)
 
 FORMAT = "mlscale-bench"
 FORMAT_VERSION = 1
@@ -98,47 +99,6 @@ def default_constants_path() -> Path:
 
 
 # -- what a rank holds --------------------------------------------------------------------
-def halo_c(cell_cv: np.ndarray, cutoff: float) -> np.ndarray:
-    """Fractional half-widths of a sphere of radius ``cutoff`` (Å) along the cell axes."""
-    return cutoff * np.linalg.norm(np.linalg.inv(np.asarray(cell_cv, dtype=float)), axis=0)
-
-
-def halo_atoms(frac_ac: np.ndarray, grid_shape, block: Block, halo: np.ndarray) -> np.ndarray:
-    """Indices of the atoms with a periodic image inside the block's box widened by ``halo``.
-
-    frac_ac: fractional positions [atoms, 3]; halo: fractional half-widths (:func:`halo_c`).
-    These are the only atoms whose images can lie within the cutoff of the block's
-    points (the box the native descriptor kernel searches), so they are all a rank needs.
-    """
-    frac_ac = np.asarray(frac_ac, dtype=float)
-    frac_ac = frac_ac - np.floor(frac_ac)
-    n_c = np.asarray(grid_shape, dtype=float)
-    lo_c = np.asarray(block.start) / n_c - halo - 1e-9
-    hi_c = (np.asarray(block.stop) - 1) / n_c + halo + 1e-9
-    # an image f + k (k integer) lies in [lo, hi] on an axis iff floor(hi - f) >= ceil(lo - f)
-    inside_ac = np.floor(hi_c - frac_ac) >= np.ceil(lo_c - frac_ac)
-    return np.flatnonzero(inside_ac.all(axis=1))
-
-
-def atoms_in_block(frac_ac: np.ndarray, grid_shape, block: Block) -> int:
-    """Number of atoms in the block's cells: start/n <= f < stop/n on every axis (wrapped)."""
-    frac_ac = np.asarray(frac_ac, dtype=float)
-    f_ac = (frac_ac - np.floor(frac_ac)) * np.asarray(grid_shape, dtype=float)
-    inside_ac = (f_ac >= np.asarray(block.start)) & (f_ac < np.asarray(block.stop))
-    return int(np.count_nonzero(inside_ac.all(axis=1)))
-
-
-def largest_block(grid_shape, nranks: int) -> Block:
-    """The block with the most points among the ranks of ``Decomposition(grid_shape, nranks)``."""
-    decomposition = Decomposition(tuple(grid_shape), nranks)
-    start, stop = [], []
-    for bounds in decomposition.boundaries:
-        i = int(np.argmax(np.diff(bounds)))
-        start.append(bounds[i])
-        stop.append(bounds[i + 1])
-    return Block(tuple(start), tuple(stop))
-
-
 def neighbours_per_point(n_atoms: int, volume_A3: float, cutoff_A: float) -> float:
     """Mean number of atoms within ``cutoff_A`` of a grid point at uniform density."""
     return n_atoms / volume_A3 * 4.0 / 3.0 * math.pi * cutoff_A**3
@@ -171,11 +131,9 @@ def rank_load(grid_shape, nranks: int, chunk_points: int, cell_cv=None, frac_ac=
     With ``frac_ac`` (fractional positions), ``cell_cv`` (Å) and ``cutoff`` (Å) also
     counts the atoms of the largest block, without and with its cutoff halo.
     """
-    from .inference import slabs
-
     decomposition = Decomposition(tuple(grid_shape), nranks)
     block = largest_block(grid_shape, nranks)
-    smallest = int(np.prod([min(np.diff(b)) for b in decomposition.boundaries]))
+    smallest = smallest_block_size(grid_shape, nranks)
     chunks = slabs(block, chunk_points)
     inside = with_halo = None
     if frac_ac is not None:
