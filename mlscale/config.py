@@ -1,20 +1,132 @@
-"""Small frozen settings objects, one per concern, convertible to/from plain dicts (JSON)."""
+"""Small frozen settings objects, one per concern, convertible to/from plain dicts (JSON).
+
+Dicts read from files (JSON, TOML, model metadata) go through :func:`checked_fields`:
+every key must name a field and every value must have the field's annotated type
+(an int is accepted for a float, a list for a tuple), so that a mistyped
+configuration fails with a message naming the key, the expected type and the value.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
+from typing import Any
 
 import numpy as np
 
 from .errors import MlscaleError
 
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               dict: "a table", type(None): "null"}
 
-def _from_dict(cls, data: dict, what: str):
-    names = {f.name for f in fields(cls)}
-    unknown = set(data) - names
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (from JSON/TOML) fits the type annotation ``hint``."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arm) for arm in arguments)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return all(_matches(item, arguments[0]) for item in value)
+        return len(value) == len(arguments) and all(map(_matches, value, arguments))
+    if origin is dict or hint is dict:
+        return isinstance(value, Mapping)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if is_dataclass(hint):
+        return isinstance(value, (hint, Mapping))
+    return isinstance(value, hint)
+
+
+def type_name(hint: Any) -> str:
+    """A reader's name for a type annotation ("an integer", "a list of numbers", ...)."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(arm) for arm in arguments)
+    if origin is tuple:
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return f"a list of {type_name(arguments[0]).split(' ', 1)[1]}s"
+        names = [type_name(argument).split(" ", 1)[1] for argument in arguments]
+        if len(set(names)) == 1:
+            return f"a list of {len(names)} {names[0]}s"
+        return f"a list ({', '.join(names)})"
+    if origin is dict:
+        return "a table"
+    if is_dataclass(hint):
+        return f"a table of {hint.__name__} settings"
+    return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _converted(value: Any, hint: Any) -> Any:
+    """``value`` as the field holds it: lists as tuples, integers as floats where a float is
+    expected (so that a setting reads the same from JSON ``1`` and ``1.0``)."""
+    arguments = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arm = next(arm for arm in arguments if _matches(value, arm))
+        return _converted(value, arm)
+    if typing.get_origin(hint) is tuple:
+        items = arguments[:1] * len(value) if arguments[-1:] == (Ellipsis,) else arguments
+        return tuple(_converted(item, h) for item, h in zip(value, items))
+    if hint is float:
+        return float(value)
+    return value
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved type annotation of every field of the dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def checked_fields(cls: type, data: Mapping, what: str) -> dict[str, Any]:
+    """``data`` checked key by key against the fields of the dataclass ``cls``.
+
+    Returns the values converted to the fields' types (lists to tuples, integers to
+    floats). Raises MlscaleError for an unknown key, naming the known ones, or for a
+    value of the wrong type, naming the key, the expected type and the value found.
+    ``what`` says whose settings they are (e.g. ``"training setting"``).
+    """
+    if not isinstance(data, Mapping):
+        raise MlscaleError(f"{what}s must be a table of keys and values, got {data!r}")
+    hints = field_types(cls)
+    unknown = sorted(set(data) - set(hints))
     if unknown:
-        raise MlscaleError(f"unknown {what} setting(s): {', '.join(sorted(unknown))}")
-    return cls(**data)
+        raise MlscaleError(f"unknown {what}(s) {', '.join(map(repr, unknown))} (known: "
+                           f"{', '.join(hints)})")
+    result = {}
+    for key, value in data.items():
+        if not _matches(value, hints[key]):
+            raise MlscaleError(f"{what} '{key}' must be {type_name(hints[key])}, got "
+                               f"{value!r} ({type(value).__name__})")
+        result[key] = _converted(value, hints[key])
+    return result
+
+
+def _from_dict(cls, data: Mapping, what: str):
+    return cls(**checked_fields(cls, data, f"{what} setting"))
+
+
+def field_default(item: Field) -> Any:
+    """The default value of a dataclass field (MISSING if it has none)."""
+    if item.default_factory is not MISSING:
+        return item.default_factory()
+    return item.default
+
+
+def setting(default: Any, doc: str) -> Any:
+    """A dataclass field with a default and a one-line description (``--help`` shows it)."""
+    return field(default=default, metadata={"doc": doc})
+
+
+def field_doc(item: Field) -> str:
+    """The description of a field made with :func:`setting` ("" if it has none)."""
+    return item.metadata.get("doc", "")
 
 
 @dataclass(frozen=True)
@@ -118,9 +230,10 @@ class ModelSettings:
     ``"zero_negative"`` / ``"absolute"`` as MALA's ``restrict_targets``). The
     restriction acts in :func:`mlscale.model.predict_ldos`, never in training."""
 
-    layers: tuple[int, ...] = (91, 100, 100, 11)
-    activation: str = "LeakyReLU"
-    ldos_restriction: str = "none"
+    layers: tuple[int, ...] = setting((91, 100, 100, 11), "layer sizes, input to output")
+    activation: str = setting("LeakyReLU", "hidden activation (a torch.nn class name)")
+    ldos_restriction: str = setting("none", "negative LDOS values in prediction: "
+                                     + ", ".join(LDOS_RESTRICTIONS))
 
     def __post_init__(self):
         if self.ldos_restriction not in LDOS_RESTRICTIONS:
@@ -133,9 +246,6 @@ class ModelSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSettings":
-        data = dict(data)
-        if "layers" in data:
-            data["layers"] = tuple(int(n) for n in data["layers"])
         return _from_dict(cls, data, "model")
 
 
@@ -146,26 +256,34 @@ class ModelSettings:
 # output scaling): energies in gaps between bands, where the LDOS is small, then do not
 # dominate the loss.
 OUTPUT_SCALINGS = ("per-energy", "global")
+# Training order per epoch (see training.epoch_order), gradient averaging (see
+# distributed.py) and torch devices; the first of each is the default.
+SHUFFLES = ("points", "snapshots")
+DISTRIBUTED_BACKENDS = ("ddp", "horovod")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Optimiser and schedule for `mlscale train`."""
+    """Optimiser and schedule for `mlscale train` (losses in standardised LDOS units)."""
 
-    epochs: int = 100
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    early_stopping_patience: int = 10
-    lr_patience: int = 4
-    lr_factor: float = 0.5
-    seed: int = 1234
-    output_scaling: str = "per-energy"
-    # loss term on each point's density error at a reference Fermi level (eV):
-    # electron_weight · (Σ_ε ΔLDOS(ε) f(ε) Δε)², in the standardised units (see training)
-    electron_weight: float = 0.0
-    electron_fermi_level: float | None = None
-    extra: dict = field(default_factory=dict)
+    epochs: int = setting(100, "training epochs (passes over all training points)")
+    batch_size: int = setting(64, "GLOBAL batch size in points, split over the ranks")
+    learning_rate: float = setting(1e-3, "Adam's initial learning rate")
+    weight_decay: float = setting(0.0, "Adam's weight decay (L2 penalty)")
+    early_stopping_patience: int = setting(
+        10, "early stopping: epochs without validation improvement (0: off)")
+    lr_patience: int = setting(4, "epochs without improvement before the learning rate drops")
+    lr_factor: float = setting(0.5, "factor applied to the learning rate on a plateau")
+    seed: int = setting(1234, "seed of the initial weights and of every epoch's order")
+    output_scaling: str = setting(
+        "per-energy", "LDOS standardisation in the loss: per-energy (every energy weighs the "
+        "same) or global (one scale: mean squared LDOS error in physical units)")
+    electron_weight: float = setting(
+        0.0, "W: add W·E·(err·v)² to each point's loss, its density error at "
+        "electron_fermi_level weighed like W·E energies' errors (E energies; 0: off)")
+    electron_fermi_level: float | None = setting(
+        None, "Fermi level (eV, the data's energy zero) for electron_weight")
 
     def __post_init__(self):
         if self.output_scaling not in OUTPUT_SCALINGS:

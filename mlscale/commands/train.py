@@ -11,110 +11,196 @@ options on the command line win. SIGTERM writes a checkpoint and exits non-zero;
 
 from __future__ import annotations
 
+import argparse
 import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-from ..config import OUTPUT_SCALINGS
+from ..config import (DEVICES, DISTRIBUTED_BACKENDS, OUTPUT_SCALINGS, SHUFFLES,
+                      BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings,
+                      checked_fields, field_default, field_doc, field_types, setting)
 from ..errors import MlscaleError
+from ..parallel import Comm
 
-DEFAULTS = {
-    "validation": [], "species": None, "energy_grid": None, "temperature": None,
-    "layers": None, "activation": "LeakyReLU", "epochs": 100, "batch_size": 64,
-    "learning_rate": 1e-3, "weight_decay": 0.0, "patience": 10, "lr_patience": 4,
-    "lr_factor": 0.5, "seed": 1234, "distributed": "ddp", "device": "cpu",
-    "checkpoint_every": 0, "checkpoint": None, "resume": None, "threads": None,
-    "valence_electrons": [], "ecutrho": None, "descriptors": None, "output": None,
-    "train": [], "cache_dir": None, "shuffle": "points", "output_scaling": "per-energy",
-    "electron_weight": 0.0, "electron_fermi_level": None,
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The command's own options: the data, what the model file records, the run's setup.
+
+    The optimiser and schedule are :class:`~mlscale.config.TrainingSettings`, the
+    activation :class:`~mlscale.config.ModelSettings`'; their fields are options too.
+    """
+
+    train: tuple[str, ...] = setting(
+        (), "training snapshots: descriptor and LDOS file (.npy or openPMD .h5) joined by ':'")
+    validation: tuple[str, ...] = setting(
+        (), "validation snapshots (split by snapshot, never by point)")
+    energy_grid: tuple[float, float, float] | None = setting(
+        None, "LDOS energies in eV: start, step, count")
+    temperature: float | None = setting(None, "electronic temperature in K")
+    species: tuple[str, ...] | None = setting(
+        None, "element symbols in descriptor (LAMMPS type) order")
+    valence_electrons: tuple[str, ...] | dict[str, float] = setting(
+        (), "valence electrons per species, stored for prediction (e.g. Be=2)")
+    ecutrho: float | None = setting(None, "QE density cutoff in Ry, stored for prediction")
+    descriptors: dict | None = setting(
+        None, "bispectrum settings (a table in a config file; default: MALA's for --species)")
+    layers: tuple[int, ...] | None = setting(
+        None, "layer sizes, input to output (default: features, 100, 100, energies)")
+    shuffle: str = setting(
+        SHUFFLES[0], "training order per epoch: one permutation of all points, or the "
+        "snapshots one after another, points shuffled within each (data larger than RAM)")
+    distributed: str = setting(DISTRIBUTED_BACKENDS[0], "gradient averaging")
+    device: str = setting(DEVICES[0], "torch device")
+    threads: int | None = setting(None, "torch threads per rank (default: torch's choice)")
+    checkpoint_every: int = setting(0, "checkpoint every K epochs (0: only on SIGTERM)")
+    checkpoint: str | None = setting(
+        None, "checkpoint file (default: OUTPUT with .checkpoint.safetensors)")
+    resume: str | None = setting(None, "continue from a checkpoint")
+    cache_dir: str | None = setting(None, "where openPMD (.h5) snapshots are converted to "
+                                    ".npy once (default: mlscale-cache next to OUTPUT)")
+    output: str | None = setting(None, "model file to write (.safetensors)")
+
+
+# every option -> the settings class whose field it is (the field of the same name)
+SOURCES: dict[str, type] = {
+    **{f.name: TrainOptions for f in fields(TrainOptions)},
+    "activation": ModelSettings,
+    **{f.name: TrainingSettings for f in fields(TrainingSettings)},
+}
+ALIASES = {"patience": "early_stopping_patience"}  # older option names still accepted
+REQUIRED = ("train", "validation", "energy_grid", "temperature", "species", "output")
+CHOICES = {"shuffle": SHUFFLES, "distributed": DISTRIBUTED_BACKENDS, "device": DEVICES,
+           "output_scaling": OUTPUT_SCALINGS}
+METAVARS = {int: "N", float: "X", str: "NAME"}
+# argparse details beyond name, type, help and choices
+ARGPARSE: dict[str, dict[str, Any]] = {
+    "train": {"nargs": "+", "action": "extend", "metavar": "IN:OUT"},
+    "validation": {"nargs": "+", "action": "extend", "metavar": "IN:OUT"},
+    "energy_grid": {"nargs": 3, "type": float, "metavar": ("START", "STEP", "COUNT")},
+    "temperature": {"metavar": "K"},
+    "species": {"nargs": "+"},
+    "valence_electrons": {"nargs": "+", "metavar": "EL=N", "type": str},
+    "ecutrho": {"metavar": "RY"},
+    "descriptors": {"suppress": True},  # config file only
+    "layers": {"nargs": "+", "type": int},
+    "checkpoint_every": {"metavar": "K"},
+    "checkpoint": {"metavar": "FILE"},
+    "resume": {"metavar": "FILE"},
+    "cache_dir": {"metavar": "DIR"},
+    "output": {"flags": ("-o",), "metavar": "MODEL"},
+    "electron_weight": {"metavar": "W"},
+    "electron_fermi_level": {"metavar": "EV"},
 }
 
 
-def add_arguments(parser):
-    add = parser.add_argument
-    add("--config", metavar="FILE", help="JSON or TOML file with any of these options")
-    add("--train", nargs="+", action="extend", metavar="IN:OUT",
-        help="training snapshots: descriptor and LDOS file (.npy or openPMD .h5) joined by ':'")
-    add("--validation", nargs="+", action="extend", metavar="IN:OUT",
-        help="validation snapshots (split by snapshot, never by point)")
-    add("--energy-grid", nargs=3, type=float, metavar=("START", "STEP", "COUNT"),
-        help="LDOS energies in eV")
-    add("--temperature", type=float, metavar="K", help="electronic temperature in K")
-    add("--species", nargs="+", help="element symbols in descriptor (LAMMPS type) order")
-    add("--valence-electrons", nargs="+", metavar="EL=N",
-        help="valence electrons per species, stored for prediction (e.g. Be=2)")
-    add("--ecutrho", type=float, metavar="RY", help="QE density cutoff, stored for prediction")
-    add("--layers", nargs="+", type=int, help="layer sizes, input to output (default: "
-        "features, 100, 100, energies)")
-    add("--activation", help="hidden activation (default LeakyReLU)")
-    add("--epochs", type=int)
-    add("--batch-size", type=int, help="GLOBAL batch size, split over the ranks (default 64)")
-    add("--learning-rate", type=float)
-    add("--weight-decay", type=float)
-    add("--patience", type=int, help="early stopping: epochs without improvement (0: off)")
-    add("--lr-patience", type=int, help="epochs without improvement before the lr drops")
-    add("--lr-factor", type=float, help="factor applied to the learning rate on a plateau")
-    add("--seed", type=int)
-    add("--shuffle", choices=("points", "snapshots"),
-        help="training order per epoch: one permutation of all points (default), or the "
-        "snapshots one after another, points shuffled within each (data larger than RAM)")
-    add("--output-scaling", choices=OUTPUT_SCALINGS,
-        help="LDOS standardisation in the loss: per-energy (default; every energy weighs "
-        "the same) or global (one scale: mean squared LDOS error in physical units)")
-    add("--electron-weight", type=float, metavar="W",
-        help="add W·E·(err·v)² to each point's loss: its density error at "
-        "--electron-fermi-level, weighed like W·E energies' errors (default 0: off)")
-    add("--electron-fermi-level", type=float, metavar="EV",
-        help="Fermi level (eV, the data's energy zero) for --electron-weight")
-    add("--distributed", choices=("ddp", "horovod"), help="gradient averaging (default ddp)")
-    add("--device", choices=("cpu", "cuda"), help="default cpu")
-    add("--threads", type=int, help="torch threads per rank (default: torch's choice)")
-    add("--checkpoint-every", type=int, metavar="K", help="checkpoint every K epochs (0: only "
-        "on SIGTERM)")
-    add("--checkpoint", metavar="FILE",
-        help="checkpoint file (default: OUTPUT with .checkpoint.safetensors)")
-    add("--resume", metavar="FILE", help="continue from a checkpoint")
-    add("--cache-dir", metavar="DIR", help="where openPMD (.h5) snapshots are converted to "
-        ".npy once (default: mlscale-cache next to OUTPUT)")
-    add("--output", "-o", metavar="MODEL", help="model file to write (.safetensors)")
+def defaults() -> dict[str, Any]:
+    """Every option's default, from the fields of the settings dataclasses."""
+    return {name: field_default(_field(name)) for name in SOURCES}
 
 
-def _read_config(path) -> dict:
-    path = Path(path)
+def _field(name: str):
+    return next(f for f in fields(SOURCES[name]) if f.name == name)
+
+
+def _scalar(hint: Any) -> Any:
+    """The argparse type of a field's annotation (``float | None`` -> float)."""
+    arms = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _scalar(arms[0])
+    if typing.get_origin(hint) is tuple:
+        return _scalar(typing.get_args(hint)[0])
+    return hint
+
+
+def _help(name: str) -> str:
+    """The field's description with its default (or "required") appended."""
+    default = field_default(_field(name))
+    text = field_doc(_field(name))
+    if name in REQUIRED:
+        return f"{text} (required)"
+    if default is None or default == ():
+        return text
+    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+    return f"{text} (default: {shown})"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options: one per field of TrainOptions, TrainingSettings and the activation."""
+    parser.add_argument("--config", metavar="FILE",
+                        help="JSON or TOML file with any of these options")
+    for name in SOURCES:
+        kwargs = dict(ARGPARSE.get(name, {}))
+        if kwargs.pop("suppress", False):
+            continue
+        flags = [f"--{name.replace('_', '-')}", *kwargs.pop("flags", ())]
+        flags += [f"--{old}" for old, new in ALIASES.items() if new == name]
+        kwargs.setdefault("type", _scalar(field_types(SOURCES[name])[name]))
+        if name in CHOICES:
+            kwargs["choices"] = CHOICES[name]
+        else:
+            kwargs.setdefault("metavar", METAVARS.get(kwargs["type"]))
+        parser.add_argument(*flags, dest=name, help=_help(name), **kwargs)
+
+
+def _load(path: Path) -> Any:
+    """The contents of a JSON or TOML (``.toml``) file."""
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".toml":
-            import tomllib
+            import tomllib  # Python >= 3.11
 
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
+            return tomllib.loads(text)
+        return json.loads(text)
     except FileNotFoundError:
         raise MlscaleError(f"config file not found: {path}") from None
     except (OSError, ValueError) as error:
         raise MlscaleError(f"cannot read config file {path}: {error}") from None
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Options from a config file, each key checked: it must name an option and its value
+    must have the option's type (MlscaleError naming the key, the type and the value)."""
+    path = Path(path)
+    data = _load(path)
     if not isinstance(data, dict):
         raise MlscaleError(f"config file {path} must hold a table of options")
     data = {key.replace("-", "_"): value for key, value in data.items()}
-    unknown = set(data) - set(DEFAULTS)
+    data = {ALIASES.get(key, key): value for key, value in data.items()}
+    unknown = sorted(set(data) - set(SOURCES))
     if unknown:
-        raise MlscaleError(f"unknown option(s) in {path}: {', '.join(sorted(unknown))}")
-    return data
+        raise MlscaleError(f"unknown option(s) in {path}: {', '.join(unknown)}")
+    options: dict[str, Any] = {}
+    for cls in dict.fromkeys(SOURCES.values()):
+        part = {key: value for key, value in data.items() if SOURCES[key] is cls}
+        try:
+            options.update(checked_fields(cls, part, "option"))
+        except MlscaleError as error:
+            raise MlscaleError(f"config file {path}: {error}") from None
+    return options
 
 
-def resolve_options(args) -> dict:
-    """Command line over config file over defaults."""
-    config = _read_config(args.config) if args.config else {}
+def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Command line over config file over the settings' defaults."""
+    config = read_config(args.config) if args.config else {}
     options = {}
-    for key, default in DEFAULTS.items():
+    for key, default in defaults().items():
         value = getattr(args, key, None)
         options[key] = value if value not in (None, []) else config.get(key, default)
-    for key in ("train", "energy_grid", "temperature", "species", "output"):
-        if options[key] in (None, []):
+    for key in REQUIRED:
+        if options[key] in (None, [], ()):
             raise MlscaleError(f"--{key.replace('_', '-')} is required")
     return options
 
 
-def _valence(entries) -> dict:
+def _valence(entries: tuple[str, ...] | list[str] | Mapping[str, float]) -> dict[str, float]:
+    """Valence electrons per species from ``EL=N`` strings (or a table EL -> N)."""
+    if isinstance(entries, Mapping):
+        return {str(name): float(number) for name, number in entries.items()}
     valence = {}
     for entry in entries:
         name, _, number = str(entry).partition("=")
@@ -125,64 +211,83 @@ def _valence(entries) -> dict:
     return valence
 
 
-def run(args, comm) -> int:
+def _energy_grid(values) -> EnergyGrid:
+    start, step, count = values
+    if float(count) != int(count):
+        raise MlscaleError(f"--energy-grid COUNT must be an integer, got {count}")
+    return EnergyGrid(float(start), float(step), int(count))
+
+
+def _descriptors(options: dict) -> BispectrumSettings:
+    """The bispectrum settings: the ``descriptors`` table, or MALA's for the species."""
+    species = list(options["species"])
+    descriptors = (BispectrumSettings.from_dict(options["descriptors"])
+                   if options["descriptors"] else BispectrumSettings().with_species(species))
+    if list(descriptors.species) != species:
+        raise MlscaleError(f"species {species} differ from the descriptor settings' "
+                           f"{list(descriptors.species)}")
+    return descriptors
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What ``run`` hands to training, built from the options (collectively checked)."""
+
+    model: ModelSettings
+    training: TrainingSettings
+    metadata: dict
+    output: Path
+    checkpoint: Path
+
+
+def job_from_options(options: dict) -> TrainJob:
+    """Settings, model metadata and file names from the resolved options."""
+    energy_grid = _energy_grid(options["energy_grid"])
+    descriptors = _descriptors(options)
+    layers = options["layers"] or [descriptors.n_features, 100, 100, energy_grid.count]
+    model = ModelSettings(tuple(int(n) for n in layers), options["activation"])
+    training = TrainingSettings(**{f.name: options[f.name] for f in fields(TrainingSettings)})
+    output = Path(options["output"])
+    checkpoint = Path(options["checkpoint"] or output.with_name(
+        output.name.removesuffix(".safetensors") + ".checkpoint.safetensors"))
+    metadata = {"descriptors": descriptors.to_dict(), "energy_grid": energy_grid.to_dict(),
+                "temperature_K": float(options["temperature"]),
+                "species": list(options["species"]),
+                "valence_electrons": _valence(options["valence_electrons"])}
+    if options["ecutrho"] is not None:
+        metadata["ecutrho_Ry"] = float(options["ecutrho"])
+    return TrainJob(model, training, metadata, output, checkpoint)
+
+
+def run(args: argparse.Namespace, comm: Comm) -> int:
     import torch
 
-    from ..config import BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings
     from ..model import save_model
     from ..training import train
 
     with comm.collective():
         options = resolve_options(args)
-        start, step, count = options["energy_grid"]
-        energy_grid = EnergyGrid(float(start), float(step), int(count))
-        species = list(options["species"])
-        descriptors = (BispectrumSettings.from_dict(options["descriptors"])
-                       if options["descriptors"] else BispectrumSettings().with_species(species))
-        if list(descriptors.species) != species:
-            raise MlscaleError(f"species {species} differ from the descriptor settings' "
-                               f"{list(descriptors.species)}")
-        layers = options["layers"] or [descriptors.n_features, 100, 100, energy_grid.count]
-        model_settings = ModelSettings(tuple(int(n) for n in layers), options["activation"])
-        training_settings = TrainingSettings(
-            epochs=options["epochs"], batch_size=options["batch_size"],
-            learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
-            early_stopping_patience=options["patience"], lr_patience=options["lr_patience"],
-            lr_factor=options["lr_factor"], seed=options["seed"],
-            output_scaling=options["output_scaling"],
-            electron_weight=float(options["electron_weight"]),
-            electron_fermi_level=(None if options["electron_fermi_level"] is None
-                                  else float(options["electron_fermi_level"])))
-        if not options["validation"]:
-            raise MlscaleError("--validation needs at least one snapshot (split by snapshot)")
-        output = Path(options["output"])
-        checkpoint = options["checkpoint"] or output.with_name(
-            output.name.removesuffix(".safetensors") + ".checkpoint.safetensors")
-        metadata = {"descriptors": descriptors.to_dict(), "energy_grid": energy_grid.to_dict(),
-                    "temperature_K": float(options["temperature"]), "species": species,
-                    "valence_electrons": _valence(options["valence_electrons"])}
-        if options["ecutrho"] is not None:
-            metadata["ecutrho_Ry"] = float(options["ecutrho"])
+        job = job_from_options(options)
         if options["threads"]:
             torch.set_num_threads(int(options["threads"]))
 
-    model, history = train(options["train"], options["validation"], model_settings,
-                           training_settings, metadata, comm, options["distributed"],
-                           device=options["device"], checkpoint=checkpoint,
+    model, history = train(options["train"], options["validation"], job.model, job.training,
+                           job.metadata, comm, options["distributed"],
+                           device=options["device"], checkpoint=job.checkpoint,
                            checkpoint_every=options["checkpoint_every"],
                            resume=options["resume"], shuffle=options["shuffle"],
-                           cache_dir=options["cache_dir"] or output.parent / "mlscale-cache")
+                           cache_dir=options["cache_dir"] or job.output.parent / "mlscale-cache")
     best = min(history, key=lambda entry: entry["validation_loss"])
-    metadata["training"] = {
+    metadata = {**job.metadata, "training": {
         "train_snapshots": [str(s) for s in options["train"]],
         "validation_snapshots": [str(s) for s in options["validation"]],
-        "settings": training_settings.to_dict(), "ranks": comm.size,
+        "settings": job.training.to_dict(), "ranks": comm.size,
         "distributed": options["distributed"], "epochs_run": len(history),
         "best_epoch": best["epoch"], "best_validation_loss": best["validation_loss"],
-        "history": history}
+        "history": history}}
     with comm.collective():
         if comm.rank == 0:
-            save_model(output, model, metadata)
-    comm.print(f"model written to {output} (best epoch {best['epoch']}, validation loss "
+            save_model(job.output, model, metadata)
+    comm.print(f"model written to {job.output} (best epoch {best['epoch']}, validation loss "
                f"{best['validation_loss']:.6e})")
     return 0
