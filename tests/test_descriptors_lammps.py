@@ -21,7 +21,7 @@ from scipy.spatial.transform import Rotation
 from mlscale.config import BispectrumSettings
 from mlscale.descriptors import compute_descriptors as _compute_descriptors
 from mlscale.errors import MlscaleError
-from mlscale.grid import Decomposition, Grid
+from mlscale.grid import DistributedGrid, Grid
 from mlscale.parallel import self_comm, world
 
 RTOL = 1e-7  # elementwise; MALA stores float32 (rounding 2**-24 = 6e-8 relative)
@@ -41,9 +41,8 @@ def _mala(be2, snapshot):
 
 
 def _compute(atoms, shape, settings, comm):
-    grid = Grid(atoms.cell.array, shape)
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
-    return block, compute_descriptors(atoms, grid, block, settings, comm)
+    dgrid = DistributedGrid(Grid(atoms.cell.array, shape), comm)
+    return dgrid.block, compute_descriptors(atoms, dgrid, settings)
 
 
 def _assert_close(comm, out_gf, ref_gf, rtol=RTOL):
@@ -177,7 +176,7 @@ def test_unknown_backend():
     atoms = _small_be()
     grid = Grid(atoms.cell.array, (4, 4, 4))
     with pytest.raises(MlscaleError, match="unknown descriptor backend 'fast'"):
-        compute_descriptors(atoms, grid, grid.full_block(), BE, self_comm(), backend="fast")
+        compute_descriptors(atoms, DistributedGrid(grid), BE, backend="fast")
 
 
 def test_native_backend_dispatch_and_absence(monkeypatch):
@@ -186,12 +185,12 @@ def test_native_backend_dispatch_and_absence(monkeypatch):
     calls = []
     fake = types.SimpleNamespace(compute_block=lambda *args: calls.append(args) or "native")
     monkeypatch.setitem(sys.modules, "mlscale.descriptors.native", fake)
-    comm = self_comm()
-    result = compute_descriptors(atoms, grid, grid.full_block(), BE, comm, backend="native")
-    assert result == "native" and calls == [(atoms, grid, grid.full_block(), BE, comm)]
+    dgrid = DistributedGrid(grid, self_comm())
+    result = compute_descriptors(atoms, dgrid, BE, backend="native")
+    assert result == "native" and calls == [(atoms, grid, grid.full_block(), BE)]
     monkeypatch.setitem(sys.modules, "mlscale.descriptors.native", None)  # import fails
     with pytest.raises(MlscaleError, match="backend 'native' is not available"):
-        compute_descriptors(atoms, grid, grid.full_block(), BE, comm, backend="native")
+        compute_descriptors(atoms, dgrid, BE, backend="native")
 
 
 def test_atoms_are_validated():
@@ -199,25 +198,24 @@ def test_atoms_are_validated():
     atoms.positions[1] = atoms.positions[0] + 0.1
     grid = Grid(atoms.cell.array, (4, 4, 4))
     with pytest.raises(MlscaleError, match="0.1732 Å apart"):
-        compute_descriptors(atoms, grid, grid.full_block(), BE, self_comm())
+        compute_descriptors(atoms, DistributedGrid(grid), BE)
     with pytest.raises(MlscaleError, match=r"species Be not in .*\(Al\)"):
-        compute_descriptors(_small_be(), grid, grid.full_block(), BE.with_species(["Al"]),
-                            self_comm())
+        compute_descriptors(_small_be(), DistributedGrid(grid), BE.with_species(["Al"]))
 
 
 def test_wrong_block():
     atoms = _small_be()
     grid = Grid(atoms.cell.array, (4, 4, 4))
-    block = Decomposition((4, 4, 4), 2).block(1)
+    block = DistributedGrid.share(grid, 1, 2).block
     with pytest.raises(MlscaleError, match="was given block .* expected"):
-        compute_descriptors(atoms, grid, block, BE, self_comm())
+        compute_descriptors(atoms, DistributedGrid(grid), BE, block=block)
 
 
 def test_cell_of_atoms_and_grid_differ():
     atoms = _small_be()
     grid = Grid(np.diag([2.5, 2.5, 2.6]), (4, 4, 4))
     with pytest.raises(MlscaleError, match="differs from the grid cell"):
-        compute_descriptors(atoms, grid, grid.full_block(), BE, self_comm())
+        compute_descriptors(atoms, DistributedGrid(grid), BE)
 
 
 def test_lammps_error_becomes_mlscale_error():
@@ -226,4 +224,4 @@ def test_lammps_error_becomes_mlscale_error():
     bad = BispectrumSettings(species=("Be",), rcutfac=float("nan"))
     one_line = r"^LAMMPS failed: ERROR: Expected floating point [^\n]*$"
     with pytest.raises(MlscaleError, match=one_line):
-        compute_descriptors(atoms, grid, grid.full_block(), bad, self_comm())
+        compute_descriptors(atoms, DistributedGrid(grid), bad)

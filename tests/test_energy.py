@@ -17,7 +17,7 @@ from scipy.integrate import simpson
 from scipy.special import erfc
 
 from mlscale.errors import MlscaleError
-from mlscale.grid import Decomposition, Grid
+from mlscale.grid import DistributedGrid, Grid
 from mlscale.io import read_structure
 from mlscale.parallel import self_comm
 from mlscale.energy import (DistributedFFT, density_energy_terms, ewald_energy,
@@ -48,10 +48,8 @@ def terms_for(density_path, structure_path, pseudopotentials, **kwargs):
     atoms = read_structure(structure_path)
     density = np.load(density_path, allow_pickle=False)
     density = density.reshape(density.shape[:3])
-    grid = Grid(atoms.cell.array, density.shape)
-    comm = self_comm()
-    return density_energy_terms(density, grid, grid.full_block(), atoms, pseudopotentials, comm,
-                                **kwargs)
+    dgrid = DistributedGrid(Grid(atoms.cell.array, density.shape), self_comm())
+    return density_energy_terms(density, dgrid, atoms, pseudopotentials, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +98,7 @@ def test_be2_core_correction_matters(be2, be2_terms):
     # a NLCC-free functional evaluation: same density, core charge of zero
     atoms = read_structure(be2 / "recreate_data" / "Be.pw.scf.in")
     n = np.load(be2 / "Be_snapshot0.dens.npy")[..., 0] * BOHR_ANGSTROM**3
-    fft = DistributedFFT(Grid(atoms.cell.array / BOHR_ANGSTROM, n.shape), self_comm())
+    fft = DistributedFFT(DistributedGrid(Grid(atoms.cell.array / BOHR_ANGSTROM, n.shape), self_comm()))
     e_xc, _ = xc_energy_potential(n, fft.forward(n), fft, "PBE", 160.0)
     assert abs(e_xc * HARTREE_EV - reference) / 2 > 1.0
 
@@ -144,7 +142,7 @@ def test_al_total_energy_from_dft_ldos(al_terms, al_qe, al_pseudo):
     dos = electrons.dos_from_ldos(ldos.reshape(-1, len(energies)), grid.voxel_volume)
     summary = electrons.electronic_structure(dos, energies, 3.0, temperature)
     density = electrons.density(ldos, energies, summary["fermi_energy_eV"], temperature)
-    terms = density_energy_terms(density, grid, grid.full_block(), atoms, al_pseudo, self_comm(),
+    terms = density_energy_terms(density, DistributedGrid(grid, self_comm()), atoms, al_pseudo,
                                  ecutrho_Ry=al_qe["ecutrho_Ry"])
     error = total_energy(summary["band_energy_eV"], summary["entropy_contribution_eV"],
                          terms) - reference
@@ -164,7 +162,7 @@ def test_ewald_matches_qe(name):
     valence = qe_valences(AL_DIR / f"{name}.scf.out")
     charges = [valence[s] for s in atoms.get_chemical_symbols()]
     cell = atoms.cell.array / BOHR_ANGSTROM
-    fft = DistributedFFT(Grid(cell, (30, 32, 36)), self_comm())
+    fft = DistributedFFT(DistributedGrid(Grid(cell, (30, 32, 36)), self_comm()))
     energy = ewald_energy(atoms.positions / BOHR_ANGSTROM, charges, fft) * HARTREE_EV
     assert abs(energy - qe_printed(AL_DIR / f"{name}.scf.out", "ewald")) < 1e-6
 
@@ -195,7 +193,7 @@ def test_ewald_matches_brute_force(shape):
     cell = np.array([[7.0, 0.3, -0.5], [1.2, 8.0, 0.4], [-0.7, 0.9, 9.0]])
     pos = rng.random((7, 3)) @ cell + 20.0  # outside the cell: wrapped
     charges = rng.choice([1.0, 2.0, 3.0, 4.0], 7)
-    fft = DistributedFFT(Grid(cell, shape), self_comm())
+    fft = DistributedFFT(DistributedGrid(Grid(cell, shape), self_comm()))
     reference = brute_force_ewald(pos, charges, cell)
     assert abs(ewald_energy(pos, charges, fft) - reference) < 1e-11 * abs(reference)
 
@@ -206,7 +204,7 @@ def test_ewald_crystal_per_atom_is_size_independent():
     one = brute_force_ewald(np.zeros((1, 3)), np.array([3.0]), prim, eta=0.8, images=8, g_range=10)
     pos = np.array([i * prim[0] + j * prim[1] + k * prim[2]
                     for i in range(3) for j in range(3) for k in range(3)])
-    fft = DistributedFFT(Grid(3 * prim, (36, 36, 36)), self_comm())
+    fft = DistributedFFT(DistributedGrid(Grid(3 * prim, (36, 36, 36)), self_comm()))
     assert abs(ewald_energy(pos, np.full(27, 3.0), fft) / 27 - one) < 1e-11
 
 
@@ -214,7 +212,7 @@ def test_hartree_of_a_plane_wave():
     """n = A cos(G·r): E_H = π Ω A² / G² (atomic units)."""
     cell = np.array([[5.0, 0.0, 0.0], [1.0, 6.0, 0.0], [0.5, 0.7, 7.0]])
     grid = Grid(cell, (12, 15, 16))
-    fft = DistributedFFT(grid, self_comm())
+    fft = DistributedFFT(DistributedGrid(grid, self_comm()))
     frac = grid.fractional_g3(grid.full_block())
     m = np.array([1, -2, 3])
     g = m @ (2 * np.pi * np.linalg.inv(cell).T)
@@ -235,7 +233,7 @@ def pz_lda_energy_per_electron(n):
 
 def test_lda_uniform_density_matches_formula():
     grid = Grid(np.eye(3) * 6.0, (8, 8, 8))
-    fft = DistributedFFT(grid, self_comm())
+    fft = DistributedFFT(DistributedGrid(grid, self_comm()))
     n = np.full(grid.shape, 0.01)  # rs = 2.88
     energy, v = xc_energy_potential(n, fft.forward(n), fft, "LDA", fft.max_g2())
     assert energy == pytest.approx(grid.volume * 0.01 * pz_lda_energy_per_electron(0.01), rel=1e-10)
@@ -249,7 +247,7 @@ def test_gga_potential_is_the_functional_derivative(be2):
     """PBE: ∫ v_xc δn = δE_xc for a small smooth δn (finite difference)."""
     cell = np.array([[6.0, 0.0, 0.0], [0.5, 6.5, 0.0], [0.3, 0.2, 7.0]])
     grid = Grid(cell, (16, 16, 18))
-    fft = DistributedFFT(grid, self_comm())
+    fft = DistributedFFT(DistributedGrid(grid, self_comm()))
     frac = grid.fractional_g3(grid.full_block())
     n = 0.02 + 0.01 * np.cos(2 * np.pi * frac[..., 0]) * np.cos(2 * np.pi * frac[..., 2])
     dn = 1e-6 * np.sin(2 * np.pi * (frac[..., 1] + frac[..., 2]))
@@ -272,7 +270,7 @@ def test_core_form_factor_table_matches_direct_transform(be2):
 
     pp = read_upf(be2 / "Be.pbe-n-rrkjus_psl.1.0.0.UPF")
     atoms = read_structure(be2 / "recreate_data" / "Be.pw.scf.in")
-    fft = DistributedFFT(Grid(atoms.cell.array / BOHR_ANGSTROM, (18, 18, 27)), self_comm())
+    fft = DistributedFFT(DistributedGrid(Grid(atoms.cell.array / BOHR_ANGSTROM, (18, 18, 27)), self_comm()))
     frac = atoms.get_scaled_positions()
     n_q = core_density_q(fft, {"Be": pp}, ["Be", "Be"], frac, 160.0)
     inside = fft.g2_q <= 160.0
@@ -353,25 +351,22 @@ def test_bad_inputs_raise(al_pseudo):
     atoms = read_structure(AL_DIR / "al.scf.in")
     density = np.load(AL_DIR / "al.density.npy")
     grid = Grid(atoms.cell.array, density.shape)
-    block = grid.full_block()
-    comm = self_comm()
+    dgrid = DistributedGrid(grid, self_comm())
     with pytest.raises(MlscaleError, match="grid shape"):
-        density_energy_terms(density[:-1], grid, block, atoms, al_pseudo, comm)
+        density_energy_terms(density[:-1], dgrid, atoms, al_pseudo)
     with pytest.raises(MlscaleError, match="NaN"):
-        density_energy_terms(np.where(density > 0.2, np.nan, density), grid, block, atoms,
-                             al_pseudo, comm)
+        density_energy_terms(np.where(density > 0.2, np.nan, density), dgrid, atoms, al_pseudo)
     with pytest.raises(MlscaleError, match="no pseudopotential given for Al"):
-        density_energy_terms(density, grid, block, atoms, {}, comm)
+        density_energy_terms(density, dgrid, atoms, {})
     with pytest.raises(MlscaleError, match="differs"):
-        density_energy_terms(density, Grid(atoms.cell.array * 1.01, density.shape), block, atoms,
-                             al_pseudo, comm)
+        density_energy_terms(density, DistributedGrid(Grid(atoms.cell.array * 1.01,
+                                                           density.shape)), atoms, al_pseudo)
     with pytest.raises(MlscaleError, match="does not fit"):
-        density_energy_terms(density, grid, block, atoms, al_pseudo, comm, ecutrho_Ry=100.0)
+        density_energy_terms(density, dgrid, atoms, al_pseudo, ecutrho_Ry=100.0)
     with pytest.raises(MlscaleError, match="unsupported exchange-correlation"):
-        density_energy_terms(density, grid, block, atoms, al_pseudo, comm, functional="BLYP")
+        density_energy_terms(density, dgrid, atoms, al_pseudo, functional="BLYP")
     with pytest.raises(MlscaleError, match="decomposition"):
-        density_energy_terms(density, grid, Decomposition(grid.shape, 2).block(0), atoms,
-                             al_pseudo, comm)
+        density_energy_terms(density, DistributedGrid.share(grid, 0, 2), atoms, al_pseudo)
 
 
 # -- command line ---------------------------------------------------------------------------------

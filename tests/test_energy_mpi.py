@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mlscale.errors import MlscaleError
-from mlscale.grid import Decomposition, Grid
+from mlscale.grid import DistributedGrid, Grid
 from mlscale.io import read_structure
 from mlscale.parallel import self_comm, world
 from mlscale.energy import DistributedFFT, density_energy_terms, ewald_energy
@@ -27,11 +27,11 @@ KEYS = ("hartree_energy_eV", "xc_energy_eV", "ewald_energy_eV", "double_counting
 def distributed_and_serial(density, atoms, pseudopotentials, **kwargs):
     comm = world()
     grid = Grid(atoms.cell.array, density.shape)
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
-    distributed = density_energy_terms(density[block.slices], grid, block, atoms,
-                                       pseudopotentials, comm, **kwargs)
-    serial = density_energy_terms(density, grid, grid.full_block(), atoms, pseudopotentials,
-                                  self_comm(), **kwargs)
+    dgrid = DistributedGrid(grid, comm)
+    distributed = density_energy_terms(density[dgrid.block.slices], dgrid, atoms,
+                                       pseudopotentials, **kwargs)
+    serial = density_energy_terms(density, DistributedGrid(grid, self_comm()), atoms,
+                                  pseudopotentials, **kwargs)
     return distributed, serial
 
 
@@ -40,7 +40,7 @@ def distributed_and_serial(density, atoms, pseudopotentials, **kwargs):
 def test_fft_matches_numpy(shape):
     comm = world()
     grid = Grid(np.array([[4.0, 0, 0], [1.0, 5.0, 0], [0.5, 0.3, 6.0]]), shape)
-    fft = DistributedFFT(grid, comm)
+    fft = DistributedFFT(DistributedGrid(grid, comm))
     full = np.random.default_rng(3).random(shape)
     f_q = fft.forward(full[fft.block.slices])
     reference = np.fft.rfftn(full) / full.size
@@ -82,8 +82,8 @@ def test_ewald_independent_of_ranks():
     pos = rng.random((20, 3)) @ cell
     charges = rng.choice([1.0, 3.0], 20)
     grid = Grid(cell, (27, 24, 30))
-    distributed = ewald_energy(pos, charges, DistributedFFT(grid, world()))
-    serial = ewald_energy(pos, charges, DistributedFFT(grid, self_comm()))
+    distributed = ewald_energy(pos, charges, DistributedFFT(DistributedGrid(grid, world())))
+    serial = ewald_energy(pos, charges, DistributedFFT(DistributedGrid(grid, self_comm())))
     assert distributed == pytest.approx(serial, rel=1e-13)
 
 
@@ -95,12 +95,12 @@ def test_bad_block_on_one_rank_fails_all_ranks():
     atoms = read_structure(AL_DIR / "al.scf.in")
     density = np.load(AL_DIR / "al.density.npy")
     grid = Grid(atoms.cell.array, density.shape)
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
-    local = density[block.slices]
+    dgrid = DistributedGrid(grid, comm)
+    local = density[dgrid.block.slices]
     if comm.rank == 1:
         local = local[:-1]
     with pytest.raises(MlscaleError, match="grid shape"):
-        density_energy_terms(local, grid, block, atoms, {"Al": AL_PSEUDO}, comm)
+        density_energy_terms(local, dgrid, atoms, {"Al": AL_PSEUDO})
 
 
 @pytest.mark.mpi(min_size=2)

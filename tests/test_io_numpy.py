@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mlscale.errors import MlscaleError
-from mlscale.grid import Block, Decomposition
+from mlscale.grid import Block, DistributedGrid, Grid
 from mlscale.io import (check_finite, npy_shape, read_descriptors_npy, read_ldos_npy,
                         read_npy_block, write_npy_distributed)
 from mlscale.parallel import world
@@ -101,9 +101,10 @@ def test_nan_is_rejected(tmp_path):
 def test_distributed_write_any_rank_count(shared_tmp, shape, dtype):
     comm = world()
     full = np.random.default_rng(3).random(shape).astype(dtype)
-    block = Decomposition(shape[:3], comm.size).block(comm.rank)
+    dgrid = DistributedGrid(Grid(np.eye(3), shape[:3]), comm)
+    block = dgrid.block
     path = shared_tmp / "global.npy"
-    write_npy_distributed(path, full[block.slices], block, shape, comm)
+    write_npy_distributed(path, full[block.slices], dgrid, shape)
     comm.barrier()
     result = np.load(path, allow_pickle=False)
     assert result.dtype == dtype
@@ -115,10 +116,11 @@ def test_distributed_write_any_rank_count(shared_tmp, shape, dtype):
 def test_distributed_write_rejects_wrong_shape(shared_tmp):
     comm = world()
     shape = (4, 4, 4, 2)
-    block = Decomposition(shape[:3], comm.size).block(comm.rank)
+    dgrid = DistributedGrid(Grid(np.eye(3), shape[:3]), comm)
+    block = dgrid.block
     local = np.zeros(block.shape + (3,))
     with pytest.raises(MlscaleError, match="expected"):
-        write_npy_distributed(shared_tmp / "x.npy", local, block, shape, comm)
+        write_npy_distributed(shared_tmp / "x.npy", local, dgrid, shape)
     assert list(shared_tmp.iterdir()) == []
 
 
@@ -126,10 +128,11 @@ def test_distributed_write_rejects_wrong_shape(shared_tmp):
 def test_distributed_write_failure_on_one_rank_fails_all(shared_tmp):
     comm = world()
     shape = (4, 6, 5)
-    block = Decomposition(shape, comm.size).block(comm.rank)
+    dgrid = DistributedGrid(Grid(np.eye(3), shape[:3]), comm)
+    block = dgrid.block
     local = np.zeros(block.shape, dtype=np.float32 if comm.rank == 1 else np.float64)
     with pytest.raises(MlscaleError, match="differ in dtype"):
-        write_npy_distributed(shared_tmp / "x.npy", local, block, shape, comm)
+        write_npy_distributed(shared_tmp / "x.npy", local, dgrid, shape)
     comm.barrier()
     assert list(shared_tmp.iterdir()) == []
     comm.barrier()

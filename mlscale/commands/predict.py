@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import inference, output
+from ..energy.upf import find_pseudopotentials
 from ..errors import MlscaleError
+from ..examples import builtin_example, shipped_model_path
+from ..io.structure import read_structure
+from ..model import DEFAULT_CHUNK_POINTS, load_model
+from ..timing import Timings
 from ._common import add_descriptor_backend, add_integration
 
 
@@ -25,7 +31,7 @@ def add_arguments(parser):
                         help="number of electrons; default: from the model's valence counts")
     parser.add_argument("--pseudopotentials", metavar="DIR",
                         help="directory with UPF files: also compute the total energy")
-    parser.add_argument("--chunk-points", type=int, default=8192,
+    parser.add_argument("--chunk-points", type=int, default=DEFAULT_CHUNK_POINTS,
                         help="grid points per chunk of descriptors, network and LDOS "
                         "(bounds memory; default: %(default)s)")
     parser.add_argument("--fermi-energy", type=float, metavar="EV",
@@ -53,33 +59,45 @@ def parse_share(text):
 
 
 def run(args, comm) -> int:
-    from .. import inference
-    from ..examples import builtin_example, shipped_model_path
-    from ..io.structure import read_structure
-    from ..network import load_network
+    model, atoms, pseudopotentials, share = _inputs(args, comm)
+    set_threads(comm)  # after loading: torch's threads too with --network torch
+    timings = Timings()
+    dgrid, n_electrons = inference.setup(
+        atoms, model.info, comm, shape=args.grid, n_electrons=args.electrons, share=share,
+        backend=args.backend, with_energy=pseudopotentials is not None)
+    prediction = inference.predict(
+        atoms, model, dgrid, n_electrons, backend=args.backend, method=args.integration,
+        chunk_points=args.chunk_points, pseudopotentials=pseudopotentials,
+        fermi_energy=args.fermi_energy, timings=timings)
+    out = Path(args.output)
+    results = output.prediction_results(prediction, atoms, backend=args.backend,
+                                        method=args.integration)
+    with timings.phase("output"):
+        output.write_fields(out, prediction.energies_e, prediction.dos_e, prediction.density_b,
+                            dgrid)
+    results.update(output.timing_results(timings, comm))
+    output.write_results(out, results, comm)
+    _report(comm, results, share, out)
+    return 0
 
-    if args.network == "torch":
-        from ..model import load_model as load_network  # noqa: F811 - torch on request
-    set_threads(comm)
+
+def _inputs(args, comm):
+    """The model, atoms, pseudopotentials and share of the command line (collective)."""
     with comm.collective():
         atoms = read_structure(args.structure) if args.structure else builtin_example()
         model_path = Path(args.model) if args.model else shipped_model_path()
-        model, metadata = load_network(model_path)
+        model = load_model(model_path, args.network)  # "numpy": no torch in the ranks
         pseudopotentials = None
         if args.pseudopotentials:
-            from ..energy import find_pseudopotentials
-
             pseudopotentials = find_pseudopotentials(args.pseudopotentials,
                                                      set(atoms.get_chemical_symbols()))
         if args.chunk_points < 1:
             raise MlscaleError("--chunk-points must be positive")
         share = parse_share(args.only_rank) if args.only_rank else None
-    results = inference.predict(
-        atoms, model, metadata, comm, shape=args.grid, n_electrons=args.electrons,
-        backend=args.backend, method=args.integration, chunk_points=args.chunk_points,
-        output_dir=Path(args.output), pseudopotentials=pseudopotentials, share=share,
-        fermi_energy=args.fermi_energy)
-    out = Path(args.output)
+    return model, atoms, pseudopotentials, share
+
+
+def _report(comm, results: dict, share, out: Path) -> None:
     comm.print(f"atoms {results['atoms']}, grid {results['grid']}, ranks {results['ranks']}")
     comm.print(f"Fermi level      {results['fermi_energy_eV']:.6f} eV")
     comm.print(f"band energy      {results['band_energy_eV']:.6f} eV")
@@ -91,7 +109,6 @@ def run(args, comm) -> int:
     else:
         comm.print(f"density written to {out / 'density.h5'} (openPMD); "
                    f"results in {out / 'results.json'}")
-    return 0
 
 
 def set_threads(comm):

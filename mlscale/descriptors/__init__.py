@@ -1,8 +1,9 @@
 """Bispectrum descriptors on this rank's block of the real-space grid.
 
 ``compute_descriptors`` validates the atoms and dispatches to a backend module
-(``lammps``: LAMMPS ``compute sna/grid/local``; ``native``: mlscale's own code).
-Every backend offers ``compute_block(atoms, grid, block, settings, comm)``.
+(``lammps``: LAMMPS ``compute sna/grid/local``, collective over the rank's whole
+block; ``native``: mlscale's own code, local work on any sub-block).
+:func:`descriptor_blocks` says which blocks a backend computes in one call.
 """
 
 from __future__ import annotations
@@ -11,31 +12,56 @@ import importlib
 
 import numpy as np
 
+from ..config import BispectrumSettings
 from ..errors import MlscaleError
+from ..grid import Block, DistributedGrid
+from ..parallel import self_comm
 from .atoms import check_atoms, type_indices
 
 BACKENDS = ("lammps", "native")
 
-__all__ = ["BACKENDS", "check_atoms", "compute_descriptors", "type_indices"]
+__all__ = ["BACKENDS", "check_atoms", "compute_descriptors", "descriptor_blocks", "type_indices"]
 
 
-def compute_descriptors(atoms, grid, block, settings, comm, backend: str = "native",
+def compute_descriptors(atoms, dgrid: DistributedGrid, settings: BispectrumSettings,
+                        backend: str = "native", block: Block | None = None,
                         check: bool = True) -> np.ndarray:
     """Bispectrum components on ``block``: ``[bx, by, bz, settings.n_features]`` float64.
 
-    COLLECTIVE over ``comm``. lammps: each rank passes its own block of
-    ``Decomposition(grid.shape, comm.size)``; native: any block (purely local work).
-    atoms: ase.Atoms (Å) in the grid's cell. check=False skips :func:`check_atoms`
-    (for callers that already checked the same atoms, e.g. once per slab).
+    block: default the rank's block of ``dgrid``; native: any sub-block of it, purely
+    local work (no collectives); lammps: only the rank's block, COLLECTIVE over
+    ``dgrid.comm``. atoms: ase.Atoms (Å) in the grid's cell. check=False skips
+    :func:`check_atoms` (for callers that already checked the same atoms, e.g. once
+    per slab). Errors are collective only where the call is.
     """
-    with comm.collective():
-        if backend not in BACKENDS:
-            raise MlscaleError(f"unknown descriptor backend {backend!r}; choose one of "
-                               f"{', '.join(BACKENDS)}")
+    block = dgrid.block if block is None else block
+    collective = backend != "native"
+    with (dgrid.comm if collective else self_comm()).collective():
+        _check_backend(backend)
         if check:
             check_atoms(atoms, settings.species)
         module = _backend(backend)
-    return module.compute_block(atoms, grid, block, settings, comm)
+        if collective and block != dgrid.block:
+            raise MlscaleError(f"rank {dgrid.rank} was given block {block}, expected "
+                               f"{dgrid.block} (the {backend} backend computes the rank's "
+                               "whole block)")
+    if collective:
+        return module.compute_block(atoms, dgrid, settings)
+    return module.compute_block(atoms, dgrid.grid, block, settings)
+
+
+def descriptor_blocks(dgrid: DistributedGrid, backend: str, chunk_points: int) -> list[Block]:
+    """The blocks ``backend`` computes one call at a time: native, slabs of the rank's block
+    of at most ~``chunk_points`` points (bounded memory; local work); lammps, the whole
+    block (one collective call)."""
+    _check_backend(backend)
+    return dgrid.slabs(chunk_points) if backend == "native" else [dgrid.block]
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise MlscaleError(f"unknown descriptor backend {backend!r}; choose one of "
+                           f"{', '.join(BACKENDS)}")
 
 
 def _backend(name: str):

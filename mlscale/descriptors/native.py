@@ -27,16 +27,13 @@ from ._native_kernel import bispectrum_points
 from ._native_tables import tables
 
 
-def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings,
-                  comm=None) -> np.ndarray:
+def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings) -> np.ndarray:
     """Bispectrum descriptors of one block of grid points, ``[bx, by, bz, n_features]``.
 
     atoms: ase.Atoms (positions in Å; the cell is taken from ``grid`` and treated as
-    periodic along all three axes). Purely local: no collectives, ``comm`` is unused
-    and only accepted for the common backend signature. Memory: the output, the atoms
+    periodic along all three axes). Purely local: no collectives. Memory: the output, the atoms
     within the cutoff of the block, and a fixed working set per thread.
     """
-    del comm
     _check_settings(settings)
     species_a = _species_indices(atoms, settings)
     pos_a3 = np.asarray(atoms.get_positions(), dtype=float)

@@ -1,7 +1,7 @@
 """Distributed real-to-complex 3-D FFT of fields held in mlscale's real-space blocks.
 
 mpi4py-fft's ``PFFT`` wants its input in its own pencil/slab layout; mlscale's ranks
-hold 3-D blocks (:class:`~mlscale.grid.Decomposition`). :class:`DistributedFFT`
+hold 3-D blocks (:class:`~mlscale.grid.DistributedGrid`). :class:`DistributedFFT`
 moves data between the two layouts with one ``Alltoallv`` (each rank sends and
 receives only the points it owns), so memory per rank stays proportional to its
 points, and the same code runs on 1 and N ranks.
@@ -9,7 +9,9 @@ points, and the same code runs on 1 and N ranks.
 Conventions (Quantum ESPRESSO's): ``f(G) = (1/N) Σ_r f(r) e^{-iG·r}`` and
 ``f(r) = Σ_G f(G) e^{iG·r}``. Spectral arrays (suffix ``_q``) hold this rank's part
 of the half space G_z >= 0 of a real field; :meth:`DistributedFFT.sum_q` counts each
-±G pair twice as it should. Lengths are in the units of ``grid.cell_cv``.
+±G pair twice as it should. Lengths are in the units of ``dgrid.cell_cv``.
+The module talks MPI (``Alltoallv`` of the layout exchange, mpi4py-fft) through
+the communicator of the distributed grid.
 """
 
 from __future__ import annotations
@@ -20,24 +22,28 @@ import numpy as np
 from mpi4py import MPI
 from mpi4py_fft import PFFT
 
-from ..grid import Block, Decomposition, Grid
-from ..parallel import Comm
+from ..errors import MlscaleError
+from ..grid import Block, DistributedGrid
 
 
 class DistributedFFT:
     """FFT between this rank's block of a real field and its share of G space."""
 
-    def __init__(self, grid: Grid, comm: Comm):
+    def __init__(self, dgrid: DistributedGrid):
+        if dgrid.is_share:
+            raise MlscaleError("the distributed FFT needs every rank of the job, not one share")
+        grid, comm = dgrid.grid, dgrid.comm
+        self.dgrid = dgrid
         self.grid = grid
         self.comm = comm
-        self.block = Decomposition(grid.shape, comm.size).block(comm.rank)
+        self.block = dgrid.block
         self._pfft = PFFT(comm.mpi, grid.shape, axes=(0, 1, 2), dtype=np.float64,
                           backend="fftw", planner_effort="FFTW_ESTIMATE")
         pencil = _block_of(self._pfft.local_slice(False))
         self.spectral_block = _block_of(self._pfft.local_slice(True))
         pencils = [Block(tuple(b[:3]), tuple(b[3:]))
                    for b in comm.mpi.allgather(pencil.start + pencil.stop)]
-        blocks = Decomposition(grid.shape, comm.size).blocks()
+        blocks = dgrid.decomposition.blocks()
         # to pencils: what this block sends to each rank / receives from each rank's block
         self._send = [_overlap(self.block, p) for p in pencils]
         self._recv = [_overlap(b, pencil) for b in blocks]
@@ -108,7 +114,7 @@ class DistributedFFT:
 
     def integrate(self, f_b: np.ndarray) -> float:
         """∫ f dV = Σ_r f(r) ΔV over the whole grid (all ranks)."""
-        return self.comm.sum(float(np.sum(f_b)) * self.grid.voxel_volume)
+        return self.dgrid.integrate(f_b)
 
     # -- layout exchange --------------------------------------------------------------
     def _exchange(self, f, f_block, send, out_block, recv):

@@ -14,8 +14,7 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import MlscaleError
-from ..grid import Block, Decomposition, Grid
-from ..parallel import Comm
+from ..grid import DistributedGrid
 from .core import core_density_q
 from .ewald import ewald_energy
 from .fft import DistributedFFT
@@ -25,13 +24,13 @@ from .upf import Pseudopotential, read_upf
 from .xc import functional_name, xc_energy_potential
 
 
-def density_energy_terms(density_b: np.ndarray, grid: Grid, block: Block, atoms: Atoms,
-                         pseudopotentials: dict, comm: Comm, ecutrho_Ry: float | None = None,
+def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
+                         pseudopotentials: dict, ecutrho_Ry: float | None = None,
                          functional: str | None = None) -> dict:
     """Hartree, XC (with core correction), Ewald and double-counting energies in eV.
 
-    density_b: this rank's block of the valence density n(r), electrons/Å³, with
-    ``block == Decomposition(grid.shape, comm.size).block(comm.rank)``.
+    density_b: this rank's block of the valence density n(r), electrons/Å³, on ``dgrid``
+    (cell in Å).
     pseudopotentials: element -> UPF path (or :class:`Pseudopotential`). ecutrho_Ry: G sphere |G|² <= ecutrho
     (Bohr⁻², i.e. Ry) for the G sums; None: the largest sphere the grid holds.
     functional: "LDA", "PW", "PBE" or "PBESOL" (or a QE name); None: from the UPF files.
@@ -41,10 +40,12 @@ def density_energy_terms(density_b: np.ndarray, grid: Grid, block: Block, atoms:
     used (``functional``, ``ecutrho_Ry``, ``core_correction``). Collective.
     """
     symbols = atoms.get_chemical_symbols()
-    with comm.collective():
-        if block != Decomposition(grid.shape, comm.size).block(comm.rank):
-            raise MlscaleError("density block does not match the grid decomposition over the ranks")
-        grid.check_array(density_b, "density", block)
+    grid = dgrid.grid
+    with dgrid.comm.collective():
+        if dgrid.is_share:
+            raise MlscaleError("the energy terms need the whole density: one rank's share does "
+                               "not match the grid decomposition over the ranks")
+        dgrid.check_local(density_b, "density")
         if not np.all(np.isfinite(density_b)):
             raise MlscaleError("density contains NaN or infinite values")
         if not np.allclose(atoms.cell.array, grid.cell_cv, rtol=0, atol=1e-4):
@@ -52,7 +53,7 @@ def density_energy_terms(density_b: np.ndarray, grid: Grid, block: Block, atoms:
         pps = _read_pseudopotentials(pseudopotentials, symbols)
         name = functional_name(functional if functional is not None else _common_functional(pps))
 
-    fft = DistributedFFT(Grid(grid.cell_cv / BOHR_ANGSTROM, grid.shape), comm)
+    fft = DistributedFFT(dgrid.with_cell(grid.cell_cv / BOHR_ANGSTROM))
     g2_max = fft.max_g2()
     if ecutrho_Ry is not None:
         if not 0 < ecutrho_Ry <= g2_max * (1 + 1e-9):

@@ -8,13 +8,16 @@ requested block; writing lets every rank put its own block into one shared file.
 
 from __future__ import annotations
 
+import mmap
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from ..errors import MlscaleError
-from ..grid import Block
+from ..grid import Block, DistributedGrid
 from .atomic import remove_quietly, temporary_path
 
 N_COORDINATE_COLUMNS = 3
@@ -26,6 +29,62 @@ def check_finite(array: np.ndarray, what: str) -> np.ndarray:
     if bad:
         raise MlscaleError(f"{what} contains {bad} NaN or infinite value(s)")
     return array
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """A ``.npy`` header: shape, dtype, memory order, and the data's offset in bytes."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of data the header announces."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def read_npy_header(handle: BinaryIO) -> NpyHeader:
+    """The header of an open ``.npy`` file read from its start (formats 1.0 and 2.0).
+
+    Reads no data and unpickles nothing (an object dtype is returned for the caller to
+    refuse); leaves ``handle`` at the first data byte. ValueError for a non-.npy file.
+    """
+    version = np.lib.format.read_magic(handle)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, fortran_order, dtype = read(handle)
+    return NpyHeader(tuple(int(n) for n in shape), dtype, bool(fortran_order), handle.tell())
+
+
+def memory_map_npy(path: str | Path) -> tuple[np.ndarray, mmap.mmap]:
+    """A read-only view of a C-ordered floating-point ``.npy`` file and the mmap behind it.
+
+    The mmap is returned so callers can ``madvise`` it (read ahead, drop pages).
+    MlscaleError for a missing, truncated or non-.npy file, Fortran order, or data that
+    are not floating-point numbers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MlscaleError(f"file not found: {path}")
+    try:
+        with open(path, "rb") as handle:
+            header = read_npy_header(handle)
+            if header.dtype.hasobject or header.dtype.kind != "f":
+                raise MlscaleError(f"{path} holds {header.dtype}, not floating-point numbers")
+            if header.fortran_order:
+                raise MlscaleError(f"{path} is in Fortran order; save it in C order")
+            if header.offset + header.nbytes > path.stat().st_size:
+                raise MlscaleError(f"{path} is truncated (expected "
+                                   f"{header.offset + header.nbytes} bytes)")
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as error:
+        raise MlscaleError(f"cannot read {path} as .npy: {error}") from None
+    count = int(np.prod(header.shape, dtype=np.int64))
+    array = np.frombuffer(mapped, dtype=header.dtype, count=count, offset=header.offset)
+    return array.reshape(header.shape), mapped
 
 
 def _open_npy(path) -> np.ndarray:
@@ -128,14 +187,10 @@ def _check_local(local: np.ndarray, block: Block, global_shape: tuple[int, ...])
 def _write_block(path, local: np.ndarray, block: Block, global_shape: tuple[int, ...]):
     """Write ``local`` at its block's place in an existing .npy file (pwrite per z-row)."""
     with open(path, "r+b") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        header = read_npy_header(f)
+        shape, dtype, offset = header.shape, header.dtype, header.offset
         if tuple(shape) != tuple(global_shape):
             raise MlscaleError(f"{path} has shape {shape}, expected {global_shape}")
-        offset = f.tell()
         data = np.ascontiguousarray(local, dtype=dtype)
         _, ny, nz = global_shape[:3]
         row = int(np.prod(global_shape[3:], dtype=np.int64))  # values per grid point
@@ -149,16 +204,24 @@ def _write_block(path, local: np.ndarray, block: Block, global_shape: tuple[int,
                     raise MlscaleError(f"short write to {path} (disk full?)")
 
 
-def write_npy_distributed(path, local_array: np.ndarray, block: Block, global_shape, comm) -> None:
-    """Write one ``.npy`` file of ``global_shape``; each rank stores only its ``block``.
+def write_npy_distributed(path, local_array: np.ndarray, dgrid: DistributedGrid,
+                          global_shape: tuple[int, ...] | None = None) -> None:
+    """Write one ``.npy`` file ``[nx, ny, nz, ...]``; each rank stores only its block.
 
-    local_array: ``[bx, by, bz, ...]`` (same dtype on every rank). Collective: rank 0
+    local_array: ``[bx, by, bz, ...]`` of the rank's block of ``dgrid`` (same dtype on
+    every rank); global_shape: default the grid's shape followed by the local array's
+    trailing axes (given, it is checked against the local array). Collective: rank 0
     creates the file under a temporary name, every rank writes its own rows, rank 0
     renames it to ``path``. On any failure no file is left behind.
     """
     local = np.asarray(local_array)
+    block, comm = dgrid.block, dgrid.comm
+    if global_shape is None:
+        global_shape = dgrid.shape + local.shape[3:]
     global_shape = tuple(int(n) for n in global_shape)
     with comm.collective():
+        if global_shape[:3] != dgrid.shape:
+            raise MlscaleError(f"global shape {global_shape} is not on the grid {dgrid.shape}")
         _check_local(local, block, global_shape)
     dtype = comm.broadcast(local.dtype.str)
     tmp = None

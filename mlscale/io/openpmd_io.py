@@ -23,7 +23,7 @@ import numpy as np
 import openpmd_api as opmd
 
 from ..errors import MlscaleError
-from ..grid import Block, Grid
+from ..grid import Block, DistributedGrid, Grid
 from ..units import EV_JOULE
 from .atomic import remove_quietly, temporary_path
 from .numpy_io import check_finite
@@ -106,8 +106,8 @@ def _store(path, mesh_name, local_g4: np.ndarray, block: Block, iteration):
         series.flush()
 
 
-def write_openpmd(path, mesh_name: str, local_array: np.ndarray, block: Block, grid: Grid,
-                  comm, unit_si: float = 1.0, unit_dimension: dict | None = None,
+def write_openpmd(path, mesh_name: str, local_array: np.ndarray, dgrid: DistributedGrid,
+                  unit_si: float = 1.0, unit_dimension: dict | None = None,
                   attributes: dict | None = None, iteration: int = 0) -> None:
     """Write a distributed grid quantity to one openPMD HDF5 file (collective).
 
@@ -117,6 +117,7 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, block: Block, g
     attributes: extra mesh attributes (numbers, strings or lists of them).
     """
     local = np.asarray(local_array)
+    grid, block, comm = dgrid.grid, dgrid.block, dgrid.comm
     with comm.collective():
         path = _check_path(path)
         if local.ndim not in (3, 4):

@@ -1,0 +1,76 @@
+"""The files of a prediction (or of ``mlscale electrons``), written atomically.
+
+``DIR/dos.csv`` (rank 0), ``DIR/density.h5`` (openPMD, each rank its block; one rank's
+share of a job: ``DIR/density_block.npy``) and, last, ``DIR/results.json`` (rank 0), so
+that a results.json beside them means the run completed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from .grid import DistributedGrid
+from .inference import Prediction
+from .io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from .io.openpmd_io import DENSITY_UNITS, write_openpmd
+from .parallel import Comm
+from .timing import Timings, peak_rss_mib
+
+
+def prediction_results(prediction: Prediction, atoms: Atoms, *, backend: str,
+                       method: str) -> dict:
+    """results.json of a prediction, without timings: scalars, structure, grid, settings."""
+    dgrid = prediction.dgrid
+    results = {
+        **prediction.scalars(),
+        "atoms": len(atoms),
+        "species": sorted(set(atoms.get_chemical_symbols())),
+        "grid": list(dgrid.shape),
+        "ranks": dgrid.nranks,
+        "process_grid": list(dgrid.decomposition.dims),
+        "temperature_K": prediction.info.temperature_K,
+        "descriptor_backend": backend,
+        "integration": method,
+    }
+    if dgrid.is_share:
+        results["share"] = {"rank": dgrid.rank, "of": dgrid.nranks,
+                            "block_start": list(dgrid.block.start),
+                            "block_stop": list(dgrid.block.stop), "partial": True}
+    return results
+
+
+def timing_results(timings: Timings, comm: Comm) -> dict:
+    """Wall and CPU seconds per phase and the peak memory per rank, maxima over ranks."""
+    return {
+        "timings_s": {name: comm.max(s) for name, s in timings.seconds.items()},
+        "cpu_timings_s": {name: comm.max(s) for name, s in timings.cpu_seconds.items()},
+        "peak_memory_per_rank_MiB": comm.max(peak_rss_mib()),
+    }
+
+
+def write_fields(output_dir: Path, energies_e: np.ndarray, dos_e: np.ndarray,
+                 density_b: np.ndarray, dgrid: DistributedGrid) -> None:
+    """dos.csv (rank 0) and the density (every rank its block), atomically. Collective."""
+    comm = dgrid.comm
+    with comm.collective():
+        output_dir.mkdir(parents=True, exist_ok=True)
+    if dgrid.is_share:  # the block's place is in results.json ("share")
+        with atomic_path(output_dir / "density_block.npy") as tmp:
+            np.save(tmp, density_b)
+    else:
+        write_openpmd(output_dir / "density.h5", "Density", density_b, dgrid,
+                      unit_si=DENSITY_UNITS["unit_si"],
+                      unit_dimension=DENSITY_UNITS["unit_dimension"])
+    if comm.rank == 0:
+        lines = ["energy_eV,dos_per_eV"] + [f"{e:.10g},{d:.12g}"
+                                            for e, d in zip(energies_e, dos_e)]
+        write_text_atomic(output_dir / "dos.csv", "\n".join(lines) + "\n")
+
+
+def write_results(output_dir: Path, results: dict, comm: Comm) -> None:
+    """results.json on rank 0, atomically: the last file of a run."""
+    if comm.rank == 0:
+        write_json_atomic(output_dir / "results.json", results)
