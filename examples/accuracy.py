@@ -92,8 +92,9 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
              pseudopotentials: dict | None) -> dict:
     """Errors of the model and of DFT's own LDOS against DFT on snapshot ``name``; collective."""
     from mlscale.energy import density_energy_terms, total_energy
-    from mlscale.inference import ModelInfo, grid_for, predict
+    from mlscale.inference import grid_for, predict
     from mlscale.io import read_npy_block, read_openpmd
+    from mlscale.model import ModelInfo
 
     data_dir = Path(data_dir)
     with comm.collective():
@@ -200,7 +201,8 @@ def record(model_path: Path, output: Path, evaluation: dict, info: dict, descrip
     """Write ``output``: the model with DFT settings, data description and validation errors."""
     from mlscale.model import load_model, save_model
 
-    model, metadata = load_model(model_path)
+    model = load_model(model_path, "torch")
+    metadata = dict(model.info.metadata)
     metadata["dft"] = {key: info[key] for key in (
         "dft_settings", "ldos_settings", "pseudopotentials", "ecutwfc", "ecutrho", "temperature")}
     metadata["dft"]["code"] = "Quantum ESPRESSO 6.7 (pw.x, pp.x) via mlscale datagen"
@@ -213,7 +215,7 @@ def record(model_path: Path, output: Path, evaluation: dict, info: dict, descrip
     metadata["validation_errors"] = {"snapshot": evaluation["snapshot"],
                                      "units": "meV, meV/atom, electrons, fractions",
                                      **evaluation["model"]}
-    save_model(output, model, metadata)
+    save_model(output, model.module, metadata)
 
 
 def export_small(data_dir: Path, name: str, out_dir: Path, stride: int = 2) -> None:
@@ -283,7 +285,8 @@ def run(args, comm: Comm) -> int:
     set_threads(comm)
     with comm.collective():
         model_path = Path(args.model) if args.model else shipped_model_path()
-        model, metadata = load_model(model_path)
+        model = load_model(model_path, "torch")  # as the figures in docs/accuracy.md
+        metadata = model.info.metadata
         pseudopotentials = None
         if args.pseudopotentials:
             from mlscale.energy import find_pseudopotentials

@@ -111,23 +111,18 @@ def worker_mlscale(args) -> None:
 
     from mlscale import inference
     from mlscale.io.structure import read_structure
-    from mlscale.network import load_network
+    from mlscale.model import load_model
     from mlscale.parallel import world
 
     threadpool_limits(limits=1, user_api="blas")  # one thread per rank, as MALA's runs
 
     comm = world()
     atoms = read_structure(args.structure)
-    if args.network == "torch":  # as `mlscale predict --network torch`
-        from mlscale.model import load_model
-
-        model, metadata = load_model(args.model)
-    else:  # the NumPy network, as `mlscale predict`
-        model, metadata = load_network(args.model)
+    model = load_model(args.model, args.network)  # as `mlscale predict --network`
+    metadata = model.info.metadata
     out = Path(args.out)
     with open(out / f"ldos_rank{comm.rank}.f32", "wb") as handle:
-        recorder = (TorchLDOSRecorder if args.network == "torch" else LDOSRecorder)(model,
-                                                                                   handle)
+        recorder = LDOSRecorder(model, handle)
         comm.barrier()
         startup = time.perf_counter() - start
         cpu0 = time.process_time()
@@ -147,47 +142,21 @@ def worker_mlscale(args) -> None:
             "band_energy_eV": results["band_energy_eV"], "grid": results["grid"]}))
 
 
-def LDOSRecorder(network, handle):
-    """The NumPy network, also writing each LDOS chunk (float32, point order) to ``handle``."""
-    from mlscale.network import NumpyNetwork
+class LDOSRecorder:
+    """A model (mlscale.model.Model, either backend) that also writes each LDOS chunk
+    (float32, point order) to ``handle``."""
 
-    class Recorder(NumpyNetwork):
-        def __init__(self):
-            self.__dict__.update(network.__dict__)  # the same arrays and settings
-            self.seconds = 0.0
+    def __init__(self, model, handle):
+        self.model, self.handle, self.seconds = model, handle, 0.0
+        self.info, self.n_features, self.n_energies = (model.info, model.n_features,
+                                                       model.n_energies)
 
-        def __call__(self, x_pf):
-            ldos_pe = NumpyNetwork.__call__(self, x_pf)
-            t = time.perf_counter()
-            handle.write(np.asarray(ldos_pe, dtype=np.float32).tobytes())
-            self.seconds += time.perf_counter() - t
-            return ldos_pe
-
-    return Recorder()
-
-
-def TorchLDOSRecorder(model, handle):
-    """The torch model, also writing each LDOS chunk (float32, point order) to ``handle``."""
-    import torch
-
-    class Recorder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model, self.seconds, self.settings = model, 0.0, model.settings
-            self.n_features, self.n_energies = model.n_features, model.n_energies
-
-        @property
-        def input_shift(self):
-            return self.model.input_shift
-
-        def forward(self, x_pf):
-            ldos_pe = self.model(x_pf)
-            t = time.perf_counter()
-            handle.write(ldos_pe.detach().numpy().astype(np.float32).tobytes())
-            self.seconds += time.perf_counter() - t
-            return ldos_pe
-
-    return Recorder()
+    def __call__(self, descriptors_pf, chunk_points):
+        ldos_pe = self.model(descriptors_pf, chunk_points)
+        t = time.perf_counter()
+        self.handle.write(np.asarray(ldos_pe, dtype=np.float32).tobytes())
+        self.seconds += time.perf_counter() - t
+        return ldos_pe
 
 
 # -- driver ----------------------------------------------------------------------------
@@ -256,7 +225,7 @@ def drive(args) -> None:
     import ase
 
     from mlscale.io.structure import write_structure
-    from mlscale.mala_import import import_mala, read_mala_archive
+    from mlscale.model import import_mala, read_mala_archive
 
     args.output = args.output.resolve()
     args.output.mkdir(parents=True, exist_ok=True)

@@ -22,22 +22,20 @@ def main(mode: str) -> None:
 
     from mlscale import inference
     from mlscale.examples import builtin_example, shipped_model_path
+    from mlscale.model import DEFAULT_CHUNK_POINTS, load_model
     from mlscale.parallel import world
 
+    if mode not in ("numpy", "torch"):
+        raise SystemExit("usage: python jobs/network_ab.py numpy|torch")
+    model = load_model(shipped_model_path(), mode)
     if mode == "torch":
         import torch
 
-        from mlscale.model import load_model as load
         torch.set_num_threads(1)
-    elif mode == "numpy":
-        from mlscale.network import load_network as load
-    else:
-        raise SystemExit("usage: python jobs/network_ab.py numpy|torch")
     threadpool_limits(1, "blas")
     numba.set_num_threads(1)
-    model, metadata = load(shipped_model_path())
-    r = inference.predict(builtin_example().repeat((2, 1, 1)), model, metadata, world(),
-                          chunk_points=8192)
+    r = inference.predict(builtin_example().repeat((2, 1, 1)), model, model.info.metadata,
+                          world(), chunk_points=DEFAULT_CHUNK_POINTS)
     print(mode, "cpu", {k: round(v, 2) for k, v in r["cpu_timings_s"].items()},
           "peak MiB", round(r["peak_memory_per_rank_MiB"]), "E_F", r["fermi_energy_eV"],
           "E_band", r["band_energy_eV"], "torch loaded:", "torch" in sys.modules)

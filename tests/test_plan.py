@@ -341,7 +341,8 @@ def test_ranks_with_different_chunk_counts_agree_with_one_rank(al_model):
     shape = (12, 12, 17)  # blocks of unequal size on 2, 3 and 4 ranks
     blocks = Decomposition(shape, comm.size).blocks()
     chunk = next(c for c in range(20, 400) if len({len(slabs(b, c)) for b in blocks}) > 1)
-    model, metadata = load_model(al_model)
+    model = load_model(al_model)
+    metadata = model.info.metadata
     kwargs = dict(shape=shape, backend="native", chunk_points=chunk)
     ranks = inference.predict(builtin_example(), model, metadata, comm, **kwargs)
     one = inference.predict(builtin_example(), model, metadata, self_comm(), **kwargs)

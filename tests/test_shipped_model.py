@@ -54,7 +54,8 @@ def shipped():
     from mlscale.examples import shipped_model_path
     from mlscale.model import load_model
 
-    return load_model(shipped_model_path())
+    model = load_model(shipped_model_path(), "torch")  # as docs/accuracy.md's figures
+    return model, model.info.metadata
 
 
 def reported_errors(snapshot: str) -> dict:

@@ -15,7 +15,7 @@ from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings, Traini
 from mlscale.data import (SnapshotFiles, SnapshotSet, cache_openpmd, open_snapshots,
                           scaling_statistics)
 from mlscale.errors import MlscaleError
-from mlscale.model import load_model, predict_ldos, save_model
+from mlscale.model import DEFAULT_CHUNK_POINTS, ModelInfo, TorchModel, load_model, save_model
 from mlscale.parallel import self_comm
 from mlscale import training
 from mlscale.training import TrainingInterrupted, shuffled_points, train
@@ -25,6 +25,12 @@ LAYERS = ModelSettings(layers=(N_FEATURES, 16, N_ENERGIES))
 METADATA = {"descriptors": BispectrumSettings(twojmax=2).with_species(["Be"]).to_dict(),
             "energy_grid": EnergyGrid(-5.0, 2.5, N_ENERGIES).to_dict(),
             "temperature_K": 300.0, "species": ["Be"]}
+
+
+def predict_ldos(module, x_pf, metadata=METADATA, chunk_points=DEFAULT_CHUNK_POINTS):
+    """The torch backend's LDOS [points, energies] from a trained (in-memory) module."""
+    return TorchModel(module, ModelInfo.from_metadata(metadata, module.settings))(
+        x_pf, chunk_points)
 
 
 @pytest.fixture(autouse=True)
@@ -385,7 +391,7 @@ def test_cli_train_writes_model(tmp_path, capsys):
     assert [line.split()[:2] for line in out.splitlines() if line.startswith("epoch")] == [
         ["epoch", "1"], ["epoch", "2"], ["epoch", "3"]]
     assert "model written to" in out
-    model, metadata = load_model(output)
+    metadata = load_model(output).info.metadata
     assert metadata["model"]["layers"] == [5, 8, 4]
     assert metadata["valence_electrons"] == {"Be": 2.0}
     assert metadata["training"]["epochs_run"] == 3 and metadata["training"]["ranks"] == 1
@@ -437,7 +443,7 @@ def test_be_model_predicts_unseen_band_energy(be2, tmp_path):
     voxel_volume = abs(np.linalg.det(info["voxel"]["array"]))
 
     def band_energy(network):
-        dos_e = electrons.dos_from_ldos(predict_ldos(network, x1), voxel_volume)
+        dos_e = electrons.dos_from_ldos(predict_ldos(network, x1, metadata), voxel_volume)
         mu = electrons.fermi_level(dos_e, energies_e, info["number_of_electrons_exact"],
                                    temperature)
         return electrons.band_energy(dos_e, energies_e, mu, temperature)

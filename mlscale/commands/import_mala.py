@@ -37,8 +37,7 @@ def parse_valence(items) -> dict | None:
 
 
 def run(args, comm) -> int:
-    from ..mala_import import convert_mala_model, read_mala_archive
-    from ..model import save_model
+    from ..model import convert_mala_model, read_mala_archive, save_model
 
     with comm.collective():
         model, metadata = convert_mala_model(

@@ -1,4 +1,5 @@
-"""LDOSModel: forward pass against a NumPy re-implementation, safe save/load, corrupt files."""
+"""The torch backend: LDOSModel's forward pass against a NumPy re-implementation, safe
+save/load, corrupt files (both backends' readers), ensembles."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 
 from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings
 from mlscale.errors import MlscaleError
-from mlscale.model import LDOSModel, ensemble_model, load_model, predict_ldos, save_model
-from mlscale.network import load_network
+from mlscale.model import (DEFAULT_CHUNK_POINTS, LDOSModel, ModelInfo, TorchModel,
+                           ensemble_model, load_model, save_model)
 
 # twojmax 2 gives 5 bispectrum features; 4 energies
 SETTINGS = ModelSettings(layers=(5, 8, 6, 4), activation="LeakyReLU")
@@ -28,6 +29,12 @@ def make_model(seed=0) -> LDOSModel:
     model.set_scaling(rng.normal(size=5), rng.uniform(0.5, 2, 5), rng.normal(size=4),
                       rng.uniform(0.5, 2, 4))
     return model
+
+
+def predict_ldos(module: LDOSModel, x_pf, chunk_points=DEFAULT_CHUNK_POINTS) -> np.ndarray:
+    """The torch backend's prediction of an in-memory module (METADATA's energies)."""
+    return TorchModel(module, ModelInfo.from_metadata(METADATA, module.settings))(
+        x_pf, chunk_points=chunk_points)
 
 
 def numpy_forward(model: LDOSModel, x_pf: np.ndarray) -> np.ndarray:
@@ -72,9 +79,10 @@ def test_save_load_round_trip(tmp_path):
     path = tmp_path / "model.safetensors"
     save_model(path, model, METADATA)
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp files left
-    loaded, metadata = load_model(path)
+    loaded = load_model(path, "torch")
+    metadata = loaded.info.metadata
     x_pf = np.random.default_rng(2).normal(size=(10, 5))
-    np.testing.assert_array_equal(predict_ldos(loaded, x_pf), predict_ldos(model, x_pf))
+    np.testing.assert_array_equal(loaded(x_pf), predict_ldos(model, x_pf))
     assert metadata["format"] == "mlscale-model" and metadata["format_version"] == 1
     assert metadata["model"] == {"layers": [5, 8, 6, 4], "activation": "LeakyReLU",
                                  "ldos_restriction": "none"}
@@ -100,9 +108,13 @@ def test_save_checks_metadata(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("loader", [load_model, load_network], ids=["torch", "numpy"])
-def test_load_errors(tmp_path, loader):
-    """Both readers of a model file (LDOSModel for training, NumpyNetwork for predict)."""
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_load_errors(tmp_path, backend):
+    """Both backends' readers of a model file (TorchModel, NumpyNetwork for predict)."""
+
+    def loader(path):
+        return load_model(path, backend)
+
     good = tmp_path / "good.safetensors"
     save_model(good, make_model(), METADATA)
     data = good.read_bytes()
@@ -187,17 +199,17 @@ def test_ldos_restriction_in_prediction_and_file(tmp_path, restriction):
         forward = restricted(torch.from_numpy(x_pf.astype(np.float32))).numpy()
     np.testing.assert_allclose(forward, raw, rtol=1e-5, atol=1e-5)
     save_model(tmp_path / "m.safetensors", restricted, METADATA)
-    loaded, _ = load_model(tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors", "torch")
     assert loaded.settings.ldos_restriction == restriction
-    np.testing.assert_array_equal(predict_ldos(loaded, x_pf), predict_ldos(restricted, x_pf))
+    np.testing.assert_array_equal(loaded(x_pf), predict_ldos(restricted, x_pf))
 
     tensors = {name: t.contiguous() for name, t in model.state_dict().items()}
     header = {"format": "mlscale-model", "format_version": 1, **METADATA,
               "model": {"layers": list(SETTINGS.layers), "activation": SETTINGS.activation}}
     write_raw(tmp_path / "old.safetensors", tensors, header)
-    old, _ = load_model(tmp_path / "old.safetensors")
+    old = load_model(tmp_path / "old.safetensors", "torch")
     assert old.settings.ldos_restriction == "none"
-    np.testing.assert_allclose(predict_ldos(old, x_pf), raw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(old(x_pf), raw, rtol=1e-5, atol=1e-5)
 
 
 def test_ensemble_is_the_mean_of_its_members():

@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import BispectrumSettings, EnergyGrid, ModelSettings
-from .errors import MlscaleError
-from .model import ACTIVATIONS, LDOSModel
+from ..config import BispectrumSettings, EnergyGrid, ModelSettings
+from ..errors import MlscaleError
+from ._format import ACTIVATION_NAMES
+from ._torch import LDOSModel, save_model
 
 # Fixed in MALA's LAMMPS input files, not stored in its parameters.
 MALA_BISPECTRUM = dict(rfac0=0.99363, rmin0=0.0, radius=0.5, bzeroflag=0, quadraticflag=0)
@@ -192,20 +193,26 @@ def _linear_layers(state: dict, sizes: list[int]) -> list[tuple[np.ndarray, np.n
     return result
 
 
-def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None,
-                       valence_electrons=None):
-    """``(LDOSModel, metadata)`` equivalent to MALA's predictor with this archive.
+@dataclass(frozen=True)
+class MalaSettings:
+    """What mlscale takes from a MALA params.json."""
 
-    species: element symbols (LAMMPS type order); default: sorted elements of the
-    info.json atoms, as MALA's LAMMPS data file orders them. temperature_K (K) and
-    valence_electrons ({symbol: count}) default to info.json (the latter only for one
-    species).
-    """
-    params, info = archive.params, archive.info or {}
+    sizes: list[int]
+    network: dict
+    energy_grid: EnergyGrid
+    twojmax: int
+    rcutfac: float
+    switchflag: int
+    element_weights: list | None
+    restriction: str
+
+
+def mala_settings(archive: MalaArchive) -> MalaSettings:
+    """The network, descriptor and target sections of the archive's params.json."""
     try:
-        network, descriptors, targets = (params["network"], params["descriptors"],
-                                         params["targets"])
-        sizes = [int(n) for n in network["layer_sizes"]]
+        network, descriptors, targets = (archive.params["network"],
+                                         archive.params["descriptors"],
+                                         archive.params["targets"])
         if network.get("nn_type", "feed-forward") != "feed-forward":
             raise MlscaleError(f"only MALA feed-forward networks can be imported, not "
                                f"'{network['nn_type']}'")
@@ -214,66 +221,100 @@ def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None
                                f"'{descriptors['descriptor_type']}'")
         if targets.get("target_type", "LDOS") != "LDOS":
             raise MlscaleError(f"only LDOS models are supported, not '{targets['target_type']}'")
-        energy_grid = EnergyGrid(float(targets["ldos_gridoffset_ev"]),
-                                 float(targets["ldos_gridspacing_ev"]),
-                                 int(targets["ldos_gridsize"]))
-        twojmax = int(descriptors["bispectrum_twojmax"])
-        rcutfac = float(descriptors["bispectrum_cutoff"])
-        switchflag = int(descriptors.get("bispectrum_switchflag", 1))
-        element_weights = descriptors.get("bispectrum_element_weights")
+        settings = MalaSettings(
+            sizes=[int(n) for n in network["layer_sizes"]], network=network,
+            energy_grid=EnergyGrid(float(targets["ldos_gridoffset_ev"]),
+                                   float(targets["ldos_gridspacing_ev"]),
+                                   int(targets["ldos_gridsize"])),
+            twojmax=int(descriptors["bispectrum_twojmax"]),
+            rcutfac=float(descriptors["bispectrum_cutoff"]),
+            switchflag=int(descriptors.get("bispectrum_switchflag", 1)),
+            element_weights=descriptors.get("bispectrum_element_weights"),
+            restriction=targets.get("restrict_targets", "zero_out_negative"))
     except KeyError as missing:
         raise MlscaleError(f"{archive.name}.params.json lacks {missing}") from None
     except (TypeError, ValueError) as error:
         raise MlscaleError(f"{archive.name}.params.json: {error}") from None
+    if settings.restriction not in MALA_RESTRICTIONS:
+        raise MlscaleError(f"unknown MALA restrict_targets '{settings.restriction}' (known: "
+                           f"{', '.join(str(name) for name in MALA_RESTRICTIONS)})")
+    return settings
 
+
+def mala_layers(archive: MalaArchive, mala: MalaSettings):
+    """``(layers, sizes, activation, activations)``: mlscale's linear layers ((weight
+    [out, in], bias) float32) and sizes, its one hidden activation, and MALA's
+    activation after each of its linear layers (an output activation equal to the
+    hidden one becomes an identity layer followed by that activation)."""
+    sizes = list(mala.sizes)
     layers = _linear_layers(archive.state, sizes)
-    activations = layer_activations(network, len(layers))
+    activations = layer_activations(mala.network, len(layers))
     hidden = set(activations[:-1])
     if None in hidden or len(hidden) > 1:
         raise MlscaleError(f"mlscale needs one activation after every hidden layer; this "
                            f"network has {activations[:-1]}")
     output_activation = activations[-1]
     activation = hidden.pop() if hidden else (output_activation or "ReLU")
-    if activation not in ACTIVATIONS:
+    if activation not in ACTIVATION_NAMES:
         raise MlscaleError(f"MALA activation '{activation}' is not supported by mlscale "
-                           f"(supported: {', '.join(ACTIVATIONS)})")
+                           f"(supported: {', '.join(ACTIVATION_NAMES)})")
     if output_activation is not None:
         if output_activation != activation:
             raise MlscaleError(f"output activation '{output_activation}' differs from the "
                                f"hidden one '{activation}': not representable in mlscale")
         n_out = sizes[-1]
         layers.append((np.eye(n_out, dtype=np.float32), np.zeros(n_out, np.float32)))
-        sizes = sizes + [n_out]
+        sizes.append(n_out)
+    return layers, sizes, activation, activations
 
+
+def mala_module(archive: MalaArchive, mala: MalaSettings) -> tuple[LDOSModel, list]:
+    """``(LDOSModel, MALA's activations)``: the network with MALA's weights, scalers
+    as affine maps and restriction, in eval mode."""
+    layers, sizes, activation, activations = mala_layers(archive, mala)
     input_shift, input_scale = scaler_affine(archive.input_scaler, sizes[0], "input")
     output_shift, output_scale = scaler_affine(archive.output_scaler, sizes[-1], "output")
-    restriction = targets.get("restrict_targets", "zero_out_negative")
-    if restriction not in MALA_RESTRICTIONS:
-        raise MlscaleError(f"unknown MALA restrict_targets '{restriction}' (known: "
-                           f"{', '.join(str(name) for name in MALA_RESTRICTIONS)})")
-
     model = LDOSModel(ModelSettings(layers=tuple(sizes), activation=activation,
-                                    ldos_restriction=MALA_RESTRICTIONS[restriction]))
+                                    ldos_restriction=MALA_RESTRICTIONS[mala.restriction]))
     linear = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
         for module, (weight, bias) in zip(linear, layers):
             module.weight.copy_(torch.from_numpy(weight))
             module.bias.copy_(torch.from_numpy(bias))
     model.set_scaling(input_shift, input_scale, output_shift, output_scale)
-    model.eval()
+    return model.eval(), activations
 
-    species = _species(species, info, archive.name)
-    if element_weights is None:
-        element_weights = [1.0] * len(species)
-    if len(element_weights) != len(species):
-        raise MlscaleError(f"{len(species)} species {species} but {len(element_weights)} MALA "
+
+def mala_descriptors(mala: MalaSettings, species: list[str]) -> BispectrumSettings:
+    """mlscale's bispectrum settings for MALA's (LAMMPS-file constants in MALA_BISPECTRUM)."""
+    weights = mala.element_weights
+    if weights is None:
+        weights = [1.0] * len(species)
+    if len(weights) != len(species):
+        raise MlscaleError(f"{len(species)} species {species} but {len(weights)} MALA "
                            f"bispectrum element weights")
-    settings = BispectrumSettings(
-        twojmax=twojmax, rcutfac=rcutfac, rfac0=MALA_BISPECTRUM["rfac0"],
+    return BispectrumSettings(
+        twojmax=mala.twojmax, rcutfac=mala.rcutfac, rfac0=MALA_BISPECTRUM["rfac0"],
         rmin0=MALA_BISPECTRUM["rmin0"], species=tuple(species),
-        radii=(MALA_BISPECTRUM["radius"],) * len(species), weights=tuple(element_weights),
-        switchflag=switchflag, bzeroflag=MALA_BISPECTRUM["bzeroflag"],
+        radii=(MALA_BISPECTRUM["radius"],) * len(species), weights=tuple(weights),
+        switchflag=mala.switchflag, bzeroflag=MALA_BISPECTRUM["bzeroflag"],
         quadraticflag=MALA_BISPECTRUM["quadraticflag"])
+
+
+def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None,
+                       valence_electrons=None) -> tuple[LDOSModel, dict]:
+    """``(LDOSModel, metadata)`` equivalent to MALA's predictor with this archive.
+
+    species: element symbols (LAMMPS type order); default: sorted elements of the
+    info.json atoms, as MALA's LAMMPS data file orders them. temperature_K (K) and
+    valence_electrons ({symbol: count}) default to info.json (the latter only for one
+    species).
+    """
+    info = archive.info or {}
+    mala = mala_settings(archive)
+    model, activations = mala_module(archive, mala)
+    species = _species(species, info, archive.name)
+    descriptors = mala_descriptors(mala, species)
     if temperature_K is None:
         if "temperature" not in info:
             raise MlscaleError(f"{archive.name} has no info.json temperature; pass --temperature")
@@ -281,12 +322,12 @@ def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None
     if valence_electrons is None and len(species) == 1 and "electrons_per_atom" in info:
         valence_electrons = {species[0]: float(info["electrons_per_atom"])}
     metadata = {
-        "descriptors": settings.to_dict(),
-        "energy_grid": energy_grid.to_dict(),
+        "descriptors": descriptors.to_dict(),
+        "energy_grid": mala.energy_grid.to_dict(),
         "temperature_K": float(temperature_K),
         "species": list(species),
-        "mala": {"archive": archive.name, "layer_sizes": [int(n) for n in network["layer_sizes"]],
-                 "layer_activations": activations, "restrict_targets": restriction,
+        "mala": {"archive": archive.name, "layer_sizes": list(mala.sizes),
+                 "layer_activations": activations, "restrict_targets": mala.restriction,
                  "input_rescaling": archive.input_scaler.get("typestring"),
                  "output_rescaling": archive.output_scaler.get("typestring"),
                  "grid_dimensions": info.get("grid_dimensions")},
@@ -315,8 +356,6 @@ def import_mala(path, output, **options) -> dict:
 
     ``options`` go to :func:`convert_mala_model`; returns the written metadata.
     """
-    from .model import save_model
-
     model, metadata = convert_mala_model(read_mala_archive(path), **options)
     save_model(output, model, metadata)
     return metadata

@@ -20,10 +20,10 @@ import torch
 from mlscale import electrons
 from mlscale.cli import main
 from mlscale.errors import MlscaleError
-from mlscale.mala_import import convert_mala_model, import_mala, read_mala_archive
-from mlscale.model import load_model, predict_ldos
+from mlscale.model import (DEFAULT_CHUNK_POINTS, ModelInfo, TorchModel, convert_mala_model,
+                           import_mala, load_model, read_mala_archive)
 
-DATA = Path(__file__).parent / "data" / "mala"
+DATA = Path(__file__).resolve().parents[1] / "data" / "mala"
 ARCHIVE = DATA / "Be_model_mala14.zip"
 REFERENCE = json.loads((DATA / "be2_snapshot0_mala_prediction.json").read_text())
 
@@ -32,11 +32,17 @@ REFERENCE = json.loads((DATA / "be2_snapshot0_mala_prediction.json").read_text()
 def be_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "be.safetensors"
     assert main(["import-mala", str(ARCHIVE), "-o", str(path)]) == 0
-    return load_model(path)
+    return load_model(path, "torch")  # torch: float32 as MALA's own predictor
+
+
+def predict_ldos(module, metadata, x_pf, chunk_points=DEFAULT_CHUNK_POINTS):
+    """The torch backend's LDOS from a converted (in-memory) module and its metadata."""
+    return TorchModel(module, ModelInfo.from_metadata(metadata, module.settings))(
+        x_pf, chunk_points)
 
 
 def test_metadata_from_mala_parameters(be_model):
-    _, metadata = be_model
+    metadata = be_model.info.metadata
     assert metadata["species"] == ["Be"]
     assert metadata["energy_grid"] == {"start": -5.0, "step": 2.5, "count": 11}
     assert metadata["temperature_K"] == pytest.approx(299.98637294316444, rel=1e-15)
@@ -48,9 +54,8 @@ def test_metadata_from_mala_parameters(be_model):
 
 
 def test_ldos_matches_mala_prediction(be_model, be2):
-    model, _ = be_model
     x_pf = np.load(be2 / "Be_snapshot0.in.npy", allow_pickle=False)[..., 3:].reshape(-1, 91)
-    ldos_pe = predict_ldos(model, x_pf, chunk_points=1000)
+    ldos_pe = be_model(x_pf, chunk_points=1000)
     with np.load(DATA / "be2_snapshot0_mala_prediction.npz", allow_pickle=False) as ref:
         np.testing.assert_allclose(ldos_pe[ref["points_p"]], ref["ldos_pe"], rtol=1e-5, atol=0)
         np.testing.assert_allclose(ldos_pe.sum(axis=0), ref["ldos_sum_e"], rtol=1e-5, atol=0)
@@ -158,7 +163,7 @@ def test_activation_conventions(tmp_path, include_output):
     x_pf = mean + std * np.random.default_rng(1).normal(0.0, 1.5, (200, 91))
     act = (lambda h: np.maximum(h, 0)) if include_output else (lambda h: h)
     expected = numpy_mala_forward(archive, x_pf.astype(np.float32).astype(float), act)
-    np.testing.assert_allclose(predict_ldos(model, x_pf), expected, rtol=1e-4,
+    np.testing.assert_allclose(predict_ldos(model, metadata, x_pf), expected, rtol=1e-4,
                                atol=1e-6 * np.abs(expected).max())
     assert model.settings.layers == ((91, 100, 11, 11) if include_output else (91, 100, 11))
     assert metadata["mala"]["layer_activations"] == ["ReLU", "ReLU" if include_output else None]
@@ -184,7 +189,7 @@ def test_negative_ldos_restriction_as_mala(tmp_path, restriction, expected_name,
     x_pf = mean + std * np.random.default_rng(2).normal(0.0, 3.0, (400, 91))
     raw = numpy_mala_forward(archive, x_pf.astype(np.float32).astype(float), lambda h: h)
     assert (raw < 0).any(), "the test needs some negative raw outputs"
-    np.testing.assert_allclose(predict_ldos(model, x_pf), post(raw), rtol=1e-4,
+    np.testing.assert_allclose(predict_ldos(model, metadata, x_pf), post(raw), rtol=1e-4,
                                atol=1e-6 * np.abs(raw).max())
 
 

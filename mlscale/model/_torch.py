@@ -1,34 +1,30 @@
-"""The LDOS network: an MLP with its input standardisation and output scaling inside.
+"""The LDOS network in torch: the ``nn.Module`` training builds and saves, and its
+:class:`TorchModel` prediction (float32, identical to torch-based codes such as MALA).
 
-``LDOSModel`` maps raw descriptors ``[points, features]`` to the LDOS in
-1/(eV·Å³) ``[points, energies]`` (float32). Both scalings are generic per-column
-affine maps kept as buffers, so they travel with the weights:
+``LDOSModel`` maps raw descriptors ``[points, features]`` to the LDOS in 1/(eV·Å³)
+``[points, energies]`` (float32). Both scalings are generic per-column affine maps kept
+as buffers, so they travel with the weights (file format: mlscale.model._format):
 
     x_normalised = (x - input_shift) / input_scale
     ldos         = mlp(x_normalised) * output_scale + output_shift
 
-A model is saved as ONE safetensors file: the tensors plus a JSON metadata string
-(key ``mlscale``) with the format name and version, the layer sizes and activation,
-and whatever the caller records (descriptor settings, energy grid, temperature,
-species, training information). Loading never unpickles anything.
+The LDOS restriction acts in prediction (:class:`TorchModel`), never in ``forward``
+(what training fits).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import safetensors.torch
 import torch
 
-from .config import ModelSettings
-from .errors import MlscaleError
+from ..config import ModelSettings
+from ..errors import MlscaleError
+from ._format import (DEFAULT_CHUNK_POINTS, METADATA_KEY, SCALING, ModelInfo, check_settings,
+                      file_metadata, predict_in_chunks, read_model_file, vjp_in_chunks)
 
-# the file format, its metadata check and reader are torch-free (mlscale.network)
-from .network import (FORMAT, FORMAT_VERSION, METADATA_KEY, REQUIRED_METADATA,  # noqa: F401
-                      UNITS, check_metadata, evaluate_in_chunks, read_model_file,
-                      read_safetensors)
 ACTIVATIONS = {"LeakyReLU": torch.nn.LeakyReLU, "ReLU": torch.nn.ReLU, "Tanh": torch.nn.Tanh,
                "Sigmoid": torch.nn.Sigmoid, "ELU": torch.nn.ELU, "GELU": torch.nn.GELU,
                "SiLU": torch.nn.SiLU}
@@ -39,12 +35,7 @@ class LDOSModel(torch.nn.Module):
 
     def __init__(self, settings: ModelSettings):
         super().__init__()
-        layers = tuple(int(n) for n in settings.layers)
-        if len(layers) < 2 or min(layers) < 1:
-            raise MlscaleError(f"model needs at least two positive layer sizes, got {layers}")
-        if settings.activation not in ACTIVATIONS:
-            raise MlscaleError(f"unknown activation '{settings.activation}' "
-                               f"(choose from {', '.join(ACTIVATIONS)})")
+        layers = check_settings(settings)
         self.settings = ModelSettings(layers=layers, activation=settings.activation,
                                       ldos_restriction=settings.ldos_restriction)
         modules = []
@@ -90,6 +81,78 @@ class LDOSModel(torch.nn.Module):
         """Raw descriptors [points, features] -> LDOS [points, energies] in 1/(eV·Å³)."""
         return self.mlp(self.normalise_input(x_pf)) * self.output_scale + self.output_shift
 
+    def restricted(self, x_pf: torch.Tensor) -> torch.Tensor:
+        """``forward`` with the LDOS restriction applied (``zero_negative``: negative
+        values become 0; ``absolute``: their absolute value), as MALA's predictor."""
+        out = self(x_pf)
+        if self.settings.ldos_restriction == "zero_negative":
+            return torch.clamp_min(out, 0.0)
+        if self.settings.ldos_restriction == "absolute":
+            return torch.abs(out)
+        return out
+
+
+class TorchModel:
+    """A :class:`LDOSModel` with its metadata: the torch backend of mlscale.model.Model.
+
+    module: the network (any device; float32); info: its metadata (``info.settings``
+    must be the module's).
+    """
+
+    def __init__(self, module: LDOSModel, info: ModelInfo):
+        if module.settings != info.settings:
+            raise MlscaleError(f"the module's settings {module.settings} differ from the "
+                               f"metadata's {info.settings}")
+        self.module = module
+        self.info = info
+
+    @classmethod
+    def from_file(cls, path) -> TorchModel:
+        """The model of a file (eval mode, CPU). No pickle."""
+        info, tensors = read_model_file(path)
+        module = LDOSModel(info.settings)
+        module.load_state_dict({name: torch.from_numpy(t) for name, t in tensors.items()})
+        return cls(module.eval(), info)
+
+    @property
+    def settings(self) -> ModelSettings:
+        return self.info.settings
+
+    @property
+    def n_features(self) -> int:
+        return self.info.settings.layers[0]
+
+    @property
+    def n_energies(self) -> int:
+        return self.info.settings.layers[-1]
+
+    def __call__(self, descriptors_pf, chunk_points: int = DEFAULT_CHUNK_POINTS) -> np.ndarray:
+        """LDOS float64 [points, energies] in 1/(eV·Å³), restriction applied, in chunks
+        of ``chunk_points`` under ``torch.no_grad``; threads: ``torch.set_num_threads``."""
+        device = self.module.input_shift.device
+
+        def evaluate(chunk):
+            return self.module.restricted(torch.from_numpy(chunk).to(device)).cpu().numpy()
+
+        with torch.no_grad():
+            return predict_in_chunks(evaluate, self.n_features, self.n_energies,
+                                     descriptors_pf, chunk_points)
+
+    def vjp(self, descriptors_pf, grad_ldos_pe,
+            chunk_points: int = DEFAULT_CHUNK_POINTS) -> np.ndarray:
+        """Σ_e grad_ldos_pe ∂ldos_pe/∂descriptors_pf (torch autograd, float32), float64
+        [points, features]; in chunks."""
+        device = self.module.input_shift.device
+
+        def vjp_chunk(x_pf, g_pe):
+            x = torch.from_numpy(x_pf).to(device).requires_grad_(True)
+            out = self.module.restricted(x)
+            (grad,) = torch.autograd.grad(out, x, torch.from_numpy(g_pe).to(device))
+            return grad.cpu().numpy()
+
+        return vjp_in_chunks(vjp_chunk, self.n_features, self.n_energies, descriptors_pf,
+                             grad_ldos_pe, chunk_points)
+
 
 def save_model(path, model: LDOSModel, metadata: dict) -> None:
     """Write ``model`` and ``metadata`` (JSON-serialisable) to one safetensors file, atomically.
@@ -97,63 +160,13 @@ def save_model(path, model: LDOSModel, metadata: dict) -> None:
     The stored metadata is ``metadata`` plus ``format``, ``format_version``, ``model``
     (layers, activation, LDOS restriction) and ``units``.
     """
-    from .io.atomic import atomic_path
+    from ..io.atomic import atomic_path
 
-    check_metadata(metadata, model.settings)
-    full = {**metadata, "format": FORMAT, "format_version": FORMAT_VERSION,
-            "model": model.settings.to_dict(), "units": UNITS}
-    try:
-        text = json.dumps(full, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise MlscaleError(f"model metadata is not JSON serialisable: {error}") from None
+    text = file_metadata(metadata, model.settings)
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous()
                for name, t in model.state_dict().items()}
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(safetensors.torch.save(tensors, metadata={METADATA_KEY: text}))
-
-
-def model_from_state(settings: ModelSettings, state: dict, source) -> LDOSModel:
-    """An LDOSModel with ``state`` loaded; MlscaleError when tensors do not fit ``settings``."""
-    model = LDOSModel(settings)
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in state.items()}
-    if expected != found:
-        raise MlscaleError(f"{source}: tensors do not match the declared layers "
-                           f"{list(settings.layers)} (expected {expected}, found {found})")
-    if not all(torch.isfinite(t).all() for t in state.values()):
-        raise MlscaleError(f"{source}: model tensors contain NaN or infinity")
-    model.load_state_dict({name: t.to(torch.float32) for name, t in state.items()})
-    return model.eval()
-
-
-def load_model(path) -> tuple[LDOSModel, dict]:
-    """Load a model file written by :func:`save_model`: ``(model, metadata)``. No pickle."""
-    settings, tensors, metadata = read_model_file(path, "pt")
-    return model_from_state(settings, tensors, path), metadata
-
-
-def predict_ldos(model: LDOSModel, descriptors_pf, chunk_points: int = 8192) -> np.ndarray:
-    """LDOS [points, energies] in 1/(eV·Å³), float64, from raw descriptors [points, features].
-
-    Evaluated in chunks of ``chunk_points`` under ``torch.no_grad`` so the extra memory
-    is bounded by one chunk; threads are the caller's choice (``torch.set_num_threads``).
-    The model's ``ldos_restriction`` is applied to the network's output (``zero_negative``:
-    negative values become 0; ``absolute``: their absolute value), as MALA's predictor does.
-    """
-    device = model.input_shift.device
-    restriction = model.settings.ldos_restriction
-
-    def evaluate(chunk):
-        out = model(torch.from_numpy(chunk).to(device))
-        if restriction == "zero_negative":
-            out = torch.clamp_min(out, 0.0)
-        elif restriction == "absolute":
-            out = torch.abs(out)
-        return out.cpu().numpy()
-
-    with torch.no_grad():
-        return evaluate_in_chunks(descriptors_pf, model.n_features, model.n_energies,
-                                  chunk_points, evaluate)
 
 
 def ensemble_model(models) -> LDOSModel:
@@ -168,21 +181,9 @@ def ensemble_model(models) -> LDOSModel:
     hidden ones of one member (and as much file size).
     """
     models = list(models)
-    if not models:
-        raise MlscaleError("an ensemble needs at least one model")
-    first = models[0]
-    settings = first.settings
-    for model in models[1:]:
-        if (model.settings.layers, model.settings.activation) != (settings.layers,
-                                                                   settings.activation):
-            raise MlscaleError(f"ensemble members differ in architecture: {settings.layers} "
-                               f"{settings.activation} vs {model.settings.layers} "
-                               f"{model.settings.activation}")
-        for name in ("input_shift", "input_scale", "output_shift", "output_scale"):
-            if not torch.equal(getattr(model, name), getattr(first, name)):
-                raise MlscaleError(f"ensemble members differ in {name}: train them on the "
-                                   "same data")
-    k, layers = len(models), settings.layers
+    _check_ensemble(models)
+    first, k = models[0], len(models)
+    settings, layers = first.settings, first.settings.layers
     wide = (layers[0], *(k * n for n in layers[1:-1]), layers[-1])
     result = LDOSModel(ModelSettings(layers=wide, activation=settings.activation,
                                      ldos_restriction=settings.ldos_restriction))
@@ -202,6 +203,23 @@ def ensemble_model(models) -> LDOSModel:
             else:
                 target.weight.copy_(torch.block_diag(*[p.weight for p in parts]))
                 target.bias.copy_(torch.cat([p.bias for p in parts]))
-        for name in ("input_shift", "input_scale", "output_shift", "output_scale"):
+        for name in SCALING:
             getattr(result, name).copy_(getattr(first, name))
     return result.eval()
+
+
+def _check_ensemble(models: list) -> None:
+    if not models:
+        raise MlscaleError("an ensemble needs at least one model")
+    first = models[0]
+    settings = first.settings
+    for model in models[1:]:
+        if (model.settings.layers, model.settings.activation) != (settings.layers,
+                                                                   settings.activation):
+            raise MlscaleError(f"ensemble members differ in architecture: {settings.layers} "
+                               f"{settings.activation} vs {model.settings.layers} "
+                               f"{model.settings.activation}")
+        for name in SCALING:
+            if not torch.equal(getattr(model, name), getattr(first, name)):
+                raise MlscaleError(f"ensemble members differ in {name}: train them on the "
+                                   "same data")

@@ -1,0 +1,153 @@
+"""The LDOS network evaluated with NumPy: what `mlscale predict` runs.
+
+Prediction needs no autograd, so a rank reads the model file's tensors as NumPy arrays
+(safetensors, no pickle) and evaluates the MLP with float32 BLAS matrix products. On a
+CPU this is as fast as torch (docs/benchmarks.md) and the rank never imports torch,
+which alone is ~200 MiB of resident memory per rank. The backward pass (:meth:`vjp`,
+for forces) is a few more matrix products with the activations of one chunk kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import erf
+
+from ._format import (DEFAULT_CHUNK_POINTS, SCALING, ModelInfo, check_tensors,
+                      linear_indices, predict_in_chunks, read_model_file, vjp_in_chunks)
+
+
+def _const(h: np.ndarray, value: float):
+    return h.dtype.type(value)
+
+
+def _sigmoid(h):
+    return _const(h, 0.5) * (1 + np.tanh(_const(h, 0.5) * h))
+
+
+def _gelu(h):
+    return (0.5 * h * (1.0 + erf(h / _const(h, np.sqrt(2.0))))).astype(h.dtype, copy=False)
+
+
+# activation(z), in place where possible (the dtype of z kept)
+ACTIVATIONS = {
+    "LeakyReLU": lambda h: np.maximum(h, _const(h, 0.01) * h, out=h),
+    "ReLU": lambda h: np.maximum(h, 0, out=h),
+    "Tanh": lambda h: np.tanh(h, out=h),
+    "Sigmoid": _sigmoid,
+    "ELU": lambda h: np.where(h > 0, h, np.expm1(np.minimum(h, 0))),
+    "GELU": _gelu,
+    "SiLU": lambda h: h * _sigmoid(h),
+}
+# d activation / dz from z and a = activation(z) (torch's conventions at kinks: 0 at 0)
+DERIVATIVES = {
+    "LeakyReLU": lambda z, a: np.where(z > 0, _const(z, 1.0), _const(z, 0.01)),
+    "ReLU": lambda z, a: (z > 0).astype(z.dtype),
+    "Tanh": lambda z, a: 1 - a * a,
+    "Sigmoid": lambda z, a: a * (1 - a),
+    "ELU": lambda z, a: np.where(z > 0, _const(z, 1.0), a + 1),
+    "GELU": lambda z, a: (0.5 * (1.0 + erf(z / _const(z, np.sqrt(2.0))))
+                          + z * np.exp(-0.5 * z * z) / _const(z, np.sqrt(2.0 * np.pi))
+                          ).astype(z.dtype, copy=False),
+    "SiLU": lambda z, a: _silu_derivative(z),
+}
+
+
+def _silu_derivative(z):
+    s = _sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+class NumpyNetwork:
+    """An LDOS model as NumPy arrays (float32 by default): raw descriptors [points,
+    features] -> LDOS [points, energies] in 1/(eV·Å³), restriction applied.
+
+    info: the model's metadata; tensors: the model file's tensors (checked against
+    ``info.settings``); dtype: float32 (what predict runs) or float64 (for derivative
+    checks).
+    """
+
+    def __init__(self, info: ModelInfo, tensors: dict, source="model", dtype=np.float32):
+        check_tensors(info.settings, tensors, source)
+        self.info = info
+        self.dtype = np.dtype(dtype)
+        arrays = {name: np.asarray(t, dtype=self.dtype) for name, t in tensors.items()}
+        indices = linear_indices(info.settings.layers)
+        # weights transposed once to [in, out], so that h @ W is a plain BLAS product
+        self.weights = [np.ascontiguousarray(arrays[f"mlp.{i}.weight"].T) for i in indices]
+        self.biases = [arrays[f"mlp.{i}.bias"] for i in indices]
+        self.input_shift, self.input_scale, self.output_shift, self.output_scale = (
+            arrays[name] for name in SCALING)
+        self.activation = ACTIVATIONS[info.settings.activation]
+        self.derivative = DERIVATIVES[info.settings.activation]
+
+    @classmethod
+    def from_file(cls, path, dtype=np.float32) -> NumpyNetwork:
+        """The network of a model file (no torch, no pickle)."""
+        info, tensors = read_model_file(path)
+        return cls(info, tensors, path, dtype)
+
+    @property
+    def settings(self):
+        return self.info.settings
+
+    @property
+    def n_features(self) -> int:
+        return self.info.settings.layers[0]
+
+    @property
+    def n_energies(self) -> int:
+        return self.info.settings.layers[-1]
+
+    def __call__(self, descriptors_pf, chunk_points: int = DEFAULT_CHUNK_POINTS) -> np.ndarray:
+        """LDOS float64 [points, energies] in 1/(eV·Å³) from raw descriptors [points,
+        features], evaluated in chunks of ``chunk_points`` (the extra memory is one
+        chunk's activations; threads are the caller's BLAS choice)."""
+        return predict_in_chunks(self.forward, self.n_features, self.n_energies,
+                                 descriptors_pf, chunk_points, self.dtype)
+
+    def vjp(self, descriptors_pf, grad_ldos_pe,
+            chunk_points: int = DEFAULT_CHUNK_POINTS) -> np.ndarray:
+        """Σ_e grad_ldos_pe ∂ldos_pe/∂descriptors_pf: float64 [points, features], in the
+        units of grad_ldos_pe times eV·Å³ (per unit descriptor); in chunks."""
+        return vjp_in_chunks(self.vjp_chunk, self.n_features, self.n_energies,
+                             descriptors_pf, grad_ldos_pe, chunk_points, self.dtype)
+
+    def forward(self, x_pf: np.ndarray) -> np.ndarray:
+        """One chunk: [points, features] -> [points, energies], restriction applied
+        (the network's dtype)."""
+        h = (x_pf - self.input_shift) / self.input_scale
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            h = h @ weight
+            h += bias
+            if i < last:
+                h = self.activation(h)
+        h *= self.output_scale
+        h += self.output_shift
+        restriction = self.info.settings.ldos_restriction
+        if restriction == "zero_negative":
+            np.maximum(h, 0, out=h)
+        elif restriction == "absolute":
+            np.abs(h, out=h)
+        return h
+
+    def vjp_chunk(self, x_pf: np.ndarray, g_pe: np.ndarray) -> np.ndarray:
+        """One chunk of :meth:`vjp`: the forward pass keeping each hidden layer's
+        pre-activation z and activation a, then back through the layers."""
+        h = (x_pf - self.input_shift) / self.input_scale
+        hidden = []
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+            z = h @ weight
+            z += bias
+            h = self.activation(z.copy())
+            hidden.append((z, h))
+        out = (h @ self.weights[-1] + self.biases[-1]) * self.output_scale + self.output_shift
+        restriction = self.info.settings.ldos_restriction
+        if restriction == "zero_negative":  # d max(y, 0)/dy = 1 for y >= 0, as torch
+            g_pe = np.where(out >= 0, g_pe, 0)
+        elif restriction == "absolute":
+            g_pe = g_pe * np.sign(out)
+        g = (g_pe * self.output_scale) @ self.weights[-1].T
+        for (z, a), weight in zip(reversed(hidden), reversed(self.weights[:-1])):
+            g = (g * self.derivative(z, a)) @ weight.T
+        return g / self.input_scale
