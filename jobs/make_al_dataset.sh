@@ -15,5 +15,5 @@ exec nice -n 10 "$PYTHON" -m mlscale datagen --out data/al --prefix al \
     --element Al --lattice 4.05 --repeat 2 2 2 --ionic-temperature 298 --count 12 --seed 2026 \
     --pseudo Al=Al.pz-vbc.UPF --ecutwfc 20 --kpoints 2 2 2 --kshift 1 1 1 \
     --temperature 298 --nbnd 104 --mixing-beta 0.7 --conv-thr 1e-7 \
-    --emin -4.5 --de 0.1 --ne 176 --ldos-broadening 0.05 \
+    --emin -4.5 --de 0.1 --ne 176 --ldos-broadening 0.05 --ldos-tool pp.x \
     --np "$NP" --pools "$NP"

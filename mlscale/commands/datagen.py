@@ -1,10 +1,12 @@
-"""Generate training data with Quantum ESPRESSO: pw.x SCF, pp.x LDOS and density, snapshots.
+"""Generate training data with Quantum ESPRESSO: pw.x SCF, LDOS and density, snapshots.
 
 Structures come from ASE-readable files, or (without files) from a seeded Langevin MD
-of an fcc supercell with ASE's EMT at the ionic temperature. Per structure the
-QE runs happen in <out>/qe/<name> (mpirun -np N, OpenMPI), then all ranks convert
-the cubes into <name>.in.npy / .out.npy / .dens.npy (+ openPMD .h5) and write
-<name>.info.json last. Finished snapshots (info JSON present) are skipped.
+of an fcc supercell with ASE's EMT at the ionic temperature. Per structure the QE runs
+happen in <out>/qe/<name> (mpirun -np N, OpenMPI); the LDOS comes from pw.x's
+wavefunctions in one pass (norm-conserving pseudopotentials) or from pp.x, one run per
+energy (--ldos-tool). Then all ranks convert the results into <name>.in.npy / .out.npy /
+.dens.npy (+ openPMD .h5) and write <name>.info.json last; with --records also a compact
+record. Finished snapshots (info JSON or record present) are skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def add_arguments(parser):
 
     add = parser.add_argument_group("generated structures (no files given)").add_argument
     add("--element", default="Al", help="chemical symbol (default: %(default)s)")
-    add("--lattice", type=float, default=4.05, help="fcc lattice constant, Å (default: %(default)s)")
+    add("--lattice", type=float, default=4.05,
+        help="fcc lattice constant, Å (default: %(default)s)")
     add("--repeat", type=int, nargs=3, default=(2, 2, 2), help="conventional cells per axis")
     add("--ionic-temperature", type=float, default=298.0, help="K (default: %(default)s)")
     add("--count", type=int, default=1, help="number of snapshots (default: %(default)s)")
@@ -55,6 +58,18 @@ def add_arguments(parser):
     add("--ne", type=int, help="number of LDOS energies")
     add("--ldos-broadening", type=float,
         help="LDOS broadening degauss_ldos, eV (Fermi-Dirac width in QE 6.7)")
+    add("--ldos-tool", choices=("auto", "wavefunctions", "pp.x"), default="auto",
+        help="wavefunctions: all energies in one pass from pw.x's wavefunctions "
+             "(norm-conserving only); pp.x: one pp.x run per energy; auto (default): "
+             "wavefunctions when every pseudopotential is norm-conserving")
+
+    add = parser.add_argument_group("compact records (committable, resumable)").add_argument
+    add("--records", type=Path,
+        help="also write a compact record per snapshot here (LDOS at every STRIDE-th point "
+             "per axis, density, info); snapshots with a record are skipped")
+    add("--record-stride", type=int, default=3, help="grid stride of the records' LDOS")
+    add("--record-dtype", choices=("float16", "float32"), default="float16",
+        help="LDOS type in the records (default: %(default)s)")
 
     add = parser.add_argument_group("running QE").add_argument
     add("--np", type=int, default=1, dest="nprocs", help="MPI processes for QE (default: 1)")
@@ -101,9 +116,13 @@ def settings_from_args(args):
 
 
 def run(args, comm) -> int:
-    from ..datagen import QERunner, generate_dataset, read_structures, thermal_fcc_snapshots
+    from ..datagen import (CompactSettings, QERunner, default_ldos_tool, generate_dataset,
+                           read_structures, thermal_fcc_snapshots)
 
     dft, ldos = settings_from_args(args)
+    tool = default_ldos_tool(dft) if args.ldos_tool == "auto" else args.ldos_tool
+    records = None if args.records is None else (
+        args.records, CompactSettings(args.record_stride, args.record_dtype))
     runner = QERunner(nprocs=args.nprocs, pools=args.pools, mpirun=args.mpirun,
                       qe_bin=args.qe_bin, nice=args.nice)
     structures = None
@@ -119,9 +138,9 @@ def run(args, comm) -> int:
     bispectrum = BispectrumSettings().with_species(species)
     comm.print(f"datagen: {len(structures)} structure(s) into {args.out}; "
                f"ecutwfc {dft.ecutwfc} Ry, k-points {dft.kpoints}, T_e {dft.temperature} K, "
-               f"{ldos.energy_grid.count} LDOS energies")
+               f"{ldos.energy_grid.count} LDOS energies ({tool})")
     paths = generate_dataset(structures, args.out, dft, ldos, bispectrum, runner, comm,
                              prefix=args.prefix, backend=args.backend,
-                             openpmd=not args.no_openpmd)
+                             openpmd=not args.no_openpmd, ldos_tool=tool, records=records)
     comm.print(f"datagen: {len(paths)} snapshot(s) finished in {args.out}")
     return 0

@@ -16,23 +16,25 @@ import numpy as np
 
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
-from ..grid import Block, Decomposition, Grid
+from ..grid import Block, DistributedGrid, Grid
 from ..io.atomic import write_json_atomic
 from ..io.cube import ldos_cube_paths, read_cube_block, read_ldos_cubes
 from ..io.numpy_io import write_npy_distributed
 from ..io.openpmd_io import DENSITY_UNITS, LDOS_UNITS, write_openpmd
 from ..io.qe import parse_pw_output
-from .qe_input import DENSITY_CUBE, PREFIX
 from ..units import BOHR_ANGSTROM, HARTREE_EV
+from .qe_input import DENSITY_CUBE, LDOS_NPY, PREFIX
 from .settings import DFTSettings, LdosSettings
 
 
 def convert_snapshot(run_dir, out_dir, name: str, atoms, dft: DFTSettings, ldos: LdosSettings,
                      bispectrum: BispectrumSettings, comm, backend: str = "lammps",
                      openpmd: bool = True) -> Path:
-    """Write snapshot ``name`` into ``out_dir`` from the cubes and outputs in ``run_dir``.
+    """Write snapshot ``name`` into ``out_dir`` from the QE results in ``run_dir``.
 
-    Collective. Returns the info JSON path. Cube files are deleted afterwards.
+    The LDOS comes from ``ldos.npy`` (the one-pass LDOS from the wavefunctions) when
+    present, else from pp.x's cubes. Collective. Returns the info JSON path. Cube files
+    and ``ldos.npy`` are deleted afterwards.
     """
     from ..descriptors import compute_descriptors
 
@@ -40,37 +42,36 @@ def convert_snapshot(run_dir, out_dir, name: str, atoms, dft: DFTSettings, ldos:
     header = None
     with comm.collective():
         if comm.rank == 0:
-            header = _check_cubes(run_dir, atoms, ldos)
-    shape, cube_paths = comm.broadcast(header)
-    grid = Grid(np.asarray(atoms.cell), shape)
-    block = Decomposition(shape, comm.size).block(comm.rank)
+            header = _check_ldos_source(run_dir, atoms, ldos)
+    shape, sources = comm.broadcast(header)
+    dgrid = DistributedGrid(Grid(np.asarray(atoms.cell), shape), comm)
     stem = out_dir / name
 
     with comm.collective():
-        ldos_ge = read_ldos_cubes(cube_paths, block).astype(np.float32)
-    _write(stem, ".out", "LDOS", ldos_ge, block, grid, comm, openpmd, LDOS_UNITS,
+        ldos_ge = _read_ldos_block(sources, dgrid.block)
+    _write(stem, ".out", "LDOS", ldos_ge, dgrid, openpmd, LDOS_UNITS,
            {"energy_grid_ev": list(ldos.energy_grid.energies)})
     del ldos_ge
     with comm.collective():
-        density_g = read_cube_block(run_dir / DENSITY_CUBE, block)[0] / BOHR_ANGSTROM**3
-    electrons = comm.sum(float(density_g.sum()) * grid.voxel_volume)
-    _write(stem, ".dens", "Density", density_g[..., None], block, grid, comm, openpmd,
-           DENSITY_UNITS, {})
-    descriptors_gf = compute_descriptors(atoms, grid, block, bispectrum, comm, backend)
-    _write(stem, ".in", None, np.asarray(descriptors_gf, dtype=np.float32), block, grid, comm,
-           False, None, None)
+        density_g = read_cube_block(run_dir / DENSITY_CUBE, dgrid.block)[0] / BOHR_ANGSTROM**3
+    electrons = comm.sum(float(density_g.sum()) * dgrid.voxel_volume)
+    _write(stem, ".dens", "Density", density_g[..., None], dgrid, openpmd, DENSITY_UNITS, {})
+    descriptors_gf = compute_descriptors(atoms, dgrid, bispectrum, backend)
+    _write(stem, ".in", None, np.asarray(descriptors_gf, dtype=np.float32), dgrid, False,
+           None, None)
 
     info_path = out_dir / f"{name}.info.json"
     with comm.collective():
         if comm.rank == 0:
-            info = snapshot_info(run_dir, atoms, grid, dft, ldos, bispectrum)
+            info = snapshot_info(run_dir, atoms, dgrid.grid, dft, ldos, bispectrum)
             info["number_of_electrons_from_density"] = electrons
+            info["ldos_tool"] = "wavefunctions" if sources[0].endswith(LDOS_NPY) else "pp.x"
             info["files"] = {kind: f"{name}{suffix}" for kind, suffix in (
                 ("descriptors", ".in.npy"), ("ldos", ".out.npy"), ("density", ".dens.npy"),
                 *((("ldos_openpmd", ".out.h5"), ("density_openpmd", ".dens.h5"))
                   if openpmd else ()))}
             write_json_atomic(info_path, info)
-            for path in cube_paths + [run_dir / DENSITY_CUBE]:
+            for path in sources + [run_dir / DENSITY_CUBE]:
                 Path(path).unlink()
     return info_path
 
@@ -118,6 +119,26 @@ def band_energy_from_xml(path: Path) -> tuple[float, float]:
     return band, sum(w * float(f.sum()) for w, _, f in bands)
 
 
+def _check_ldos_source(run_dir: Path, atoms, ldos: LdosSettings):
+    """Grid shape and the LDOS files: ``[ldos.npy]`` or the cube paths in energy order."""
+    npy = run_dir / LDOS_NPY
+    if not npy.is_file():
+        return _check_cubes(run_dir, atoms, ldos)
+    shape = np.load(npy, mmap_mode="r", allow_pickle=False).shape
+    if len(shape) != 4 or shape[3] != ldos.energy_grid.count:
+        raise MlscaleError(f"{npy} has shape {shape}, expected [nx, ny, nz, "
+                           f"{ldos.energy_grid.count}] for the energy grid")
+    return tuple(int(n) for n in shape[:3]), [str(npy)]
+
+
+def _read_ldos_block(sources: list[str], block: Block) -> np.ndarray:
+    """This block of the LDOS [bx, by, bz, energy] in 1/(eV·Å³), float32."""
+    if sources[0].endswith(LDOS_NPY):
+        return np.array(np.load(sources[0], mmap_mode="r", allow_pickle=False)[block.slices],
+                        dtype=np.float32)
+    return read_ldos_cubes(sources, block).astype(np.float32)
+
+
 def _check_cubes(run_dir: Path, atoms, ldos: LdosSettings):
     """Grid shape and the LDOS cube paths (in energy order), checked against the settings."""
     paths = ldos_cube_paths(run_dir, PREFIX)
@@ -138,10 +159,9 @@ def _check_cubes(run_dir: Path, atoms, ldos: LdosSettings):
     return tuple(int(n) for n in shape), [str(p) for p in paths]
 
 
-def _write(stem: Path, suffix: str, mesh: str | None, local, block, grid: Grid, comm,
+def _write(stem: Path, suffix: str, mesh: str | None, local, dgrid: DistributedGrid,
            openpmd: bool, units, attributes):
-    shape = grid.shape + local.shape[3:]
-    write_npy_distributed(f"{stem}{suffix}.npy", local, block, shape, comm)
+    write_npy_distributed(f"{stem}{suffix}.npy", local, dgrid)
     if openpmd:
-        write_openpmd(f"{stem}{suffix}.h5", mesh, local, block, grid, comm,
-                      attributes=attributes, **units)
+        write_openpmd(f"{stem}{suffix}.h5", mesh, local, dgrid, attributes=attributes,
+                      **units)

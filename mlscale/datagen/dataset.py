@@ -8,29 +8,41 @@ other ranks sleep; the conversion runs on all ranks, each on its own grid block.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import numpy as np
 
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..io.atomic import write_text_atomic
 from ..units import HARTREE_EV
+from .compact import CompactSettings, write_compact_record
 from .convert import convert_snapshot
-from .qe_input import OUTDIR, PREFIX, pp_density_input, pp_ldos_input, pw_input
+from .qe_input import LDOS_NPY, OUTDIR, PREFIX, pp_density_input, pp_ldos_input, pw_input
 from .qe_run import QERunner, remove_wavefunctions
 from .settings import DFTSettings, LdosSettings
+from .wavefunctions import is_norm_conserving, ldos_from_wavefunctions
+
+LDOS_TOOLS = ("pp.x", "wavefunctions")
 
 
 def generate_dataset(structures, out_dir, dft: DFTSettings, ldos: LdosSettings,
                      bispectrum: BispectrumSettings, runner: QERunner, comm,
                      prefix: str = "snapshot", backend: str = "lammps",
-                     openpmd: bool = True) -> list[Path]:
+                     openpmd: bool = True, ldos_tool: str = "pp.x",
+                     records: tuple[Path, CompactSettings] | None = None) -> list[Path]:
     """Make one snapshot per structure in ``out_dir``; return the info JSON paths.
 
     Snapshot i is named ``f"{prefix}_{i:02d}"`` and consists of ``.in.npy``
     (descriptors), ``.out.npy`` (LDOS), ``.dens.npy`` (density), openPMD copies
-    (``.out.h5``, ``.dens.h5``, if ``openpmd``) and ``.info.json``.
+    (``.out.h5``, ``.dens.h5``, if ``openpmd``) and ``.info.json``. ldos_tool: "pp.x" or
+    "wavefunctions" (see :func:`run_qe`). records: (directory, settings) of compact
+    records (:mod:`mlscale.datagen.compact`) written after each snapshot; a snapshot
+    whose record exists counts as finished even without its full files.
     """
     out_dir = Path(out_dir)
     with comm.collective():
@@ -43,31 +55,44 @@ def generate_dataset(structures, out_dir, dft: DFTSettings, ldos: LdosSettings,
         info_path = out_dir / f"{name}.info.json"
         paths.append(info_path)
         label = f"datagen: snapshot {index + 1}/{total} {name}"
-        if comm.broadcast(info_path.exists() if comm.rank == 0 else None):
+        done = [info_path.exists(), records is not None
+                and (Path(records[0]) / f"{name}.info.json").exists()]
+        full_done, record_done = comm.broadcast(done if comm.rank == 0 else None)
+        if record_done or (full_done and records is None):
             comm.print(f"{label}: finished before, skipped")
             continue
-        run_dir = out_dir / "qe" / name
         start = time.perf_counter()
-        _on_root(comm, lambda: run_qe(atoms, run_dir, dft, ldos, runner,
-                                      lambda text: print(f"{label}: {text}", flush=True)))
-        comm.print(f"{label}: converting on {comm.size} rank(s)")
-        convert_snapshot(run_dir, out_dir, name, atoms, dft, ldos, bispectrum, comm,
-                         backend=backend, openpmd=openpmd)
+        if not full_done:
+            run_dir = out_dir / "qe" / name
+            _on_root(comm, lambda: run_qe(atoms, run_dir, dft, ldos, runner,
+                                          lambda text: print(f"{label}: {text}", flush=True),
+                                          ldos_tool))
+            comm.print(f"{label}: converting on {comm.size} rank(s)")
+            convert_snapshot(run_dir, out_dir, name, atoms, dft, ldos, bispectrum, comm,
+                             backend=backend, openpmd=openpmd)
+        if records is not None:
+            _on_root(comm, lambda: write_compact_record(out_dir / name, records[0], name,
+                                                        records[1]))
         comm.print(f"{label}: done in {time.perf_counter() - start:.0f} s")
     return paths
 
 
 def run_qe(atoms, run_dir: Path, dft: DFTSettings, ldos: LdosSettings, runner: QERunner,
-           say=print):
-    """pw.x SCF, then pp.x LDOS and density cubes in ``run_dir``; skips finished stages.
+           say=print, ldos_tool: str = "pp.x"):
+    """pw.x SCF, then the LDOS and pp.x's density cube in ``run_dir``; skips finished stages.
 
+    ldos_tool: "pp.x" (one cube per energy) or "wavefunctions" (all energies in one pass
+    from pw.x's wavefunctions into ``ldos.npy``, norm-conserving pseudopotentials only).
     Raises MlscaleError when the SCF does not converge or has too few bands to cover
     the LDOS energy grid. Deletes pw.x's scratch (wavefunctions) at the end.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stages = [("pw.x", "scf", pw_input(atoms, dft)),
-              ("pp.x", "pp_ldos", pp_ldos_input(ldos)),
+    if ldos_tool not in LDOS_TOOLS:
+        raise MlscaleError(f"unknown LDOS tool {ldos_tool!r}: choose one of {LDOS_TOOLS}")
+    ldos_stage = (("pp.x", "pp_ldos", pp_ldos_input(ldos)) if ldos_tool == "pp.x" else
+                  ("wavefunctions", "ldos_wavefunctions", json.dumps(ldos.to_dict()) + "\n"))
+    stages = [("pw.x", "scf", pw_input(atoms, dft)), ldos_stage,
               ("pp.x", "pp_density", pp_density_input())]
     if all(_done(run_dir / f"{stem}.out", text) for _, stem, text in stages):
         say("QE outputs found, not rerun")
@@ -75,7 +100,10 @@ def run_qe(atoms, run_dir: Path, dft: DFTSettings, ldos: LdosSettings, runner: Q
     for program, stem, text in stages:
         start = time.perf_counter()
         write_text_atomic(run_dir / f"{stem}.in", text)
-        runner.run(program, f"{stem}.in", f"{stem}.out", run_dir)
+        if program == "wavefunctions":
+            _one_pass_ldos(run_dir, ldos, run_dir / f"{stem}.out")
+        else:
+            runner.run(program, f"{stem}.in", f"{stem}.out", run_dir)
         if program == "pw.x":
             check_bands_cover(run_dir / OUTDIR / f"{PREFIX}.save" / "data-file-schema.xml",
                               ldos)
@@ -84,6 +112,27 @@ def run_qe(atoms, run_dir: Path, dft: DFTSettings, ldos: LdosSettings, runner: Q
     for path in run_dir.glob("tmp.*"):  # pp.x's intermediate files; the cubes stay
         if not path.name.endswith(".cube"):
             path.unlink()
+
+
+def default_ldos_tool(dft: DFTSettings) -> str:
+    """"wavefunctions" when every pseudopotential is norm-conserving, else "pp.x"."""
+    paths = [Path(dft.pseudo_dir) / name for name in dft.pseudopotentials.values()]
+    if all(path.is_file() and is_norm_conserving(path) for path in paths):
+        return "wavefunctions"
+    return "pp.x"
+
+
+def _one_pass_ldos(run_dir: Path, ldos: LdosSettings, log: Path):
+    """LDOS from pw.x's wavefunctions into ``run_dir/ldos.npy`` (float32, 1/(eV·Å³))."""
+    start = time.perf_counter()
+    ldos_ge = ldos_from_wavefunctions(run_dir / OUTDIR / f"{PREFIX}.save",
+                                      ldos.energy_grid.energies, ldos.broadening)
+    partial = run_dir / "ldos.npy.partial"
+    with open(partial, "wb") as f:
+        np.save(f, ldos_ge.astype(np.float32), allow_pickle=False)
+    os.replace(partial, run_dir / LDOS_NPY)
+    write_text_atomic(log, f"one-pass LDOS from wavefunctions: {ldos_ge.shape} in "
+                           f"{time.perf_counter() - start:.1f} s\nJOB DONE\n")
 
 
 def check_bands_cover(xml_path: Path, ldos: LdosSettings):

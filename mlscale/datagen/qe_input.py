@@ -18,6 +18,7 @@ OUTDIR = "qe_tmp"  # relative to the run directory
 DENSITY_CUBE = "density.cube"
 LDOS_FILPLOT = "tmp.pp"
 LDOS_FILEOUT = f"{PREFIX}_ldos.cube"  # pp.x names the cubes tmp.ppNN<fileout>
+LDOS_NPY = "ldos.npy"  # the one-pass LDOS from the wavefunctions [nx, ny, nz, energy]
 
 
 def pseudo_paths(symbols, settings: DFTSettings) -> dict[str, Path]:
