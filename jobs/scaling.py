@@ -210,8 +210,8 @@ def check_plan(args):
                               read_constants, time_s)
 
     constants = read_constants(args.constants)
-    model, metadata = load_model(args.model)
-    energies, cutoff = metadata["energy_grid"]["count"], 2 * 0.5 * 4.67637
+    model = load_model(args.model)
+    energies, cutoff = model.info.energy_grid.count, 2 * 0.5 * 4.67637
     macs = network_macs(model.settings.layers)
     print(f"constants: {args.constants} ({constants.machine}, {constants.date})\n")
     print("| run | ranks | points per rank | memory MiB plan | measured | ratio | "

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import EnergyGrid, ModelSettings, TrainingSettings
+from .config import ModelSettings, TrainingSettings
 from .data import SnapshotSet, cache_openpmd, open_snapshots, scaling_statistics
 from .distributed import data_parallel, select_device
 from .electrons import fermi_function
 from .errors import MlscaleError
-from .model import LDOSModel, check_metadata, read_safetensors
+from .model import LDOSModel, ModelInfo, read_safetensors
 from .parallel import Comm
 
 CHECKPOINT_FORMAT = "mlscale-checkpoint"
@@ -178,9 +178,10 @@ def electron_direction(metadata: dict, model: LDOSModel, settings: TrainingSetti
     """
     if settings.electron_weight <= 0:
         return None
-    grid = EnergyGrid.from_dict(metadata["energy_grid"])
+    info = ModelInfo.from_metadata(metadata, model.settings)
+    grid = info.energy_grid
     occupation = fermi_function(grid.energies, settings.electron_fermi_level,
-                                float(metadata["temperature_K"])) * grid.step
+                                info.temperature_K) * grid.step
     vector = model.output_scale.double().cpu().numpy() * occupation
     norm = np.linalg.norm(vector)
     if not norm > 0:
@@ -244,7 +245,7 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
     settings = training_settings
     with comm.collective():
         check_settings(settings)
-        check_metadata(metadata, model_settings)
+        ModelInfo.from_metadata(metadata, model_settings)
         if checkpoint_every < 0:
             raise MlscaleError("checkpoint_every must be >= 0")
         if shuffle not in SHUFFLES:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MlscaleError
+from ..model import DEFAULT_CHUNK_POINTS
 
 
 def add_arguments(parser):
@@ -39,7 +40,7 @@ def add_arguments(parser):
                         "$XDG_CACHE_HOME/mlscale/bench.json)")
     parser.add_argument("--points", type=int, default=250000,
                         help="grid points of the largest measured share (default: %(default)s)")
-    parser.add_argument("--chunk-points", type=int, default=8192,
+    parser.add_argument("--chunk-points", type=int, default=DEFAULT_CHUNK_POINTS,
                         help="chunk size of the shares (another, 4x larger, is measured once; "
                         "default: %(default)s)")
     parser.add_argument("--pseudopotentials", metavar="DIR",
@@ -48,9 +49,9 @@ def add_arguments(parser):
 
 def run(args, comm) -> int:
     from ..examples import builtin_example, shipped_model_path
-    from ..inference import ModelInfo, grid_for
+    from ..inference import grid_for
     from ..io.structure import read_structure
-    from ..network import load_network
+    from ..model import load_model
     from ..plan import BenchConstants, default_constants_path, network_macs
 
     with comm.collective():
@@ -60,8 +61,8 @@ def run(args, comm) -> int:
         if args.points < 1000 or args.chunk_points < 1:
             raise MlscaleError("--points must be >= 1000 and --chunk-points positive")
         model_path = Path(args.model) if args.model else shipped_model_path()
-        model, metadata = load_network(model_path)
-        info = ModelInfo.from_metadata(metadata)
+        model = load_model(model_path)
+        info = model.info
         atoms = read_structure(args.structure) if args.structure else builtin_example()
         from ..descriptors import check_atoms
 

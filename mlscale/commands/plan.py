@@ -45,14 +45,14 @@ def add_arguments(parser):
 
 def run(args, comm) -> int:
     from ..examples import shipped_model_path
-    from ..inference import ModelInfo, grid_for
-    from ..network import load_network
+    from ..inference import grid_for
+    from ..model import load_model
     from ..plan import default_constants_path, plan, read_constants
 
     with comm.collective():
         atoms = structure_from_args(args)
-        model, metadata = load_network(Path(args.model) if args.model else shipped_model_path())
-        info = ModelInfo.from_metadata(metadata)
+        model = load_model(Path(args.model) if args.model else shipped_model_path())
+        info = model.info
         grid = grid_for(atoms, info, args.grid)
         constants = read_constants(args.constants or default_constants_path())
         chunk_points = args.chunk_points or _predict_default_chunk()
