@@ -19,6 +19,7 @@ grid points in C order within one.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MlscaleError
+from .grid import DistributedGrid, Grid
+from .io.numpy_io import memory_map_npy, write_npy_distributed
+from .io.openpmd_io import openpmd_info, read_openpmd
 from .parallel import Comm
 
 COORDINATE_COLUMNS = 3
@@ -52,33 +56,11 @@ class SnapshotFiles:
 
 
 def _memory_map_npy(path: Path) -> tuple[np.ndarray, mmap.mmap]:
-    """A read-only array view of a ``.npy`` file's data and the mmap behind it."""
-    if not path.is_file():
-        raise MlscaleError(f"file not found: {path}")
-    if path.suffix != ".npy":
+    """A read-only array view of a snapshot's ``.npy`` file and the mmap behind it."""
+    if path.is_file() and path.suffix != ".npy":
         raise MlscaleError(f"unsupported snapshot file type '{path.suffix}' for {path} "
                            "(use .npy, or openPMD .h5 through cache_openpmd)")
-    try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran_order, dtype = read_header(handle)
-            offset = handle.tell()
-            if dtype.hasobject or dtype.kind != "f":
-                raise MlscaleError(f"{path} holds {dtype}, not floating-point numbers")
-            if fortran_order:
-                raise MlscaleError(f"{path} is in Fortran order; save it in C order")
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            if offset + nbytes > path.stat().st_size:
-                raise MlscaleError(f"{path} is truncated (expected {offset + nbytes} bytes)")
-            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    except MlscaleError:
-        raise
-    except (OSError, ValueError) as error:
-        raise MlscaleError(f"cannot read {path} as .npy: {error}") from None
-    array = np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=offset)
-    return array.reshape(shape), mapped
+    return memory_map_npy(path)
 
 
 class Snapshot:
@@ -178,8 +160,6 @@ class SnapshotSet:
 
 def _cache_name(path: Path) -> str:
     """A cache file name that changes when the source file changes."""
-    import hashlib
-
     stat = path.stat()
     key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
     return f"{path.stem}-{hashlib.sha256(key).hexdigest()[:16]}.npy"
@@ -187,18 +167,14 @@ def _cache_name(path: Path) -> str:
 
 def _convert_openpmd(path: Path, mesh: str, target: Path, comm: Comm) -> None:
     """Copy an openPMD mesh into a ``[nx, ny, nz, n]`` float32 .npy; each rank its block."""
-    from .grid import Decomposition
-    from .io.numpy_io import write_npy_distributed
-    from .io.openpmd_io import openpmd_info, read_openpmd
-
     with comm.collective():
         info = openpmd_info(path, mesh)
-    shape = info["shape"]
-    block = Decomposition(shape, comm.size).block(comm.rank)
+    # only the grid's shape matters for copying values: a unit cube stands in for the cell
+    dgrid = DistributedGrid(Grid(np.eye(3), info["shape"]), comm)
     with comm.collective():
-        local = read_openpmd(path, mesh, block).astype(np.float32)
-    local = local.reshape(*block.shape, info["n_components"])
-    write_npy_distributed(target, local, block, (*shape, info["n_components"]), comm)
+        local = read_openpmd(path, mesh, dgrid.block).astype(np.float32)
+    write_npy_distributed(target, local.reshape(*dgrid.local_shape, info["n_components"]),
+                          dgrid)
 
 
 def cache_openpmd(files, cache_dir, comm: Comm) -> list[SnapshotFiles]:

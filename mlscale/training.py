@@ -26,17 +26,21 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 
-from .config import ModelSettings, TrainingSettings
-from .data import SnapshotSet, cache_openpmd, open_snapshots, scaling_statistics
+from .config import SHUFFLES, ModelSettings, TrainingSettings
+from .data import (SnapshotFiles, SnapshotSet, Statistics, cache_openpmd, open_snapshots,
+                   scaling_statistics)
 from .distributed import data_parallel, select_device
 from .electrons import fermi_function
 from .errors import MlscaleError
+from .io.atomic import atomic_path
 from .model import LDOSModel, ModelInfo, read_safetensors
 from .parallel import Comm
 
@@ -44,7 +48,6 @@ CHECKPOINT_FORMAT = "mlscale-checkpoint"
 CHECKPOINT_VERSION = 1
 FEISTEL_ROUNDS = 6
 ORDER_BLOCK = 1 << 16  # points of the shuffled order computed at once
-SHUFFLES = ("points", "snapshots")
 
 
 class TrainingInterrupted(MlscaleError):
@@ -61,7 +64,7 @@ class Progress:
     best_loss: float = float("inf")
     best_epoch: int = -1
     bad_epochs: int = 0
-    history: list = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
 
 
 def _mix(values: np.ndarray, key: np.uint64) -> np.ndarray:
@@ -72,7 +75,7 @@ def _mix(values: np.ndarray, key: np.uint64) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def shuffled_points(key: tuple, npoints: int, start: int, stop: int) -> np.ndarray:
+def shuffled_points(key: Sequence[int], npoints: int, start: int, stop: int) -> np.ndarray:
     """Positions ``start:stop`` of a pseudo-random permutation of ``range(npoints)``.
 
     The permutation is drawn from ``key`` (integers, e.g. (seed, epoch)): a Feistel
@@ -98,7 +101,8 @@ def shuffled_points(key: tuple, npoints: int, start: int, stop: int) -> np.ndarr
     return points.astype(np.int64)
 
 
-def epoch_order(seed: int, epoch: int, sizes, shuffle: str, start: int, stop: int) -> np.ndarray:
+def epoch_order(seed: int, epoch: int, sizes: Sequence[int] | np.ndarray, shuffle: str,
+                start: int, stop: int) -> np.ndarray:
     """Positions ``start:stop`` of epoch ``epoch``'s order of all training points.
 
     sizes: points per snapshot (global point numbers run snapshot after snapshot).
@@ -120,8 +124,8 @@ def epoch_order(seed: int, epoch: int, sizes, shuffle: str, start: int, stop: in
     return np.concatenate(parts)
 
 
-def epoch_batches(seed: int, epoch: int, sizes, shuffle: str, batch_size: int,
-                  first_step: int = 0):
+def epoch_batches(seed: int, epoch: int, sizes: Sequence[int] | np.ndarray, shuffle: str,
+                  batch_size: int, first_step: int = 0) -> Iterator[np.ndarray]:
     """The global batches (point indices) of an epoch from step ``first_step`` on.
 
     The order is computed in blocks of about ORDER_BLOCK points (bounded memory).
@@ -140,6 +144,8 @@ def local_range(batch_size: int, comm: Comm) -> tuple[int, int]:
 
 
 def check_settings(settings: TrainingSettings) -> None:
+    """MlscaleError for epochs, batch size, learning rate, weight decay or lr_factor out
+    of range."""
     if settings.epochs < 1 or settings.batch_size < 1:
         raise MlscaleError("epochs and batch size must be at least 1")
     if not settings.learning_rate > 0 or settings.weight_decay < 0:
@@ -148,7 +154,7 @@ def check_settings(settings: TrainingSettings) -> None:
         raise MlscaleError(f"lr_factor must lie in (0, 1), got {settings.lr_factor}")
 
 
-def initial_model(model_settings: ModelSettings, seed: int, statistics,
+def initial_model(model_settings: ModelSettings, seed: int, statistics: Statistics,
                   output_scaling: str = "per-energy") -> LDOSModel:
     """Network with weights drawn from ``seed`` (global RNG untouched) and data scaling.
 
@@ -167,7 +173,8 @@ def initial_model(model_settings: ModelSettings, seed: int, statistics,
     return model
 
 
-def electron_direction(metadata: dict, model: LDOSModel, settings: TrainingSettings):
+def electron_direction(metadata: dict, model: LDOSModel,
+                       settings: TrainingSettings) -> torch.Tensor | None:
     """Unit vector v over energies with err · v ∝ the point's density error at the
     reference Fermi level, or None without an electron weight.
 
@@ -190,7 +197,7 @@ def electron_direction(metadata: dict, model: LDOSModel, settings: TrainingSetti
     return torch.from_numpy(vector / norm).to(torch.float32)
 
 
-def validation_loss(model: LDOSModel, data: SnapshotSet, comm: Comm, device,
+def validation_loss(model: LDOSModel, data: SnapshotSet, comm: Comm, device: torch.device,
                     chunk_points: int) -> float:
     """Mean squared error in standardised LDOS units over all points of ``data``."""
     sse = 0.0
@@ -223,11 +230,41 @@ class _StopSignal:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
+@dataclass
+class TrainingState:
+    """One training run: its data, settings, model, optimiser and where it stands.
+
+    Built by :func:`train` and passed between its stages (setup, steps, epoch ends,
+    checkpoints); ``optimizer`` and ``scheduler`` exist once gradient averaging is set up.
+    """
+
+    model: LDOSModel
+    data: SnapshotSet
+    validation: SnapshotSet
+    model_settings: ModelSettings
+    settings: TrainingSettings
+    metadata: dict
+    comm: Comm
+    device: torch.device
+    shuffle: str = "points"
+    chunk_points: int = 65536
+    checkpoint: str | Path | None = None
+    checkpoint_every: int = 0
+    density_direction: torch.Tensor | None = None
+    progress: Progress = field(default_factory=Progress)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    parameters: list[torch.nn.Parameter] = field(default_factory=list)
+    optimizer: torch.optim.Adam | None = None
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+
+
+def train(train_snapshots: Sequence[SnapshotFiles | str],
+          validation_snapshots: Sequence[SnapshotFiles | str], model_settings: ModelSettings,
           training_settings: TrainingSettings, metadata: dict, comm: Comm,
-          backend: str = "ddp", *, device: str = "cpu", checkpoint=None,
-          checkpoint_every: int = 0, resume=None, cache_dir=None, shuffle: str = "points",
-          chunk_points: int = 65536):
+          backend: str = "ddp", *, device: str = "cpu", checkpoint: str | Path | None = None,
+          checkpoint_every: int = 0, resume: str | Path | None = None,
+          cache_dir: str | Path | None = None, shuffle: str = "points",
+          chunk_points: int = 65536) -> tuple[LDOSModel, list[dict]]:
     """Train an LDOSModel data-parallel over ``comm``; returns ``(model, history)``.
 
     train_snapshots, validation_snapshots: lists of SnapshotFiles or "IN:OUT" strings.
@@ -242,15 +279,37 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
     train_seconds, samples_per_s); losses are mean squared errors of the standardised LDOS.
     The returned model (CPU, eval mode) has the weights of the best validation epoch.
     """
-    settings = training_settings
     with comm.collective():
-        check_settings(settings)
-        ModelInfo.from_metadata(metadata, model_settings)
-        if checkpoint_every < 0:
-            raise MlscaleError("checkpoint_every must be >= 0")
-        if shuffle not in SHUFFLES:
-            raise MlscaleError(f"unknown shuffle '{shuffle}' (use {' or '.join(SHUFFLES)})")
+        check_arguments(training_settings, model_settings, metadata, checkpoint_every, shuffle)
         torch_device = select_device(device, comm)
+    state = _start(train_snapshots, validation_snapshots, model_settings, training_settings,
+                   metadata, comm, torch_device, cache_dir, shuffle, chunk_points)
+    state.checkpoint, state.checkpoint_every = checkpoint, checkpoint_every
+    saved = _prepare_model(state, resume)
+    with data_parallel(backend, comm, torch_device) as parallel, _StopSignal() as stop:
+        _create_optimizer(state, saved)
+        while state.progress.epoch < state.settings.epochs:
+            if _run_epoch(state, parallel, stop):
+                break
+    state.model.load_state_dict(state.best_state)
+    return state.model.cpu().eval(), state.progress.history
+
+
+def check_arguments(settings: TrainingSettings, model_settings: ModelSettings, metadata: dict,
+                    checkpoint_every: int, shuffle: str) -> None:
+    """MlscaleError for settings, metadata or options :func:`train` cannot use."""
+    check_settings(settings)
+    ModelInfo.from_metadata(metadata, model_settings)
+    if checkpoint_every < 0:
+        raise MlscaleError("checkpoint_every must be >= 0")
+    if shuffle not in SHUFFLES:
+        raise MlscaleError(f"unknown shuffle '{shuffle}' (use {' or '.join(SHUFFLES)})")
+
+
+def _start(train_snapshots, validation_snapshots, model_settings: ModelSettings,
+           settings: TrainingSettings, metadata: dict, comm: Comm, device: torch.device,
+           cache_dir, shuffle: str, chunk_points: int) -> TrainingState:
+    """Open the data, compute its scaling, build the initial model (not yet on ``device``)."""
     n_features, n_energies = model_settings.layers[0], model_settings.layers[-1]
     data = open_snapshots(cache_openpmd(train_snapshots, cache_dir, comm), n_features,
                           n_energies, comm, streaming=shuffle == "snapshots")
@@ -258,143 +317,176 @@ def train(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                                 n_energies, comm)
     statistics = scaling_statistics(data, comm, chunk_points, check=[validation])
     model = initial_model(model_settings, settings.seed, statistics, settings.output_scaling)
-    density_direction = electron_direction(metadata, model, settings)
-    progress, saved = Progress(), None
+    direction = electron_direction(metadata, model, settings)
+    return TrainingState(model, data, validation, model_settings, settings, metadata, comm,
+                         device, shuffle, chunk_points,
+                         density_direction=None if direction is None else direction.to(device))
+
+
+def _prepare_model(state: TrainingState, resume: str | Path | None) -> tuple[dict, dict] | None:
+    """Continue from the checkpoint ``resume`` if given (returned, for the optimiser's
+    state), move the model to the device and take the best weights so far."""
+    saved = None
     if resume is not None:
-        with comm.collective():
+        with state.comm.collective():
             saved = read_checkpoint(resume)
-            progress = check_resume(saved, model, model_settings, settings, data, validation,
-                                    comm, resume)
-    model.to(torch_device)
-    best_state = {name: t.clone() for name, t in model.state_dict().items()}
+            state.progress = check_resume(saved, state, resume)
+    state.model.to(state.device)
+    state.best_state = {name: t.clone() for name, t in state.model.state_dict().items()}
     if saved is not None:
-        best_state = {name: t.to(torch_device) for name, t in saved[0]["best"].items()}
+        state.best_state = {name: t.to(state.device) for name, t in saved[0]["best"].items()}
+    return saved
 
-    with data_parallel(backend, comm, torch_device) as parallel, _StopSignal() as stop:
-        parameters = list(model.mlp.parameters())
-        optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate,
-                                     weight_decay=settings.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=settings.lr_factor, patience=settings.lr_patience)
-        if saved is not None:
-            optimizer.load_state_dict(saved[0]["optimizer"])
-            scheduler.load_state_dict(saved[1]["scheduler"])
 
-        def write_checkpoint():
-            if checkpoint is not None:
-                with comm.collective():
-                    if comm.rank == 0:
-                        save_checkpoint(checkpoint, model, best_state, optimizer, scheduler,
-                                        progress, model_settings, settings, metadata, data,
-                                        validation, comm)
+def _create_optimizer(state: TrainingState, saved: tuple[dict, dict] | None) -> None:
+    """Adam and ReduceLROnPlateau over the network's parameters (a checkpoint's state)."""
+    settings = state.settings
+    state.parameters = list(state.model.mlp.parameters())
+    state.optimizer = torch.optim.Adam(state.parameters, lr=settings.learning_rate,
+                                       weight_decay=settings.weight_decay)
+    state.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        state.optimizer, factor=settings.lr_factor, patience=settings.lr_patience)
+    if saved is not None:
+        state.optimizer.load_state_dict(saved[0]["optimizer"])
+        state.scheduler.load_state_dict(saved[1]["scheduler"])
 
-        while progress.epoch < settings.epochs:
-            epoch_start, first_step = time.perf_counter(), progress.step
-            for batch in epoch_batches(settings.seed, progress.epoch, data.sizes, shuffle,
-                                       settings.batch_size, progress.step):
-                batch_size = len(batch)
-                lo, hi = local_range(batch_size, comm)
-                x, y = data.read(np.sort(batch[lo:hi]))
-                x, y = torch.from_numpy(x).to(torch_device), torch.from_numpy(y).to(torch_device)
-                err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
-                sse = (err**2).sum()
-                loss = sse
-                if density_direction is not None:
-                    density_error = err @ density_direction.to(torch_device)
-                    loss = sse + (settings.electron_weight * n_energies) * (density_error**2).sum()
-                optimizer.zero_grad(set_to_none=True)
-                (loss * (comm.size / (batch_size * n_energies))).backward()
-                stop_flag, batch_sse = parallel.average_gradients(
-                    parameters, extra=(float(stop.received), sse.item()))
-                optimizer.step()
-                progress.step += 1
-                progress.epoch_sse += batch_sse
-                if stop_flag:
-                    write_checkpoint()
-                    where = (f"; checkpoint written to {checkpoint}, continue with --resume "
-                             f"{checkpoint}" if checkpoint is not None else "")
-                    raise TrainingInterrupted(f"training interrupted by SIGTERM in epoch "
-                                              f"{progress.epoch + 1} after step {progress.step}"
-                                              f"{where}")
-            train_seconds = time.perf_counter() - epoch_start
-            val_loss = validation_loss(model, validation, comm, torch_device, chunk_points)
-            if not (np.isfinite(val_loss) and np.isfinite(progress.epoch_sse)):
-                raise MlscaleError(f"training diverged in epoch {progress.epoch + 1} (loss is "
-                                   "not finite); lower the learning rate")
-            scheduler.step(val_loss)
-            entry = {"epoch": progress.epoch + 1,
-                     "train_loss": progress.epoch_sse / (data.npoints * n_energies),
-                     "validation_loss": val_loss,
-                     "lr": optimizer.param_groups[0]["lr"],
-                     "seconds": comm.max(time.perf_counter() - epoch_start),
-                     "train_seconds": comm.max(train_seconds)}
-            entry["samples_per_s"] = (data.npoints - min(first_step * settings.batch_size,
-                                                         data.npoints)) / entry["train_seconds"]
-            progress.history.append(entry)
-            comm.print(f"epoch {entry['epoch']:4d}  train {entry['train_loss']:.6e}  "
-                       f"validation {val_loss:.6e}  lr {entry['lr']:.3e}  "
-                       f"{entry['seconds']:.2f} s  "
-                       f"{entry['samples_per_s']:.0f} samples/s")
-            if val_loss < progress.best_loss:
-                progress.best_loss, progress.best_epoch, progress.bad_epochs = (
-                    val_loss, progress.epoch + 1, 0)
-                best_state = {name: t.clone() for name, t in model.state_dict().items()}
-            else:
-                progress.bad_epochs += 1
-            progress.epoch, progress.step, progress.epoch_sse = progress.epoch + 1, 0, 0.0
-            finished = (progress.epoch == settings.epochs or
-                        0 < settings.early_stopping_patience <= progress.bad_epochs)
-            if checkpoint_every and (progress.epoch % checkpoint_every == 0 or finished):
-                write_checkpoint()
-            if finished:
-                if progress.epoch < settings.epochs:
-                    comm.print(f"early stopping: no improvement for {progress.bad_epochs} "
-                               f"epochs; best epoch {progress.best_epoch}")
-                break
-    model.load_state_dict(best_state)
-    return model.cpu().eval(), progress.history
+
+def _run_epoch(state: TrainingState, parallel, stop: _StopSignal) -> bool:
+    """The rest of the current epoch, its validation and bookkeeping; True when training
+    is finished (last epoch or early stopping)."""
+    progress = state.progress
+    epoch_start, first_step = time.perf_counter(), progress.step
+    for batch in epoch_batches(state.settings.seed, progress.epoch, state.data.sizes,
+                               state.shuffle, state.settings.batch_size, progress.step):
+        _train_step(state, batch, parallel, stop)
+    train_seconds = time.perf_counter() - epoch_start
+    val_loss = validation_loss(state.model, state.validation, state.comm, state.device,
+                               state.chunk_points)
+    if not (np.isfinite(val_loss) and np.isfinite(progress.epoch_sse)):
+        raise MlscaleError(f"training diverged in epoch {progress.epoch + 1} (loss is "
+                           "not finite); lower the learning rate")
+    state.scheduler.step(val_loss)
+    _record_epoch(state, val_loss, epoch_start, train_seconds, first_step)
+    return _end_epoch(state, val_loss)
+
+
+def _train_step(state: TrainingState, batch: np.ndarray, parallel, stop: _StopSignal) -> None:
+    """One optimiser step on a global batch: this rank's share of it, gradients averaged.
+
+    On SIGTERM (on any rank) the step is finished, a checkpoint written and
+    TrainingInterrupted raised on every rank.
+    """
+    comm, model, progress = state.comm, state.model, state.progress
+    n_energies = state.model_settings.layers[-1]
+    batch_size = len(batch)
+    lo, hi = local_range(batch_size, comm)
+    x, y = state.data.read(np.sort(batch[lo:hi]))
+    x, y = torch.from_numpy(x).to(state.device), torch.from_numpy(y).to(state.device)
+    err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
+    sse = (err**2).sum()
+    loss = sse
+    if state.density_direction is not None:
+        density_error = err @ state.density_direction
+        loss = sse + (state.settings.electron_weight * n_energies) * (density_error**2).sum()
+    state.optimizer.zero_grad(set_to_none=True)
+    (loss * (comm.size / (batch_size * n_energies))).backward()
+    stop_flag, batch_sse = parallel.average_gradients(
+        state.parameters, extra=(float(stop.received), sse.item()))
+    state.optimizer.step()
+    progress.step += 1
+    progress.epoch_sse += batch_sse
+    if stop_flag:
+        write_checkpoint(state)
+        where = (f"; checkpoint written to {state.checkpoint}, continue with --resume "
+                 f"{state.checkpoint}" if state.checkpoint is not None else "")
+        raise TrainingInterrupted(f"training interrupted by SIGTERM in epoch "
+                                  f"{progress.epoch + 1} after step {progress.step}{where}")
+
+
+def _record_epoch(state: TrainingState, val_loss: float, epoch_start: float,
+                  train_seconds: float, first_step: int) -> None:
+    """Append the epoch's history entry and print it on rank 0."""
+    progress, comm, data = state.progress, state.comm, state.data
+    entry = {"epoch": progress.epoch + 1,
+             "train_loss": progress.epoch_sse / (data.npoints * state.model_settings.layers[-1]),
+             "validation_loss": val_loss,
+             "lr": state.optimizer.param_groups[0]["lr"],
+             "seconds": comm.max(time.perf_counter() - epoch_start),
+             "train_seconds": comm.max(train_seconds)}
+    entry["samples_per_s"] = (data.npoints - min(first_step * state.settings.batch_size,
+                                                 data.npoints)) / entry["train_seconds"]
+    progress.history.append(entry)
+    comm.print(f"epoch {entry['epoch']:4d}  train {entry['train_loss']:.6e}  "
+               f"validation {val_loss:.6e}  lr {entry['lr']:.3e}  "
+               f"{entry['seconds']:.2f} s  "
+               f"{entry['samples_per_s']:.0f} samples/s")
+
+
+def _end_epoch(state: TrainingState, val_loss: float) -> bool:
+    """Keep the best weights, advance to the next epoch, checkpoint; True if finished."""
+    progress, settings = state.progress, state.settings
+    if val_loss < progress.best_loss:
+        progress.best_loss, progress.best_epoch, progress.bad_epochs = (
+            val_loss, progress.epoch + 1, 0)
+        state.best_state = {name: t.clone() for name, t in state.model.state_dict().items()}
+    else:
+        progress.bad_epochs += 1
+    progress.epoch, progress.step, progress.epoch_sse = progress.epoch + 1, 0, 0.0
+    finished = (progress.epoch == settings.epochs or
+                0 < settings.early_stopping_patience <= progress.bad_epochs)
+    every = state.checkpoint_every
+    if every and (progress.epoch % every == 0 or finished):
+        write_checkpoint(state)
+    if finished and progress.epoch < settings.epochs:
+        state.comm.print(f"early stopping: no improvement for {progress.bad_epochs} "
+                         f"epochs; best epoch {progress.best_epoch}")
+    return finished
 
 
 # -- checkpoints ------------------------------------------------------------------------
 
 
-def _fingerprint(model_settings, settings, data, validation, comm) -> dict:
+def _fingerprint(state: TrainingState) -> dict:
     """What must be equal for a bit-for-bit resume (epochs may be raised)."""
-    training = settings.to_dict()
+    training = state.settings.to_dict()
     training.pop("epochs")
-    return {"ranks": comm.size, "model": model_settings.to_dict(), "training": training,
-            "shuffle": "snapshots" if data.streaming else "points",
-            "train_points": data.sizes.tolist(), "validation_points": validation.npoints}
+    return {"ranks": state.comm.size, "model": state.model_settings.to_dict(),
+            "training": training, "shuffle": "snapshots" if state.data.streaming else "points",
+            "train_points": state.data.sizes.tolist(),
+            "validation_points": state.validation.npoints}
 
 
-def save_checkpoint(path, model, best_state, optimizer, scheduler, progress: Progress,
-                    model_settings, settings, metadata, data, validation, comm) -> None:
+def write_checkpoint(state: TrainingState) -> None:
+    """Rank 0 writes ``state.checkpoint`` (if set); collective."""
+    if state.checkpoint is not None:
+        with state.comm.collective():
+            if state.comm.rank == 0:
+                save_checkpoint(state.checkpoint, state)
+
+
+def save_checkpoint(path: str | Path, state: TrainingState) -> None:
     """Write a checkpoint (safetensors + JSON) atomically."""
-    import safetensors.torch
-
-    from .io.atomic import atomic_path
-
-    tensors = {f"model.{name}": t for name, t in model.state_dict().items()}
-    tensors.update({f"best.{name}": t for name, t in best_state.items()})
-    optimizer_state = optimizer.state_dict()
-    for index, state in optimizer_state["state"].items():
-        for key, value in state.items():
+    tensors = {f"model.{name}": t for name, t in state.model.state_dict().items()}
+    tensors.update({f"best.{name}": t for name, t in state.best_state.items()})
+    optimizer_state = state.optimizer.state_dict()
+    for index, values in optimizer_state["state"].items():
+        for key, value in values.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     header = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-              "fingerprint": _fingerprint(model_settings, settings, data, validation, comm),
-              "progress": progress.__dict__, "scheduler": scheduler.state_dict(),
+              "fingerprint": _fingerprint(state), "progress": state.progress.__dict__,
+              "scheduler": state.scheduler.state_dict(),
               "optimizer_param_groups": optimizer_state["param_groups"],
-              "epochs": settings.epochs, "metadata": metadata}
+              "epochs": state.settings.epochs, "metadata": state.metadata}
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(safetensors.torch.save(tensors,
                                                      metadata={"mlscale": json.dumps(header)}))
 
 
-def read_checkpoint(path) -> tuple[dict, dict]:
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """``(tensors, header)`` of a checkpoint; tensors grouped into model/best/optimizer."""
     tensors, header = read_safetensors(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
-    groups = {"model": {}, "best": {}, "optimizer_state": {}}
+    groups: dict = {"model": {}, "best": {}, "optimizer_state": {}}
     try:
         for name, tensor in tensors.items():
             group, rest = name.split(".", 1)
@@ -410,11 +502,11 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     return groups, header
 
 
-def check_resume(saved, model, model_settings, settings, data, validation, comm,
-                 path) -> Progress:
-    """Load the saved model state into ``model``; the saved Progress. Checks compatibility."""
+def check_resume(saved: tuple[dict, dict], state: TrainingState, path: str | Path) -> Progress:
+    """Load the saved model state into ``state.model``; the saved Progress. Checks
+    that the checkpoint belongs to the same ranks, settings and data."""
     tensors, header = saved
-    expected = _fingerprint(model_settings, settings, data, validation, comm)
+    expected = _fingerprint(state)
     found = header.get("fingerprint", {})
     for key, value in expected.items():
         if found.get(key) != value:
@@ -422,9 +514,9 @@ def check_resume(saved, model, model_settings, settings, data, validation, comm,
                                f"{found.get(key)}, now {value})")
     buffers = ("input_shift", "input_scale", "output_shift", "output_scale")
     for name in buffers:
-        if not np.allclose(tensors["model"][name].numpy(), getattr(model, name).numpy(),
+        if not np.allclose(tensors["model"][name].numpy(), getattr(state.model, name).numpy(),
                            rtol=1e-5, atol=0):
             raise MlscaleError(f"cannot resume from {path}: the training data differ "
                                f"(scaling {name} changed)")
-    model.load_state_dict(tensors["model"])
+    state.model.load_state_dict(tensors["model"])
     return Progress(**header["progress"])

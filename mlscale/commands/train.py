@@ -73,7 +73,7 @@ SOURCES: dict[str, type] = {
     **{f.name: TrainingSettings for f in fields(TrainingSettings)},
 }
 ALIASES = {"patience": "early_stopping_patience"}  # older option names still accepted
-REQUIRED = ("train", "validation", "energy_grid", "temperature", "species", "output")
+REQUIRED = ("train", "energy_grid", "temperature", "species", "output", "validation")
 CHOICES = {"shuffle": SHUFFLES, "distributed": DISTRIBUTED_BACKENDS, "device": DEVICES,
            "output_scaling": OUTPUT_SCALINGS}
 METAVARS = {int: "N", float: "X", str: "NAME"}
