@@ -1,10 +1,14 @@
 """Grid geometry and decomposition: blocks tile the grid exactly, for any rank count."""
 
+import itertools
+
 import numpy as np
 import pytest
+from ase.build import bulk
 
 from mlscale.errors import MlscaleError
-from mlscale.grid import Decomposition, Grid, process_grid, qe_fft_shape, split_axis
+from mlscale.grid import (Block, Decomposition, Grid, atoms_in_block, halo_atoms, halo_c,
+                          largest_block, process_grid, qe_fft_shape, slabs, split_axis)
 
 
 @pytest.mark.parametrize("nranks", [1, 2, 3, 4, 5, 6, 7, 8, 12, 17])
@@ -67,3 +71,63 @@ def test_bad_grid_input():
     grid = Grid(np.eye(3), (2, 3, 4))
     with pytest.raises(MlscaleError, match="expected"):
         grid.check_array(np.zeros((2, 3, 5, 1)), "LDOS")
+
+
+# --- which atoms a rank needs ---------------------------------------------------------------
+
+
+def brute_force_near(pos_ac, cell_cv, grid_shape, block, cutoff):
+    """Atoms with an image within ``cutoff`` of a point of the block (explicit images)."""
+    points = (block.indices_g3().reshape(-1, 3) / np.array(grid_shape)) @ cell_cv
+    near = set()
+    for shift in itertools.product(range(-2, 3), repeat=3):
+        images = pos_ac + np.array(shift) @ cell_cv
+        for a, image in enumerate(images):
+            if np.min(np.sum((points - image) ** 2, axis=1)) < cutoff**2:
+                near.add(a)
+    return near
+
+
+@pytest.mark.parametrize("cubic", [True, False])
+def test_halo_atoms_hold_every_atom_within_the_cutoff(cubic):
+    atoms = bulk("Al", "fcc", a=4.05, cubic=cubic).repeat((4, 3, 3) if cubic else (6, 5, 5))
+    atoms.rattle(0.3, seed=3)
+    cell_cv = atoms.cell[:]
+    shape = (16, 12, 12)
+    frac_ac = atoms.positions @ np.linalg.inv(cell_cv)
+    cutoff = 3.0
+    for rank in (0, 5, 11):
+        block = Decomposition(shape, 12).block(rank)
+        chosen = set(halo_atoms(frac_ac, shape, block, halo_c(cell_cv, cutoff)).tolist())
+        needed = brute_force_near(atoms.positions, cell_cv, shape, block, cutoff)
+        assert needed <= chosen
+        assert len(chosen) < len(atoms)  # a real selection, not everything
+
+
+def test_halo_c_of_an_orthorhombic_cell_is_the_cutoff_over_each_length():
+    np.testing.assert_allclose(halo_c(np.diag([10.0, 20.0, 5.0]), 2.0), [0.2, 0.1, 0.4])
+
+
+def test_atoms_in_block_partition_the_atoms():
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat((3, 3, 3))
+    atoms.rattle(0.2, seed=1)
+    frac_ac = atoms.get_scaled_positions()
+    shape = (15, 15, 15)
+    counts = [atoms_in_block(frac_ac, shape, b) for b in Decomposition(shape, 7).blocks()]
+    assert sum(counts) == len(atoms)
+
+
+def test_largest_block_is_the_largest_of_the_decomposition():
+    for shape, ranks in (((49, 49, 49), 8), ((10, 7, 3), 6), ((784, 784, 784), 4096),
+                         ((30, 20, 11), 5)):
+        sizes = [b.size for b in Decomposition(shape, ranks).blocks()] if ranks < 100 else [
+            117649]
+        assert largest_block(shape, ranks).size == max(sizes)
+
+
+def test_slabs_split_planes_into_rows_when_a_plane_is_too_large():
+    block = Block((2, 0, 5), (4, 100, 45))  # planes of 4000 points
+    chunks = slabs(block, 1000)
+    assert all(c.size <= 1000 for c in chunks) and len(chunks) == 2 * 4
+    covered = np.concatenate([c.indices_g3().reshape(-1, 3) for c in chunks])
+    np.testing.assert_array_equal(covered, block.indices_g3().reshape(-1, 3))  # C order
