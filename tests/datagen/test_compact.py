@@ -1,0 +1,65 @@
+"""Compact records: the subsampled LDOS, density and info of a full snapshot, read back.
+
+The reference is a synthetic full snapshot written here with plain NumPy/JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mlscale.datagen.compact import (CompactSettings, read_compact_record, subsample_indices,
+                                     write_compact_record)
+from mlscale.errors import MlscaleError
+
+SHAPE, NE = (7, 6, 5), 4
+
+
+@pytest.fixture()
+def full_snapshot(tmp_path):
+    rng = np.random.default_rng(3)
+    ldos = rng.uniform(0, 0.05, size=(*SHAPE, NE)).astype(np.float32)
+    density = rng.uniform(0, 0.1, size=(*SHAPE, 1))
+    np.save(tmp_path / "s_00.out.npy", ldos)
+    np.save(tmp_path / "s_00.dens.npy", density)
+    info = {"fermi_energy_dft": 7.7, "grid_dimensions": list(SHAPE), "files": {"ldos": "x"}}
+    (tmp_path / "s_00.info.json").write_text(json.dumps(info))
+    return tmp_path / "s_00", ldos, density[..., 0]
+
+
+def test_subsample_takes_every_stride_th_point_per_axis():
+    index_gc = subsample_indices((7, 6, 5), 3)
+    expected = [(i, j, k) for i in (0, 3, 6) for j in (0, 3) for k in (0, 3)]
+    assert [tuple(v) for v in index_gc] == expected
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float16", 2**-11), ("float32", 0.0)])
+def test_record_holds_the_ldos_at_the_subsampled_points(tmp_path, full_snapshot, dtype, rtol):
+    stem, ldos, density = full_snapshot
+    path = write_compact_record(stem, tmp_path / "records", "s_00", CompactSettings(2, dtype))
+    info, arrays = read_compact_record(tmp_path / "records", "s_00")
+    assert path == tmp_path / "records" / "s_00.info.json"
+    i, j, k = np.meshgrid(range(0, 7, 2), range(0, 6, 2), range(0, 5, 2), indexing="ij")
+    np.testing.assert_array_equal(arrays["index_gc"],
+                                  np.stack([i, j, k], -1).reshape(-1, 3))
+    expected = ldos[i, j, k].reshape(-1, NE)
+    np.testing.assert_allclose(arrays["ldos_ge"], expected, rtol=rtol, atol=2**-25)  # subnormals
+    np.testing.assert_allclose(arrays["density_b"], density, rtol=2**-24)
+    assert info["fermi_energy_dft"] == 7.7
+    assert info["compact"]["stride"] == 2 and info["compact"]["dtype"] == dtype
+    assert info["compact"]["points"] == len(expected)
+    assert info["files"] == {"record": "s_00.npz"}
+
+
+def test_bad_compact_settings_raise():
+    with pytest.raises(MlscaleError, match="stride"):
+        CompactSettings(stride=0)
+    with pytest.raises(MlscaleError, match="dtype"):
+        CompactSettings(dtype="int8")
+
+
+def test_missing_record_raises_clear_error(tmp_path):
+    with pytest.raises(MlscaleError, match="cannot read compact record"):
+        read_compact_record(tmp_path, "nothing")
