@@ -110,7 +110,7 @@ def fmt(d: dict) -> str:
 
 def block_points(record) -> int:
     """Grid points of the (largest) block of a run."""
-    from mlscale.plan import largest_block
+    from mlscale.grid import largest_block
 
     if isinstance(record.get("share"), list):
         from mlscale.grid import Decomposition
@@ -123,8 +123,7 @@ def block_points(record) -> int:
 # -- experiments -----------------------------------------------------------------------------
 def memory(args):
     """Peak RSS of shares of growing blocks, two chunk sizes: fit M0 + b_p n + b_c c."""
-    from mlscale.grid import Decomposition
-    from mlscale.inference import slabs
+    from mlscale.grid import Decomposition, slabs
 
     struct = structure(args.out, (4, 4, 4))  # 2048 atoms, 175³ grid at 80 Ry
     rows = []
@@ -202,12 +201,11 @@ def full(args):
 
 def check_plan(args):
     """mlscale plan's predictions (``--constants``) against every recorded run."""
-    from mlscale.grid import Block
-    from mlscale.inference import slabs
+    from mlscale.costmodel import (memory_MiB, network_macs, neighbours_per_point,
+                                   read_constants, time_s)
+    from mlscale.grid import Block, largest_block, slabs
     from mlscale.io.structure import read_structure
     from mlscale.model import load_model
-    from mlscale.plan import (largest_block, memory_MiB, network_macs, neighbours_per_point,
-                              read_constants, time_s)
 
     constants = read_constants(args.constants)
     model = load_model(args.model)

@@ -18,3 +18,24 @@ def be2() -> Path:
     if not (path / "Be_snapshot0.in.npy").exists():
         pytest.skip(f"MALA test data not found at {path} (set MLSCALE_MALA_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def al_model(tmp_path_factory) -> Path:
+    """An untrained Al model file: twojmax 10 (91 features), 91-400-400-171 (LDOS from
+    -4.5 eV in 0.1 eV steps), ecutrho 100 Ry; the cost model's and pipeline's tests."""
+    import numpy as np
+    import torch
+
+    from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings
+    from mlscale.model import LDOSModel, save_model
+
+    torch.manual_seed(1)
+    model = LDOSModel(ModelSettings(layers=(91, 400, 400, 171)))
+    model.set_scaling(np.zeros(91), np.ones(91), np.full(171, 0.02), np.full(171, 1e-5))
+    metadata = {"descriptors": BispectrumSettings(species=("Al",)).to_dict(),
+                "energy_grid": EnergyGrid(-4.5, 0.1, 171).to_dict(), "temperature_K": 298.0,
+                "species": ["Al"], "valence_electrons": {"Al": 3}, "ecutrho_Ry": 100.0}
+    path = tmp_path_factory.mktemp("model") / "al.safetensors"
+    save_model(path, model, metadata)
+    return path

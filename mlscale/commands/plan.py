@@ -10,13 +10,31 @@ measured (docs/scaling.md); time is per rank on one dedicated core.
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..errors import MlscaleError
+from ..model import DEFAULT_CHUNK_POINTS
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from ..costmodel import BenchConstants
+    from ..grid import Grid
+    from ..model import ModelInfo
+    from ..parallel import Comm
+
+# The CLI imports every command module when it starts (every `mlscale predict` rank
+# too): what only this command needs is imported when it runs.
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("structure", nargs="?", help="any ASE-readable structure file")
     parser.add_argument("--supercell-of", metavar="FILE", help="plan for a supercell of FILE")
     parser.add_argument("--repeat", nargs=3, type=int, metavar=("A", "B", "C"),
@@ -43,42 +61,39 @@ def add_arguments(parser):
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
-def run(args, comm) -> int:
+def run(args: argparse.Namespace, comm: Comm) -> int:
+    from ..costmodel import default_constants_path, plan, read_constants
     from ..examples import shipped_model_path
     from ..inference import grid_for
     from ..model import load_model
-    from ..plan import default_constants_path, plan, read_constants
 
     with comm.collective():
         atoms = structure_from_args(args)
-        model = load_model(Path(args.model) if args.model else shipped_model_path())
-        info = model.info
+        info = load_model(Path(args.model) if args.model else shipped_model_path()).info
         grid = grid_for(atoms, info, args.grid)
         constants = read_constants(args.constants or default_constants_path())
-        chunk_points = args.chunk_points or _predict_default_chunk()
+        chunk_points = args.chunk_points or DEFAULT_CHUNK_POINTS  # predict's default
         _check_budgets(args, chunk_points)
         if constants.twojmax != info.descriptors.twojmax:
             raise MlscaleError(f"the bench constants are for twojmax {constants.twojmax}, the "
                                f"model uses {info.descriptors.twojmax}: rerun mlscale bench "
                                "with this model")
         result = plan(constants, grid.shape, grid.cell_cv,
-                      atoms.positions @ _inverse(grid.cell_cv), model.settings.layers,
+                      atoms.positions @ np.linalg.inv(grid.cell_cv), info.settings.layers,
                       info.energy_grid.count, info.descriptors.cutoff, chunk_points,
                       ranks=args.ranks, memory_GiB=args.memory_per_rank,
                       time_budget_s=args.time_per_rank, energy=args.energy)
     if args.json:
-        from dataclasses import asdict
-
         comm.print(json.dumps({**result, "load": asdict(result["load"]),
                                "grid": list(grid.shape), "chunk_points": chunk_points,
                                "constants": constants.machine}, indent=2))
         return 0
-    comm.print(report(result, atoms, grid, model.settings.layers, info, constants,
+    comm.print(report(result, atoms, grid, info.settings.layers, info, constants,
                       chunk_points, args))
     return 0
 
 
-def structure_from_args(args):
+def structure_from_args(args: argparse.Namespace) -> Atoms:
     """The structure the plan is for, from exactly one of the three ways to give it."""
     ways = [args.structure is not None, args.supercell_of is not None, args.atoms is not None]
     if sum(ways) != 1:
@@ -95,7 +110,8 @@ def structure_from_args(args):
     return bulk_crystal(args.atoms, args.element, args.lattice, args.crystal)
 
 
-def bulk_crystal(n_atoms: int, element: str | None, lattice: float | None, crystal: str):
+def bulk_crystal(n_atoms: int, element: str | None, lattice: float | None,
+                 crystal: str) -> Atoms:
     """ASE's cubic ``crystal`` cell of ``element`` repeated n×n×n to hold ``n_atoms`` atoms."""
     from ase.build import bulk
 
@@ -115,10 +131,13 @@ def bulk_crystal(n_atoms: int, element: str | None, lattice: float | None, cryst
     return atoms
 
 
-def report(result, atoms, grid, layers, info, constants, chunk_points, args) -> str:
+def report(result: dict, atoms: Atoms, grid: Grid, layers: Sequence[int], info: ModelInfo,
+           constants: BenchConstants, chunk_points: int, args: argparse.Namespace) -> str:
+    """The plan (:func:`mlscale.costmodel.plan`'s result) as lines for a person."""
     load, memory, times = result["load"], result["memory_MiB"], result["time_s"]
     species = ", ".join(sorted(set(atoms.get_chemical_symbols())))
-    lengths = " x ".join(f"{x:.3f}" for x in (sum(v * v for v in row) ** 0.5 for row in grid.cell_cv))
+    lengths = " x ".join(f"{x:.3f}" for x in (sum(v * v for v in row) ** 0.5
+                                              for row in grid.cell_cv))
     shape = " x ".join(map(str, grid.shape))
     halo = "-" if load.atoms_with_halo is None else f"{load.atoms_with_halo:,}"
     inside = "-" if load.atoms_in_block is None else f"{load.atoms_in_block:,}"
@@ -132,7 +151,8 @@ def report(result, atoms, grid, layers, info, constants, chunk_points, args) -> 
     lines = [
         f"structure   {result['atoms']:,} atoms ({species}), cell {lengths} Å",
         f"grid        {shape} = {result['points']:,} points"
-        + (f" (QE grid at the model's ecutrho {info.ecutrho_Ry:g} Ry)" if args.grid is None else ""),
+        + (f" (QE grid at the model's ecutrho {info.ecutrho_Ry:g} Ry)"
+           if args.grid is None else ""),
         f"model       {'-'.join(map(str, layers))} ({result['macs']:,} multiply-adds per point), "
         f"{info.energy_grid.count} energies, twojmax {info.descriptors.twojmax}, cutoff "
         f"{info.descriptors.cutoff:.3f} Å ({result['neighbours']:.1f} neighbours per point)",
@@ -151,7 +171,7 @@ def report(result, atoms, grid, layers, info, constants, chunk_points, args) -> 
     return "\n".join(lines)
 
 
-def _check_budgets(args, chunk_points):
+def _check_budgets(args: argparse.Namespace, chunk_points: int) -> None:
     if args.ranks is not None and (args.memory_per_rank is not None
                                    or args.time_per_rank is not None):
         raise MlscaleError("give either --ranks or budgets per rank, not both")
@@ -163,19 +183,3 @@ def _check_budgets(args, chunk_points):
             raise MlscaleError(f"--{name.replace('_', '-')} must be positive")
     if chunk_points < 1:
         raise MlscaleError("--chunk-points must be positive")
-
-
-def _predict_default_chunk() -> int:
-    import argparse
-
-    from . import predict
-
-    parser = argparse.ArgumentParser()
-    predict.add_arguments(parser)
-    return parser.get_default("chunk_points")
-
-
-def _inverse(cell_cv):
-    import numpy as np
-
-    return np.linalg.inv(cell_cv)

@@ -1,8 +1,8 @@
 """What one rank of a prediction holds and costs: its block, its atoms, memory and time.
 
 Pure functions over counts and arrays. The constants come from ``mlscale bench``
-(:class:`BenchConstants`, measured on the machine that will run the job). Per rank
-with ``n`` local grid points (the model of docs/scaling.md):
+(:class:`~mlscale.costmodel.constants.BenchConstants`, measured on the machine that
+will run the job). Per rank with ``n`` local grid points (the model of docs/scaling.md):
 
     memory = overhead + max(point_bytes·n + chunk_point_bytes·c, (8 + energy_point_bytes)·n)
              + atom_bytes·N  (+ energy_overhead with the energy phase)
@@ -19,94 +19,31 @@ one single-threaded rank, i.e. wall time on a dedicated core.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MlscaleError
-from .grid import (Decomposition, atoms_in_block, halo_atoms, halo_c, largest_block,
-                   slabs, smallest_block_size)
+from ..errors import MlscaleError
+from ..grid import (Decomposition, atoms_in_block, halo_atoms, halo_c, largest_block, slabs,
+                    smallest_block_size)
+from .constants import BenchConstants
 
-FORMAT = "mlscale-bench"
-FORMAT_VERSION = 1
 MIB = 1024.0**2
 PHASES = ("startup", "descriptors", "network", "electrons", "energy", "output")
 
 
-@dataclass(frozen=True)
-class BenchConstants:
-    """Per-rank cost constants measured by ``mlscale bench`` (seconds, bytes, MiB)."""
-
-    machine: str
-    date: str
-    twojmax: int               # descriptor settings the descriptor costs belong to
-    layers: tuple              # network the memory constants were measured with
-    energies: int              # LDOS energies point_bytes was measured at
-    startup_s: float           # process start, imports, model load
-    atom_s: float              # per atom of the structure: read, checks, halo selection
-    descriptor_point_s: float  # per grid point ...
-    descriptor_neighbour_s: float  # ... plus per neighbour of the point
-    network_mac_s: float       # per multiply-add of the network
-    electrons_point_energy_s: float  # DOS, LDOS store, density: per point and energy
-    output_point_s: float      # writing the density, per point
-    overhead_MiB: float        # peak memory at zero points (libraries, model, buffers)
-    point_bytes: float         # per local grid point (LDOS store, density)
-    chunk_point_bytes: float   # per point of the largest chunk (descriptors, activations)
-    atom_bytes: float          # per atom of the structure
-    energy_point_s: float | None = None  # energy phase per point (None: not measured)
-    energy_point_bytes: float | None = None  # energy phase per point, beyond the density
-    energy_overhead_MiB: float | None = None  # libraries of the energy phase
-
-    def to_dict(self) -> dict:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION,
-                **{**asdict(self), "layers": list(self.layers)}}
-
-    @classmethod
-    def from_dict(cls, data: dict, source="constants") -> "BenchConstants":
-        if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
-            raise MlscaleError(f"{source} is not an {FORMAT} file of version {FORMAT_VERSION}")
-        names = {f.name for f in fields(cls)}
-        try:
-            values = {name: data[name] for name in names if name in data}
-            return cls(**{**values, "layers": tuple(int(n) for n in values["layers"])})
-        except (KeyError, TypeError, ValueError) as error:
-            raise MlscaleError(f"{source}: incomplete or invalid constants ({error})") from None
-
-
-def read_constants(path) -> BenchConstants:
-    """Constants written by ``mlscale bench``; MlscaleError if missing or invalid."""
-    path = Path(path)
-    if not path.is_file():
-        raise MlscaleError(f"no bench constants at {path}: run `mlscale bench` on this "
-                           "machine first (or pass --constants FILE)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise MlscaleError(f"cannot read bench constants {path}: {error}") from None
-    return BenchConstants.from_dict(data, path)
-
-
-def default_constants_path() -> Path:
-    """Where ``mlscale bench`` writes and ``mlscale plan`` reads the constants:
-    ``$XDG_CACHE_HOME/mlscale/bench.json`` (``~/.cache/mlscale/bench.json``)."""
-    import os
-
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "mlscale" / "bench.json"
-
-
 # -- what a rank holds --------------------------------------------------------------------
 def neighbours_per_point(n_atoms: int, volume_A3: float, cutoff_A: float) -> float:
-    """Mean number of atoms within ``cutoff_A`` of a grid point at uniform density."""
+    """Mean number of atoms within ``cutoff_A`` (Å) of a grid point at uniform density
+    (``n_atoms`` in ``volume_A3``, Å³)."""
     return n_atoms / volume_A3 * 4.0 / 3.0 * math.pi * cutoff_A**3
 
 
-def network_macs(layers) -> int:
+def network_macs(layers: Sequence[int]) -> int:
     """Multiply-adds per grid point of an MLP with these layer sizes."""
-    return int(sum(a * b for a, b in zip(layers[:-1], layers[1:])))
+    return int(sum(a * b for a, b in zip(layers[:-1], layers[1:], strict=True)))
 
 
 @dataclass(frozen=True)
@@ -124,7 +61,8 @@ class RankLoad:
     atoms_with_halo: int | None  # atoms the rank needs: inside the block's cutoff box
 
 
-def rank_load(grid_shape, nranks: int, chunk_points: int, cell_cv=None, frac_ac=None,
+def rank_load(grid_shape: Sequence[int], nranks: int, chunk_points: int,
+              cell_cv: np.ndarray | None = None, frac_ac: np.ndarray | None = None,
               cutoff: float | None = None) -> RankLoad:
     """Decomposition of ``grid_shape`` over ``nranks`` as ``mlscale predict`` does it.
 
@@ -146,8 +84,9 @@ def rank_load(grid_shape, nranks: int, chunk_points: int, cell_cv=None, frac_ac=
 
 # -- cost model ---------------------------------------------------------------------------
 def memory_MiB(c: BenchConstants, points: int, chunk_points: int, energies: int,
-               atoms: int, energy: bool = False) -> dict:
-    """Predicted peak memory per rank (MiB) and its parts."""
+               atoms: int, energy: bool = False) -> dict[str, float]:
+    """Predicted peak memory per rank (MiB) and its parts (``overhead``, ``points``,
+    ``chunk``, ``atoms``, ``total``); ``energy``: with the energy phase."""
     point_bytes = c.point_bytes + 4.0 * (energies - c.energies)
     parts = {"overhead": c.overhead_MiB, "points": point_bytes * points / MIB,
              "chunk": c.chunk_point_bytes * chunk_points / MIB, "atoms": c.atom_bytes * atoms / MIB}
@@ -161,7 +100,7 @@ def memory_MiB(c: BenchConstants, points: int, chunk_points: int, energies: int,
 
 
 def time_s(c: BenchConstants, points: int, neighbours: float, macs: int, energies: int,
-           atoms: int, energy: bool = False) -> dict:
+           atoms: int, energy: bool = False) -> dict[str, float]:
     """Predicted time per rank on one dedicated core (s), per phase and ``total``."""
     parts = {
         "startup": c.startup_s + c.atom_s * atoms,
@@ -177,13 +116,13 @@ def time_s(c: BenchConstants, points: int, neighbours: float, macs: int, energie
     return parts
 
 
-def _require_energy(c: BenchConstants):
+def _require_energy(c: BenchConstants) -> None:
     if c.energy_point_s is None or c.energy_point_bytes is None or c.energy_overhead_MiB is None:
         raise MlscaleError("the bench constants lack the energy phase: rerun `mlscale bench "
                            "--pseudopotentials DIR`")
 
 
-def smallest_ranks(fits, first: int = 1, tries: int = 4096) -> int:
+def smallest_ranks(fits: Callable[[int], bool], first: int = 1, tries: int = 4096) -> int:
     """Smallest rank count >= ``first`` for which ``fits(ranks)`` is true.
 
     Scans upwards from ``first``, which should be a lower bound (e.g. the count at
@@ -199,16 +138,17 @@ def smallest_ranks(fits, first: int = 1, tries: int = 4096) -> int:
     raise MlscaleError(f"no rank count from {first} to {first + tries - 1} fits the budget")
 
 
-def plan(c: BenchConstants, grid_shape, cell_cv, frac_ac, layers, energies: int,
-         cutoff: float, chunk_points: int, *, ranks: int | None = None,
-         memory_GiB: float | None = None, time_budget_s: float | None = None,
-         energy: bool = False) -> dict:
+def plan(c: BenchConstants, grid_shape: Sequence[int], cell_cv: np.ndarray,
+         frac_ac: np.ndarray, layers: Sequence[int], energies: int, cutoff: float,
+         chunk_points: int, *, ranks: int | None = None, memory_GiB: float | None = None,
+         time_budget_s: float | None = None, energy: bool = False) -> dict:
     """The prediction on ``ranks`` ranks, or on the fewest ranks that fit the budgets.
 
     grid_shape: the real-space grid; cell_cv: cell (Å); frac_ac: fractional atom
-    positions; layers: network layer sizes; cutoff: descriptor cutoff (Å). Returns
-    ``load`` (:class:`RankLoad`), ``memory_MiB`` and ``time_s`` (dicts of parts, see
-    :func:`memory_MiB`, :func:`time_s`) and ``neighbours``.
+    positions; layers: network layer sizes; cutoff: descriptor cutoff (Å); memory_GiB
+    and time_budget_s: budgets per rank. Returns ``load`` (:class:`RankLoad`),
+    ``memory_MiB`` and ``time_s`` (dicts of parts, see :func:`memory_MiB`,
+    :func:`time_s`), ``neighbours``, ``macs``, ``atoms`` and ``points`` (of the grid).
     """
     n_atoms = len(frac_ac)
     npoints = int(np.prod(grid_shape))
@@ -216,7 +156,7 @@ def plan(c: BenchConstants, grid_shape, cell_cv, frac_ac, layers, energies: int,
     neighbours = neighbours_per_point(n_atoms, volume, cutoff)
     macs = network_macs(layers)
 
-    def cost(nranks, with_atoms=False):
+    def cost(nranks: int, with_atoms: bool = False) -> tuple[RankLoad, dict, dict]:
         load = rank_load(grid_shape, nranks, chunk_points, cell_cv,
                          frac_ac if with_atoms else None, cutoff)
         return (load,
@@ -226,22 +166,10 @@ def plan(c: BenchConstants, grid_shape, cell_cv, frac_ac, layers, energies: int,
     if ranks is None:
         if memory_GiB is None and time_budget_s is None:
             raise MlscaleError("give a rank count or a memory or time budget per rank")
-        first = 1
         _, memory_one, time_one = cost(1)
-        if memory_GiB is not None:
-            fixed = memory_one["total"] - memory_one["points"]  # chunk capped by the block
-            if memory_GiB * 1024 <= fixed:
-                raise MlscaleError(f"{memory_GiB} GiB per rank is below the fixed memory of a "
-                                   f"rank ({fixed:.0f} MiB)")
-            first = max(first, math.ceil(memory_one["points"] / (memory_GiB * 1024 - fixed)))
-        if time_budget_s is not None:
-            fixed = time_one["startup"]
-            if time_budget_s <= fixed:
-                raise MlscaleError(f"{time_budget_s} s per rank is below a rank's startup time "
-                                   f"({fixed:.1f} s)")
-            first = max(first, math.ceil((time_one["total"] - fixed) / (time_budget_s - fixed)))
+        first = _fewest_ranks_bound(memory_one, time_one, memory_GiB, time_budget_s)
 
-        def fits(nranks):
+        def fits(nranks: int) -> bool:
             _, memory, times = cost(nranks)
             return ((memory_GiB is None or memory["total"] <= memory_GiB * 1024)
                     and (time_budget_s is None or times["total"] <= time_budget_s))
@@ -250,3 +178,23 @@ def plan(c: BenchConstants, grid_shape, cell_cv, frac_ac, layers, energies: int,
     load, memory, times = cost(ranks, with_atoms=True)
     return {"load": load, "memory_MiB": memory, "time_s": times, "neighbours": neighbours,
             "macs": macs, "atoms": n_atoms, "points": npoints}
+
+
+def _fewest_ranks_bound(memory_one: dict, time_one: dict, memory_GiB: float | None,
+                        time_budget_s: float | None) -> int:
+    """A lower bound on the ranks within the budgets: the count at which the per-point
+    parts of one rank's cost, split evenly, would just fit beside the fixed parts."""
+    first = 1
+    if memory_GiB is not None:
+        fixed = memory_one["total"] - memory_one["points"]  # chunk capped by the block
+        if memory_GiB * 1024 <= fixed:
+            raise MlscaleError(f"{memory_GiB} GiB per rank is below the fixed memory of a "
+                               f"rank ({fixed:.0f} MiB)")
+        first = max(first, math.ceil(memory_one["points"] / (memory_GiB * 1024 - fixed)))
+    if time_budget_s is not None:
+        fixed = time_one["startup"]
+        if time_budget_s <= fixed:
+            raise MlscaleError(f"{time_budget_s} s per rank is below a rank's startup time "
+                               f"({fixed:.1f} s)")
+        first = max(first, math.ceil((time_one["total"] - fixed) / (time_budget_s - fixed)))
+    return first

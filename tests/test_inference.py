@@ -1,0 +1,32 @@
+"""mlscale.inference: the pipeline's results do not depend on how ranks chunk their work."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlscale.grid import Decomposition, slabs
+
+
+@pytest.mark.mpi(min_size=2)
+def test_ranks_with_different_chunk_counts_agree_with_one_rank(al_model):
+    """Chunks are local work: ranks whose blocks split into different numbers of chunks
+    must neither wait for each other per chunk nor change the result."""
+    from mlscale import inference
+    from mlscale.examples import builtin_example
+    from mlscale.model import load_model
+    from mlscale.parallel import self_comm, world
+
+    comm = world()
+    shape = (12, 12, 17)  # blocks of unequal size on 2, 3 and 4 ranks
+    blocks = Decomposition(shape, comm.size).blocks()
+    chunk = next(c for c in range(20, 400) if len({len(slabs(b, c)) for b in blocks}) > 1)
+    model = load_model(al_model)
+    atoms = builtin_example()
+    results = []
+    for on in (comm, self_comm()):
+        dgrid, n_electrons = inference.setup(atoms, model.info, on, shape=shape)
+        results.append(inference.predict(atoms, model, dgrid, n_electrons, backend="native",
+                                         chunk_points=chunk).scalars())
+    ranks, one = results
+    for key in ("fermi_energy_eV", "band_energy_eV", "number_of_electrons_from_density"):
+        assert ranks[key] == pytest.approx(one[key], rel=1e-10), key
