@@ -23,8 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
 
+from ..config import BispectrumSettings
+from ..descriptors import compute_descriptors
 from ..errors import MlscaleError
+from ..grid import DistributedGrid, Grid
 from ..io.atomic import write_json_atomic
 
 COMPACT_VERSION = 1
@@ -97,3 +101,23 @@ def read_compact_record(record_dir, name: str) -> tuple[dict, dict]:
             or list(arrays["density_b"].shape) != list(info["grid_dimensions"])):
         raise MlscaleError(f"compact record {record_dir / name} is inconsistent")
     return info, arrays
+
+
+def record_training_arrays(record_dir, name: str, settings: BispectrumSettings,
+                           backend: str = "native") -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors_pf, ldos_pe) of a record's subsampled points, for training.
+
+    The descriptors are recomputed from the stored structure: the points (i·s, j·s, k·s)
+    of an (nx, ny, nz) grid are the points of the (nx/s, ny/s, nz/s) grid of the same
+    cell, so they are computed on that coarser grid (serial; the stride must divide
+    the grid). descriptors_pf: float64 [point, feature]; ldos_pe: float32 [point,
+    energy] in 1/(eV·Å³), points in the order of ``index_gc``.
+    """
+    info, arrays = read_compact_record(record_dir, name)
+    stride, shape = info["compact"]["stride"], tuple(info["grid_dimensions"])
+    if any(n % stride for n in shape):
+        raise MlscaleError(f"record {name}: stride {stride} does not divide the grid {shape}")
+    atoms = Atoms(info["symbols"], positions=info["positions"], cell=info["cell"], pbc=True)
+    coarse = DistributedGrid(Grid(np.asarray(info["cell"]), tuple(n // stride for n in shape)))
+    descriptors_bf = compute_descriptors(atoms, coarse, settings, backend)
+    return descriptors_bf.reshape(-1, descriptors_bf.shape[-1]), arrays["ldos_ge"]

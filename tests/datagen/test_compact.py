@@ -1,6 +1,7 @@
 """Compact records: the subsampled LDOS, density and info of a full snapshot, read back.
 
-The reference is a synthetic full snapshot written here with plain NumPy/JSON.
+The reference is a synthetic full snapshot written here with plain NumPy/JSON; the
+recomputed descriptors are checked against those of the full grid at the same points.
 """
 
 from __future__ import annotations
@@ -9,9 +10,14 @@ import json
 
 import numpy as np
 import pytest
+from ase.build import bulk
 
-from mlscale.datagen.compact import (CompactSettings, read_compact_record, subsample_indices,
+from mlscale.config import BispectrumSettings
+from mlscale.datagen.compact import (CompactSettings, read_compact_record,
+                                     record_training_arrays, subsample_indices,
                                      write_compact_record)
+from mlscale.descriptors import compute_descriptors
+from mlscale.grid import DistributedGrid, Grid
 from mlscale.errors import MlscaleError
 
 SHAPE, NE = (7, 6, 5), 4
@@ -63,3 +69,36 @@ def test_bad_compact_settings_raise():
 def test_missing_record_raises_clear_error(tmp_path):
     with pytest.raises(MlscaleError, match="cannot read compact record"):
         read_compact_record(tmp_path, "nothing")
+
+
+def test_training_arrays_have_the_descriptors_of_the_subsampled_points(tmp_path):
+    """Descriptors from the coarse grid equal the full grid's at every stride-th point."""
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.positions += np.random.default_rng(5).normal(scale=0.1, size=(4, 3))
+    shape, stride = (6, 6, 4), 2
+    ldos = np.random.default_rng(6).uniform(size=(*shape, NE)).astype(np.float32)
+    np.save(tmp_path / "a_00.out.npy", ldos)
+    np.save(tmp_path / "a_00.dens.npy", np.ones((*shape, 1)))
+    info = {"grid_dimensions": list(shape), "cell": atoms.cell.tolist(),
+            "symbols": atoms.get_chemical_symbols(), "positions": atoms.positions.tolist()}
+    (tmp_path / "a_00.info.json").write_text(json.dumps(info))
+    write_compact_record(tmp_path / "a_00", tmp_path / "rec", "a_00",
+                         CompactSettings(stride, "float32"))
+    settings = BispectrumSettings(twojmax=2).with_species(["Al"])
+    descriptors_pf, ldos_pe = record_training_arrays(tmp_path / "rec", "a_00", settings)
+    full_bf = compute_descriptors(atoms, DistributedGrid(Grid(np.asarray(atoms.cell), shape)),
+                                  settings, "native")
+    np.testing.assert_allclose(descriptors_pf,
+                               full_bf[::2, ::2, ::2].reshape(-1, settings.n_features),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(ldos_pe, ldos[::2, ::2, ::2].reshape(-1, NE))
+
+
+def test_training_arrays_need_a_stride_that_divides_the_grid(tmp_path, full_snapshot):
+    stem, _, _ = full_snapshot
+    info = json.loads(stem.with_suffix(".info.json").read_text())
+    info.update(cell=np.eye(3).tolist(), symbols=["Al"], positions=[[0, 0, 0]])
+    stem.with_suffix(".info.json").write_text(json.dumps(info))
+    write_compact_record(stem, tmp_path / "rec", "s_00", CompactSettings(2))
+    with pytest.raises(MlscaleError, match="does not divide"):
+        record_training_arrays(tmp_path / "rec", "s_00", BispectrumSettings(twojmax=2))
