@@ -141,9 +141,10 @@ def test_predict_builtin_example_on_two_ranks(shipped, dft, tmp_path):
 def test_heldout_snapshot_within_reported_errors(shipped, dft, tmp_path):
     from mlscale import electrons
     from mlscale.config import EnergyGrid
-    from mlscale.inference import predict
+    from mlscale.inference import predict, setup
     from mlscale.io import read_openpmd
     from mlscale.io.structure import read_structure
+    from mlscale.output import write_fields
     from mlscale.parallel import self_comm
 
     model, metadata = shipped
@@ -151,8 +152,11 @@ def test_heldout_snapshot_within_reported_errors(shipped, dft, tmp_path):
     atoms = read_structure(HELDOUT / f"{NAME}.xyz")
     pseudopotentials = ({"Al": PSEUDO_DIR / "Al.pz-vbc.UPF"}
                         if (PSEUDO_DIR / "Al.pz-vbc.UPF").is_file() else None)
-    results = predict(atoms, model, metadata, self_comm(), output_dir=tmp_path,
-                      pseudopotentials=pseudopotentials)
+    dgrid, n_electrons = setup(atoms, model.info, self_comm(),
+                               with_energy=pseudopotentials is not None)
+    prediction = predict(atoms, model, dgrid, n_electrons, pseudopotentials=pseudopotentials)
+    write_fields(tmp_path, prediction.energies_e, prediction.dos_e, prediction.density_b, dgrid)
+    results = prediction.scalars()
     n_atoms = len(atoms)
     check_within("fermi_energy_meV",
                  1e3 * (results["fermi_energy_eV"] - dft["fermi_energy_dft"]), reported)
