@@ -109,25 +109,34 @@ def worker_mlscale(args) -> None:
     start = time.perf_counter()
     from threadpoolctl import threadpool_limits
 
-    from mlscale import inference
+    from mlscale import inference, output
     from mlscale.io.structure import read_structure
     from mlscale.model import load_model
     from mlscale.parallel import world
+    from mlscale.timing import Timings
 
     threadpool_limits(limits=1, user_api="blas")  # one thread per rank, as MALA's runs
 
     comm = world()
     atoms = read_structure(args.structure)
     model = load_model(args.model, args.network)  # as `mlscale predict --network`
-    metadata = model.info.metadata
     out = Path(args.out)
     with open(out / f"ldos_rank{comm.rank}.f32", "wb") as handle:
         recorder = LDOSRecorder(model, handle)
         comm.barrier()
         startup = time.perf_counter() - start
         cpu0 = time.process_time()
-        results = inference.predict(atoms, recorder, metadata, comm, shape=tuple(args.grid),
-                                    backend=args.backend, output_dir=out / "prediction")
+        timings = Timings()
+        dgrid, n_electrons = inference.setup(atoms, model.info, comm, shape=tuple(args.grid),
+                                             backend=args.backend)
+        prediction = inference.predict(atoms, recorder, dgrid, n_electrons,
+                                       backend=args.backend, timings=timings)
+        with timings.phase("output"):  # the files `mlscale predict` writes
+            output.write_fields(out / "prediction", prediction.energies_e, prediction.dos_e,
+                                prediction.density_b, dgrid)
+        results = {**output.prediction_results(prediction, atoms, backend=args.backend,
+                                               method="analytical"),
+                   **output.timing_results(timings, comm)}
         cpu = comm.sum(time.process_time() - cpu0)
     seconds = dict(results["timings_s"])
     seconds["network"] -= comm.max(recorder.seconds)  # the LDOS copy for this comparison

@@ -20,10 +20,11 @@ def main(mode: str) -> None:
     import numba
     from threadpoolctl import threadpool_limits
 
-    from mlscale import inference
+    from mlscale import inference, output
     from mlscale.examples import builtin_example, shipped_model_path
     from mlscale.model import DEFAULT_CHUNK_POINTS, load_model
     from mlscale.parallel import world
+    from mlscale.timing import Timings
 
     if mode not in ("numpy", "torch"):
         raise SystemExit("usage: python jobs/network_ab.py numpy|torch")
@@ -34,8 +35,11 @@ def main(mode: str) -> None:
         torch.set_num_threads(1)
     threadpool_limits(1, "blas")
     numba.set_num_threads(1)
-    r = inference.predict(builtin_example().repeat((2, 1, 1)), model, model.info.metadata,
-                          world(), chunk_points=DEFAULT_CHUNK_POINTS)
+    atoms, comm, timings = builtin_example().repeat((2, 1, 1)), world(), Timings()
+    dgrid, n_electrons = inference.setup(atoms, model.info, comm)
+    prediction = inference.predict(atoms, model, dgrid, n_electrons,
+                                   chunk_points=DEFAULT_CHUNK_POINTS, timings=timings)
+    r = {**prediction.scalars(), **output.timing_results(timings, comm)}
     print(mode, "cpu", {k: round(v, 2) for k, v in r["cpu_timings_s"].items()},
           "peak MiB", round(r["peak_memory_per_rank_MiB"]), "E_F", r["fermi_energy_eV"],
           "E_band", r["band_energy_eV"], "torch loaded:", "torch" in sys.modules)
