@@ -35,7 +35,7 @@ from ase import Atoms
 
 from mlscale import electrons
 from mlscale.errors import MlscaleError
-from mlscale.grid import Decomposition, Grid
+from mlscale.grid import Grid
 from mlscale.parallel import Comm, world
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +92,10 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
              pseudopotentials: dict | None) -> dict:
     """Errors of the model and of DFT's own LDOS against DFT on snapshot ``name``; collective."""
     from mlscale.energy import density_energy_terms, total_energy
-    from mlscale.inference import grid_for, predict
-    from mlscale.io import read_npy_block, read_openpmd
+    from mlscale.grid import DistributedGrid
+    from mlscale.inference import grid_for, number_of_electrons, predict
+    from mlscale.output import write_fields
+    from mlscale.io import read_npy_block
     from mlscale.model import ModelInfo
 
     data_dir = Path(data_dir)
@@ -112,7 +114,8 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
             raise MlscaleError(f"{name}: DFT at {info['temperature']:.1f} K, the model is for "
                                f"{model_info.temperature_K} K")
     energies_e = energy_grid.energies
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
+    dgrid = DistributedGrid(grid, comm)
+    block = dgrid.block
     with comm.collective():
         ldos_be = read_npy_block(data_dir / f"{name}.out.npy", block)
         dft_density_b = read_npy_block(data_dir / f"{name}.dens.npy", block)[..., 0]
@@ -128,18 +131,19 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
     floor["density_abs_error"] = comm.sum(float(np.abs(floor_density_b - dft_density_b).sum()))
     floor["density_sum"] = density_sum
     if pseudopotentials is not None:
-        terms = density_energy_terms(floor_density_b, grid, block, atoms, pseudopotentials, comm,
+        terms = density_energy_terms(floor_density_b, dgrid, atoms, pseudopotentials,
                                      ecutrho_Ry=model_info.ecutrho_Ry)
         floor["total_energy_eV"] = total_energy(floor["band_energy_eV"],
                                                 floor["entropy_contribution_eV"], terms)
 
     # model: the `mlscale predict` pipeline
     out_dir = Path(work_dir) / name
-    results = predict(atoms, model, metadata, comm, output_dir=out_dir,
-                      pseudopotentials=pseudopotentials)
-    with comm.collective():
-        density_b = read_openpmd(out_dir / "density.h5", "Density", block)
-        dos_e = np.loadtxt(out_dir / "dos.csv", delimiter=",", skiprows=1)[:, 1]
+    prediction = predict(atoms, model, dgrid,
+                         number_of_electrons(atoms, model_info.valence_electrons),
+                         pseudopotentials=pseudopotentials)
+    results = prediction.scalars()
+    write_fields(out_dir, prediction.energies_e, prediction.dos_e, prediction.density_b, dgrid)
+    density_b, dos_e = prediction.density_b, prediction.dos_e
     results["density_abs_error"] = comm.sum(float(np.abs(density_b - dft_density_b).sum()))
     results["density_sum"] = density_sum
 

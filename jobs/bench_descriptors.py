@@ -33,7 +33,9 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk
 
-from mlscale import BispectrumSettings, Block, Decomposition, Grid
+from mlscale import BispectrumSettings, Block, Grid
+from mlscale.grid import DistributedGrid
+from mlscale.parallel import Comm
 from mlscale.descriptors.native import compute_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +115,7 @@ def native_block_run(atoms, grid: Grid, settings, comm) -> tuple[float, float]:
     """Wall and CPU seconds (summed over ranks) of the native kernel, one block per rank,
     one thread per rank."""
     numba.set_num_threads(1)
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
+    block = DistributedGrid(grid, Comm(comm)).block
     compute_block(atoms, grid, Block((0, 0, 0), (1, 1, 1)), settings)   # numba cache load
     comm.Barrier()
     start, cpu = time.perf_counter(), time.process_time()

@@ -28,7 +28,7 @@ from ase.build import bulk
 
 from mlscale.energy import DistributedFFT, density_energy_terms, ewald_energy
 from mlscale.units import BOHR_ANGSTROM
-from mlscale.grid import Decomposition, Grid, qe_fft_shape
+from mlscale.grid import DistributedGrid, Grid, qe_fft_shape
 from mlscale.parallel import world
 
 
@@ -72,7 +72,7 @@ def main():
            "points": grid.npoints}
 
     if args.ewald_only:
-        fft = DistributedFFT(Grid(grid.cell_cv / BOHR_ANGSTROM, grid.shape), comm)
+        fft = DistributedFFT(DistributedGrid(Grid(grid.cell_cv / BOHR_ANGSTROM, grid.shape), comm))
         charges = np.full(len(atoms), valence)
         ewald_energy(atoms.positions / BOHR_ANGSTROM, charges, fft)  # load numba's kernel
         wall, cpu, _, _ = timed(
@@ -81,14 +81,14 @@ def main():
                                "ewald_cpu_seconds": round(cpu, 3)}))
         return
 
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
-    frac = grid.fractional_g3(block)
+    dgrid = DistributedGrid(grid, comm)
+    frac = grid.fractional_g3(dgrid.block)
     density_b = np.cos(2 * np.pi * args.cells * frac).prod(axis=-1)
     del frac
     density_b = (1 + 0.2 * density_b) * valence * len(atoms) / grid.volume
     comm.barrier()
     before = peak_mib()
-    step = lambda: density_energy_terms(density_b, grid, block, atoms, {element: pseudo}, comm)  # noqa: E731
+    step = lambda: density_energy_terms(density_b, dgrid, atoms, {element: pseudo})  # noqa: E731
     terms = step()  # first run: its peak memory (later peaks add heap fragmentation)
     growth = comm.max(peak_mib() - before)
     wall, cpu, walls, terms = timed(step, args.repeat, comm)

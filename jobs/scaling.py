@@ -113,17 +113,17 @@ def block_points(record) -> int:
     from mlscale.grid import largest_block
 
     if isinstance(record.get("share"), list):
-        from mlscale.grid import Decomposition
+        from mlscale.grid import DistributedGrid, Grid
 
         rank, of = record["share"]
-        return Decomposition(tuple(record["grid"]), of).block(rank).size
+        return DistributedGrid.share(Grid(np.eye(3), tuple(record["grid"])), rank, of).local_points
     return largest_block(tuple(record["grid"]), record["ranks"]).size
 
 
 # -- experiments -----------------------------------------------------------------------------
 def memory(args):
     """Peak RSS of shares of growing blocks, two chunk sizes: fit M0 + b_p n + b_c c."""
-    from mlscale.grid import Decomposition, slabs
+    from mlscale.grid import DistributedGrid, Grid
 
     struct = structure(args.out, (4, 4, 4))  # 2048 atoms, 175³ grid at 80 Ry
     rows = []
@@ -131,8 +131,8 @@ def memory(args):
         args.chunk_points = chunk
         for ranks in (128, 64, 32, 16, 8):
             rec = run(args, f"memory-c{chunk}-P{ranks}", struct, share=(0, ranks))
-            block = Decomposition(tuple(rec["grid"]), ranks).block(0)
-            rows.append((block.size, max(c.size for c in slabs(block, chunk)),
+            share = DistributedGrid.share(Grid(np.eye(3), tuple(rec["grid"])), 0, ranks)
+            rows.append((share.local_points, max(c.size for c in share.slabs(chunk)),
                          rec["peak_memory_per_rank_MiB"], rec["cpu_timings_s"]))
     a = np.array([[1.0, n, c] for n, c, _, _ in rows])
     y = np.array([m for _, _, m, _ in rows])

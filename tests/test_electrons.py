@@ -14,7 +14,7 @@ from scipy.special import xlogy
 
 from mlscale import electrons as el
 from mlscale.errors import MlscaleError
-from mlscale.grid import Decomposition
+from mlscale.grid import Decomposition, DistributedGrid, Grid
 from mlscale.parallel import world
 from mlscale.units import KB_EV_PER_K
 
@@ -236,7 +236,7 @@ def test_be2_on_the_world_communicator(be2):
     """Runs on any number of ranks (plain pytest, or mpiexec -n N ... --with-mpi)."""
     comm = world()
     ref = snapshot(0)
-    block = Decomposition((18, 18, 27), comm.size).block(comm.rank)
+    block = DistributedGrid(Grid(np.eye(3), (18, 18, 27)), comm).block
     with comm.collective():
         ldos = load_ldos(be2, ref)[block.slices]
         dos_local = el.dos_from_ldos(ldos, ref["voxel_volume_A3"])

@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import BispectrumSettings
-from ..errors import MlscaleError
+from ..descriptors import compute_descriptors
+from ..grid import DistributedGrid, Grid
+from ..io.grid_arrays import WRITABLE, grid_array_format, write_grid_array
+from ..io.structure import read_structure
 from ._common import add_descriptor_backend
 
 
@@ -35,32 +38,13 @@ def settings_from_args(args, atoms) -> BispectrumSettings:
 
 
 def run(args, comm) -> int:
-    from ..descriptors import compute_descriptors
-    from ..grid import Decomposition, Grid
-    from ..io.structure import read_structure
-
     output = Path(args.output)
     with comm.collective():
-        if output.suffix not in (".npy", ".h5"):
-            raise MlscaleError(f"output must end in .npy or .h5, got {output}")
+        grid_array_format(output, WRITABLE)
         atoms = read_structure(args.structure)
         settings = settings_from_args(args, atoms)
-        grid = Grid(atoms.cell[:], tuple(args.grid))
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
-    descriptors_gf = compute_descriptors(atoms, grid, block, settings, comm, args.backend)
-    write_grid_array(output, "Bispectrum", descriptors_gf, block, grid, comm)
-    comm.print(f"{settings.n_features} descriptors on a {grid.shape} grid written to {output}")
+        dgrid = DistributedGrid(Grid(atoms.cell[:], tuple(args.grid)), comm)
+    descriptors_bf = compute_descriptors(atoms, dgrid, settings, args.backend)
+    write_grid_array(output, "Bispectrum", descriptors_bf, dgrid)
+    comm.print(f"{settings.n_features} descriptors on a {dgrid.shape} grid written to {output}")
     return 0
-
-
-def write_grid_array(path: Path, mesh: str, local_array, block, grid, comm, **openpmd):
-    """Write a distributed grid array to .npy or openPMD by extension."""
-    if path.suffix == ".npy":
-        from ..io.numpy_io import write_npy_distributed
-
-        global_shape = tuple(grid.shape) + tuple(local_array.shape[3:])
-        write_npy_distributed(path, local_array, block, global_shape, comm)
-    else:
-        from ..io.openpmd_io import write_openpmd
-
-        write_openpmd(path, mesh, local_array, block, grid, comm, **openpmd)

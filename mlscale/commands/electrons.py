@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import asdict
+
 from ..config import EnergyGrid
 from ..errors import MlscaleError
-from ._common import add_integration, print_json, read_block_array
+from ..grid import DistributedGrid, Grid
+from ..inference import electrons_from_ldos
+from ..io.grid_arrays import grid_array_shape, read_grid_block
+from ..io.numpy_io import check_finite
+from ..io.structure import read_structure
+from ..output import write_fields, write_results
+from ._common import add_integration, print_json
 
 
 def add_arguments(parser):
@@ -26,12 +34,6 @@ def add_arguments(parser):
 
 
 def run(args, comm) -> int:
-    from .. import electrons
-    from ..grid import Decomposition, Grid
-    from ..inference import write_outputs
-    from ..io.numpy_io import check_finite
-    from ..io.structure import read_structure
-
     start, step, count = args.energy_grid
     if count != int(count):
         raise MlscaleError(f"energy count must be an integer, got {count}")
@@ -39,49 +41,24 @@ def run(args, comm) -> int:
     path = Path(args.ldos)
     with comm.collective():
         atoms = read_structure(args.cell_from)
-        shape = _grid_shape_of(path)
-        grid = Grid(atoms.cell[:], shape)
-    block = Decomposition(grid.shape, comm.size).block(comm.rank)
+        dgrid = DistributedGrid(Grid(atoms.cell[:], grid_array_shape(path, "LDOS")[:3]), comm)
     with comm.collective():
-        ldos_ge = read_block_array(path, block, mesh="LDOS")
-        if ldos_ge.ndim != 4 or ldos_ge.shape[3] != energy_grid.count:
+        ldos_be = read_grid_block(path, dgrid.block, mesh="LDOS")
+        if ldos_be.ndim != 4 or ldos_be.shape[3] != energy_grid.count:
             raise MlscaleError(
-                f"{path} holds {ldos_ge.shape[-1] if ldos_ge.ndim == 4 else '?'} energies, "
+                f"{path} holds {ldos_be.shape[-1] if ldos_be.ndim == 4 else '?'} energies, "
                 f"the energy grid has {energy_grid.count}")
-        check_finite(ldos_ge, str(path))
-    ldos_pe = ldos_ge.reshape(block.size, -1)
+        check_finite(ldos_be, str(path))
     energies_e = energy_grid.energies
-    dos_e = comm.sum(electrons.dos_from_ldos(ldos_pe, grid.voxel_volume))
-    with comm.collective():
-        summary = electrons.electronic_structure(dos_e, energies_e, args.electrons,
-                                                 args.temperature, args.integration)
-    density_p = electrons.density(ldos_pe, energies_e, summary["fermi_energy_eV"],
-                                  args.temperature, args.integration)
-    summary["number_of_electrons_from_density"] = comm.sum(
-        float(density_p.sum() * grid.voxel_volume))
-    results = {**summary, "atoms": len(atoms), "grid": list(grid.shape), "ranks": comm.size,
-               "temperature_K": args.temperature, "integration": args.integration}
+    scalars, dos_e, density_b = electrons_from_ldos(
+        ldos_be.reshape(dgrid.local_points, -1), dgrid, energies_e, args.electrons,
+        args.temperature, args.integration)
+    results = {**asdict(scalars), "atoms": len(atoms), "grid": list(dgrid.shape),
+               "ranks": comm.size, "temperature_K": args.temperature,
+               "integration": args.integration}
     if args.output:
         out = Path(args.output)
-        write_outputs(out, results, energies_e, dos_e, density_p.reshape(block.shape), grid,
-                      block, comm)
-        if comm.rank == 0:
-            from ..io.atomic import write_json_atomic
-
-            write_json_atomic(out / "results.json", results)
+        write_fields(out, energies_e, dos_e, density_b, dgrid)
+        write_results(out, results, comm)
     print_json(comm, results)
     return 0
-
-
-def _grid_shape_of(path: Path) -> tuple[int, int, int]:
-    if path.suffix == ".npy":
-        from ..io.numpy_io import npy_shape
-
-        shape = npy_shape(path)
-    else:
-        from ..io.openpmd_io import openpmd_info
-
-        shape = openpmd_info(path, "LDOS")["shape"]
-    if len(shape) < 3:
-        raise MlscaleError(f"{path} is not a grid array (shape {shape})")
-    return tuple(shape[:3])

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..energy import density_energy_terms, find_pseudopotentials
 from ..errors import MlscaleError
-from ..grid import Block, Decomposition, Grid
+from ..grid import Block, DistributedGrid, Grid
+from ..io.cube import read_cube_block
+from ..io.grid_arrays import grid_array_format, grid_array_shape, read_grid_block
+from ..io.structure import read_structure
+from ..units import BOHR_ANGSTROM
 
 
 def add_arguments(parser):
@@ -30,67 +35,34 @@ def add_arguments(parser):
 
 
 def run(args, comm) -> int:
-    from ..energy import density_energy_terms, find_pseudopotentials
-    from ..units import BOHR_ANGSTROM
-    from ..io import read_cube_block, read_npy_block, read_openpmd, read_structure
-
     path = Path(args.density)
-    kind = _kind(path)
     with comm.collective():
+        grid_array_format(path, what="density")
         atoms = read_structure(args.structure)
         pseudopotentials = find_pseudopotentials(args.pseudopotentials,
                                                  atoms.get_chemical_symbols())
-        shape = _grid_shape(path, kind, args.mesh)
-    grid = Grid(atoms.cell.array, shape)
-    block = Decomposition(shape, comm.size).block(comm.rank)
+        shape = grid_array_shape(path, args.mesh)
+        if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
+            raise MlscaleError(f"{path} has shape {shape}, expected one value per grid point")
+        dgrid = DistributedGrid(Grid(atoms.cell.array, shape[:3]), comm)
     with comm.collective():
-        if kind == "npy":
-            density_b = read_npy_block(path, block)
-            if density_b.ndim == 4:
-                if density_b.shape[3] != 1:
-                    raise MlscaleError(f"{path} has {density_b.shape[3]} values per point, expected 1")
-                density_b = density_b[..., 0]
-        elif kind == "openpmd":
-            density_b = read_openpmd(path, args.mesh, block)
-            if density_b.ndim != 3:
-                raise MlscaleError(f"{path}: mesh {args.mesh!r} has several components")
-        else:
-            density_b, meta = read_cube_block(path, block)
-            cube_cell = meta["voxel_cv"] * np.array(shape)[:, None]
-            if not np.allclose(cube_cell, grid.cell_cv, rtol=0, atol=1e-4):
-                raise MlscaleError(f"the cell of {path} differs from the structure's cell")
-            density_b = density_b / BOHR_ANGSTROM**3
-    terms = density_energy_terms(density_b, grid, block, atoms, pseudopotentials, comm,
+        density_b = _read_density(path, dgrid, args.mesh)
+    terms = density_energy_terms(density_b, dgrid, atoms, pseudopotentials,
                                  ecutrho_Ry=args.ecutrho, functional=args.functional)
-    comm.print(json.dumps({**terms, "density_file": str(path), "grid": list(shape),
+    comm.print(json.dumps({**terms, "density_file": str(path), "grid": list(dgrid.shape),
                            "atoms": len(atoms), "ranks": comm.size}, indent=2))
     return 0
 
 
-def _kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return "npy"
-    if suffix in (".h5", ".bp"):
-        return "openpmd"
-    if suffix == ".cube":
-        return "cube"
-    raise MlscaleError(f"unknown density file type {path.name} (expected .npy, .h5, .bp or .cube)")
-
-
-def _grid_shape(path: Path, kind: str, mesh: str) -> tuple[int, int, int]:
-    from ..io import openpmd_info, read_cube_block
-
-    if kind == "npy":
-        if not path.is_file():
-            raise MlscaleError(f"file not found: {path}")
-        try:
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        except (ValueError, OSError, EOFError) as error:
-            raise MlscaleError(f"{path} is not a readable .npy array ({error})") from None
-        if len(shape) not in (3, 4):
-            raise MlscaleError(f"{path} has shape {shape}, expected a 3-D or 4-D grid array")
-        return tuple(shape[:3])
-    if kind == "openpmd":
-        return tuple(openpmd_info(path, mesh)["shape"])
-    return tuple(read_cube_block(path, Block((0, 0, 0), (1, 1, 1)))[1]["shape"])
+def _read_density(path: Path, dgrid: DistributedGrid, mesh: str) -> np.ndarray:
+    """The rank's block of the density in electrons/Å³ (a cube's 1/Bohr³ converted)."""
+    density_b = read_grid_block(path, dgrid.block, mesh)
+    if density_b.ndim == 4:
+        density_b = density_b[..., 0]
+    if grid_array_format(path) == "cube":
+        meta = read_cube_block(path, Block((0, 0, 0), (1, 1, 1)))[1]
+        cube_cell = meta["voxel_cv"] * np.array(dgrid.shape)[:, None]
+        if not np.allclose(cube_cell, dgrid.cell_cv, rtol=0, atol=1e-4):
+            raise MlscaleError(f"the cell of {path} differs from the structure's cell")
+        density_b = density_b / BOHR_ANGSTROM**3
+    return density_b
