@@ -72,7 +72,7 @@ def _converted(value: Any, hint: Any) -> Any:
         return _converted(value, arm)
     if typing.get_origin(hint) is tuple:
         items = arguments[:1] * len(value) if arguments[-1:] == (Ellipsis,) else arguments
-        return tuple(_converted(item, h) for item, h in zip(value, items))
+        return tuple(_converted(item, h) for item, h in zip(value, items, strict=True))
     if hint is float:
         return float(value)
     return value
@@ -139,9 +139,8 @@ class EnergyGrid:
 
     def __post_init__(self):
         if self.count < 2 or not self.step > 0:
-            raise MlscaleError(
-                f"energy grid needs count >= 2 and step > 0, got count={self.count}, step={self.step}"
-            )
+            raise MlscaleError(f"energy grid needs count >= 2 and step > 0, got "
+                               f"count={self.count}, step={self.step}")
 
     @property
     def energies(self) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,12 +86,12 @@ class Snapshot:
         self.ldos_pe = y.reshape(-1, n_energies)
         self.npoints = len(self.ldos_pe)
 
-    def prefetch(self):
+    def prefetch(self) -> None:
         """Ask the kernel to read the files ahead (sequential I/O, asynchronous)."""
         for mapped in (self._x_map, self._y_map):
             mapped.madvise(mmap.MADV_WILLNEED)
 
-    def release(self):
+    def release(self) -> None:
         """Drop this process's mapped pages (they stay in the page cache)."""
         for mapped in (self._x_map, self._y_map):
             mapped.madvise(mmap.MADV_DONTNEED)
@@ -104,7 +105,8 @@ class SnapshotSet:
     the current read no longer touches.
     """
 
-    def __init__(self, files, n_features: int, n_energies: int, streaming: bool = False):
+    def __init__(self, files: Sequence[SnapshotFiles], n_features: int, n_energies: int,
+                 streaming: bool = False):
         self.snapshots = [Snapshot(f, n_features, n_energies) for f in files]
         if not self.snapshots:
             raise MlscaleError("no snapshots given")
@@ -115,7 +117,7 @@ class SnapshotSet:
         self.streaming = streaming
         self._active: set[int] = set()
 
-    def read(self, points) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, points: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Descriptors [n, F] and LDOS [n, E] (float32) of global points in the given order."""
         points = np.asarray(points, dtype=np.int64)
         x = np.empty((len(points), self.n_features), np.float32)
@@ -135,7 +137,8 @@ class SnapshotSet:
             y[mask] = self.snapshots[s].ldos_pe[local]
         return x, y
 
-    def chunks(self, start: int, stop: int, chunk_points: int):
+    def chunks(self, start: int, stop: int,
+               chunk_points: int) -> Iterator[tuple[Snapshot, np.ndarray, np.ndarray]]:
         """Yield (snapshot, x, y) for the global points ``start <= p < stop`` in chunks."""
         for s, snapshot in enumerate(self.snapshots):
             lo = max(start - self.offsets[s], 0)
@@ -152,7 +155,8 @@ class SnapshotSet:
         return (self.npoints * comm.rank // comm.size,
                 self.npoints * (comm.rank + 1) // comm.size)
 
-    def release(self):
+    def release(self) -> None:
+        """Drop the mapped pages of every snapshot."""
         for snapshot in self.snapshots:
             snapshot.release()
         self._active = set()
@@ -177,7 +181,8 @@ def _convert_openpmd(path: Path, mesh: str, target: Path, comm: Comm) -> None:
                           dgrid)
 
 
-def cache_openpmd(files, cache_dir, comm: Comm) -> list[SnapshotFiles]:
+def cache_openpmd(files: Sequence[SnapshotFiles | str], cache_dir: str | Path | None,
+                  comm: Comm) -> list[SnapshotFiles]:
     """The snapshots with every openPMD (``.h5``) part replaced by a ``.npy`` copy.
 
     Copies are made once (collectively, each rank reads and writes its own grid block)
@@ -206,8 +211,8 @@ def cache_openpmd(files, cache_dir, comm: Comm) -> list[SnapshotFiles]:
     return result
 
 
-def open_snapshots(files, n_features: int, n_energies: int, comm: Comm,
-                   streaming: bool = False) -> SnapshotSet:
+def open_snapshots(files: Sequence[SnapshotFiles | str], n_features: int, n_energies: int,
+                   comm: Comm, streaming: bool = False) -> SnapshotSet:
     """Open snapshots lazily on every rank (collective: all ranks fail alike)."""
     with comm.collective():
         return SnapshotSet([f if isinstance(f, SnapshotFiles) else SnapshotFiles.parse(f)
@@ -230,7 +235,7 @@ class _Moments:
     def __init__(self, width: int):
         self.count, self.mean, self.m2 = 0, np.zeros(width), np.zeros(width)
 
-    def add(self, chunk):
+    def add(self, chunk: np.ndarray) -> None:
         chunk = np.asarray(chunk, np.float64)
         n = len(chunk)
         if n == 0:
@@ -244,7 +249,7 @@ class _Moments:
         self.count = total
 
 
-def _combine(comm: Comm, moments: _Moments):
+def _combine(comm: Comm, moments: _Moments) -> tuple[np.ndarray, np.ndarray]:
     """Global mean and standard deviation from every rank's partial moments."""
     count, mean, m2 = moments.count, moments.mean, moments.m2
     total = comm.sum(count)
@@ -254,7 +259,7 @@ def _combine(comm: Comm, moments: _Moments):
 
 
 def scaling_statistics(snapshots: SnapshotSet, comm: Comm, chunk_points: int = 65536,
-                       check=()) -> Statistics:
+                       check: Sequence[SnapshotSet] = ()) -> Statistics:
     """Mean/std per descriptor feature and per LDOS energy, in one distributed pass.
 
     Every rank reads only its share of the points, in chunks; the partial moments are

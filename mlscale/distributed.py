@@ -2,7 +2,9 @@
 
 Both backends are set up from the MPI communicator, so ``mpiexec``/``srun`` is all a
 user needs (no torchrun). A run on one rank goes through the same code with a
-process group of size one.
+process group of size one. This module makes no MPI calls of its own: the rendezvous
+goes through :class:`~mlscale.parallel.Comm` (``broadcast``, ``collective``), and
+Horovod, which runs its own MPI communication, is handed ``comm.mpi``.
 
 - ``ddp``: ``torch.distributed`` with gloo on CPU, NCCL on GPU. Rank 0 starts a
   TCPStore on a free port of its host and broadcasts host and port over MPI
@@ -23,14 +25,15 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 
+from .config import DISTRIBUTED_BACKENDS as BACKENDS
 from .errors import MlscaleError
 from .parallel import Comm
 
-BACKENDS = ("ddp", "horovod")
 TIMEOUT = datetime.timedelta(minutes=10)
 
 
@@ -59,7 +62,8 @@ class _Averager:
 
     size: int
 
-    def average_gradients(self, parameters, extra=()) -> list[float]:
+    def average_gradients(self, parameters: Sequence[torch.nn.Parameter],
+                          extra: Sequence[float] = ()) -> list[float]:
         """Replace the gradients by their mean over the ranks; return the sums over the
         ranks of the ``extra`` numbers, reduced in the same all-reduce."""
         grads = [p.grad for p in parameters]
@@ -74,6 +78,9 @@ class _Averager:
         return flat[offset:].tolist()
 
     def _sum_(self, flat: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
         raise NotImplementedError
 
 
@@ -106,10 +113,10 @@ class _TorchDistributed(_Averager):
                                 timeout=TIMEOUT)
         self.store = store  # rank 0 serves the rendezvous while the group lives
 
-    def _sum_(self, flat):
+    def _sum_(self, flat: torch.Tensor) -> None:
         self.dist.all_reduce(flat)
 
-    def close(self):
+    def close(self) -> None:
         self.dist.destroy_process_group()
 
 
@@ -128,15 +135,15 @@ class _Horovod(_Averager):
         if hvd.size() != comm.size or hvd.rank() != comm.rank:
             raise MlscaleError("Horovod's ranks differ from the MPI communicator's")
 
-    def _sum_(self, flat):
+    def _sum_(self, flat: torch.Tensor) -> None:
         self.hvd.allreduce_(flat, op=self.hvd.Sum, name="mlscale.gradients")
 
-    def close(self):
+    def close(self) -> None:
         self.hvd.shutdown()
 
 
 @contextmanager
-def data_parallel(backend: str, comm: Comm, device: torch.device):
+def data_parallel(backend: str, comm: Comm, device: torch.device) -> Iterator[_Averager]:
     """Gradient averaging over ``comm`` for the duration of a ``with`` block.
 
     Yields an object whose ``average_gradients(parameters, extra)`` replaces every

@@ -1,6 +1,10 @@
-"""The only module that talks MPI.
+"""MPI for mlscale: the communicator, reductions of small data, collective errors.
 
-A :class:`Comm` wraps an mpi4py communicator. A serial run is a run on a
+A :class:`Comm` wraps an mpi4py communicator; mlscale's own reductions, broadcasts and
+barriers go through it. Libraries with MPI communication of their own are handed the
+wrapped communicator ``comm.mpi``: LAMMPS (descriptors/lammps.py), Horovod
+(distributed.py) and mpi4py-fft (energy/fft.py, whose layout exchange around the FFT
+also calls ``allgather`` and ``Alltoallv`` on it). A serial run is a run on a
 communicator of one rank (``MPI.COMM_SELF`` or ``COMM_WORLD`` of size 1): there is
 no separate serial code path anywhere in mlscale.
 

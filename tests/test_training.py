@@ -1,4 +1,7 @@
-"""Lazy snapshots, scaling statistics, training: determinism, early stopping, resume, CLI."""
+"""Training: epoch order, determinism, output scaling, electron weight, early stopping, resume.
+
+The snapshot data (mlscale.data) are tested in test_data.py, the command in
+commands/test_train.py."""
 
 from __future__ import annotations
 
@@ -10,17 +13,15 @@ import pytest
 import safetensors
 import torch
 
-from mlscale.cli import main as cli_main
 from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings
-from mlscale.data import (SnapshotFiles, SnapshotSet, cache_openpmd, open_snapshots,
-                          scaling_statistics)
+from mlscale.data import SnapshotSet, open_snapshots, scaling_statistics
 from mlscale.errors import MlscaleError
-from mlscale.model import DEFAULT_CHUNK_POINTS, ModelInfo, TorchModel, load_model, save_model
+from mlscale.model import DEFAULT_CHUNK_POINTS, ModelInfo, TorchModel, save_model
 from mlscale.parallel import self_comm
 from mlscale import training
 from mlscale.training import TrainingInterrupted, shuffled_points, train
+from snapshot_data import N_ENERGIES, N_FEATURES, full_arrays, write_snapshots
 
-N_FEATURES, N_ENERGIES, GRID = 5, 4, (4, 3, 5)  # twojmax 2: 5 features
 LAYERS = ModelSettings(layers=(N_FEATURES, 16, N_ENERGIES))
 METADATA = {"descriptors": BispectrumSettings(twojmax=2).with_species(["Be"]).to_dict(),
             "energy_grid": EnergyGrid(-5.0, 2.5, N_ENERGIES).to_dict(),
@@ -42,36 +43,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def write_snapshots(directory, count, seed=0, coordinates=True, grid=GRID, sign=1.0):
-    """Synthetic snapshots: descriptors with unequal scales (+3 coordinate columns, MALA's
-    .in.npy layout) and an LDOS that is a smooth function of them. Returns 'IN:OUT' strings."""
-    rng = np.random.default_rng(seed)
-    mixing = np.random.default_rng(99).normal(size=(N_FEATURES, N_ENERGIES))
-    specs = []
-    for i in range(count):
-        x = rng.normal(size=(*grid, N_FEATURES)) * [1, 10, 0.1, 5, 2] + [3, -20, 0, 100, 1]
-        standard = (x - [3, -20, 0, 100, 1]) / [1, 10, 0.1, 5, 2]
-        y = sign * (np.tanh(standard @ mixing) + 1.5) * 0.02
-        if coordinates:
-            x = np.concatenate([rng.uniform(size=(*grid, 3)), x], axis=-1)
-        name = f"s{seed}_{i}"
-        np.save(directory / f"{name}.in.npy", x.astype(np.float32))
-        np.save(directory / f"{name}.out.npy", y.astype(np.float32))
-        specs.append(f"{directory / name}.in.npy:{directory / name}.out.npy")
-    return specs
-
-
-def full_arrays(specs):
-    """Descriptors and LDOS of snapshots read eagerly with np.load (the reference)."""
-    xs, ys = [], []
-    for spec in specs:
-        files = SnapshotFiles.parse(spec)
-        x = np.load(files.descriptors)
-        xs.append(x.reshape(-1, x.shape[-1])[:, -N_FEATURES:].astype(np.float64))
-        ys.append(np.load(files.ldos).reshape(-1, N_ENERGIES).astype(np.float64))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def run(train_specs, validation_specs, settings, **kwargs):
     return train(train_specs, validation_specs, LAYERS, settings, METADATA, self_comm(), **kwargs)
 
@@ -84,73 +55,6 @@ def assert_same_state(a, b):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-
-
-# -- data -------------------------------------------------------------------------------
-
-
-def test_statistics_match_numpy(tmp_path):
-    specs = write_snapshots(tmp_path, 3)
-    no_coordinates = write_snapshots(tmp_path, 1, seed=5, coordinates=False)
-    data = open_snapshots(specs + no_coordinates, N_FEATURES, N_ENERGIES, self_comm())
-    stats = scaling_statistics(data, self_comm(), chunk_points=7)
-    x, y = full_arrays(specs + no_coordinates)
-    np.testing.assert_allclose(stats.input_mean, x.mean(axis=0), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(stats.input_std, x.std(axis=0), rtol=1e-10)
-    np.testing.assert_allclose(stats.output_mean, y.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(stats.output_std, y.std(axis=0), rtol=1e-10)
-
-
-@pytest.mark.parametrize("streaming", [False, True])
-def test_read_returns_requested_points_in_order(tmp_path, streaming):
-    specs = write_snapshots(tmp_path, 3)
-    data = SnapshotSet([SnapshotFiles.parse(s) for s in specs], N_FEATURES, N_ENERGIES,
-                       streaming)
-    x, y = full_arrays(specs)
-    points = np.array([179, 0, 61, 60, 59, 120, 5])
-    got_x, got_y = data.read(points)
-    np.testing.assert_array_equal(got_x, x[points].astype(np.float32))
-    np.testing.assert_array_equal(got_y, y[points].astype(np.float32))
-    data.release()
-    np.testing.assert_array_equal(data.read(points)[0], got_x)
-
-
-def test_snapshot_errors(tmp_path):
-    comm = self_comm()
-    (spec,) = write_snapshots(tmp_path, 1)
-    files = SnapshotFiles.parse(spec)
-
-    def check(x_path, y_path, match):
-        with pytest.raises(MlscaleError, match=match):
-            data = open_snapshots([f"{x_path}:{y_path}"], N_FEATURES, N_ENERGIES, comm)
-            scaling_statistics(data, comm)
-
-    check(tmp_path / "absent.in.npy", files.ldos, "file not found")
-    with pytest.raises(MlscaleError, match="DESCRIPTORS:LDOS"):
-        SnapshotFiles.parse("only_one_file.npy")
-    small = tmp_path / "small.out.npy"
-    np.save(small, np.zeros((4, 3, 4, N_ENERGIES), np.float32))
-    check(files.descriptors, small, "grids differ")
-    energies = tmp_path / "energies.out.npy"
-    np.save(energies, np.zeros((*GRID, N_ENERGIES + 1), np.float32))
-    check(files.descriptors, energies, f"LDOS must be .*{N_ENERGIES}")
-    features = tmp_path / "features.in.npy"
-    np.save(features, np.zeros((*GRID, N_FEATURES + 1), np.float32))
-    check(features, files.ldos, f"descriptors must be .*{N_FEATURES}")
-    nan = tmp_path / "nan.out.npy"
-    y = np.load(files.ldos)
-    y[2, 1, 3, 0] = np.nan
-    np.save(nan, y)
-    check(files.descriptors, nan, "NaN")
-    objects = tmp_path / "objects.out.npy"
-    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    check(files.descriptors, objects, "not floating-point")
-    truncated = tmp_path / "truncated.out.npy"
-    truncated.write_bytes(files.ldos.read_bytes()[:-40])
-    check(files.descriptors, truncated, "truncated")
-    other = tmp_path / "ldos.txt"
-    other.write_text("1 2 3")
-    check(files.descriptors, other, "unsupported snapshot file type")
 
 
 # -- training ---------------------------------------------------------------------------
@@ -185,7 +89,7 @@ def test_shuffled_points_is_a_permutation_in_any_slices(npoints):
     order = shuffled_points((5, 0), npoints, 0, npoints)
     assert sorted(order.tolist()) == list(range(npoints))
     cuts = sorted({0, npoints, npoints // 3, npoints // 2})
-    pieces = [shuffled_points((5, 0), npoints, a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+    pieces = [shuffled_points((5, 0), npoints, a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     np.testing.assert_array_equal(np.concatenate(pieces), order)
     if npoints >= 1000:
         assert not np.array_equal(order, shuffled_points((5, 1), npoints, 0, npoints))
@@ -370,48 +274,6 @@ def test_horovod_missing_is_a_clear_error(tmp_path):
             run(train_specs, train_specs, TrainingSettings(epochs=1), backend="horovod")
     else:
         pytest.skip("Horovod is installed (its path is tested in test_training_mpi.py)")
-
-
-# -- command line -----------------------------------------------------------------------
-
-
-def test_cli_train_writes_model(tmp_path, capsys):
-    train_specs = write_snapshots(tmp_path, 2)
-    validation_specs = write_snapshots(tmp_path, 1, seed=1)
-    config = tmp_path / "train.toml"
-    config.write_text('epochs = 2\nbatch-size = 16\nlayers = [5, 8, 4]\n\n'
-                      '[descriptors]\ntwojmax = 2\nspecies = ["Be"]\n')
-    output = tmp_path / "model.safetensors"
-    status = cli_main(["train", "--config", str(config), "--train", *train_specs,
-                       "--validation", *validation_specs, "--energy-grid", "-5", "2.5", "4",
-                       "--temperature", "300", "--species", "Be", "--valence-electrons",
-                       "Be=2", "--epochs", "3", "-o", str(output)])
-    assert status == 0
-    out = capsys.readouterr().out
-    assert [line.split()[:2] for line in out.splitlines() if line.startswith("epoch")] == [
-        ["epoch", "1"], ["epoch", "2"], ["epoch", "3"]]
-    assert "model written to" in out
-    metadata = load_model(output).info.metadata
-    assert metadata["model"]["layers"] == [5, 8, 4]
-    assert metadata["valence_electrons"] == {"Be": 2.0}
-    assert metadata["training"]["epochs_run"] == 3 and metadata["training"]["ranks"] == 1
-    assert cli_main(["train", "--train", *train_specs, "-o", str(output)]) == 1
-    assert "--energy-grid is required" in capsys.readouterr().err
-    assert cli_main(["train", "--validation", *validation_specs, "--energy-grid", "-5", "2.5",
-                     "4", "--temperature", "300", "--species", "Be", "-o", str(output)]) == 1
-    assert "--train is required" in capsys.readouterr().err
-
-
-def test_openpmd_snapshots_are_cached_as_npy(be2, tmp_path):
-    spec = f"{be2}/Be_snapshot0.in.npy:{be2}/Be_snapshot0.out.h5"
-    (cached,) = cache_openpmd([spec], tmp_path / "cache", self_comm())
-    assert cached.descriptors == be2 / "Be_snapshot0.in.npy"
-    np.testing.assert_array_equal(np.load(cached.ldos), np.load(be2 / "Be_snapshot0.out.npy"))
-    modified = cached.ldos.stat().st_mtime_ns
-    assert cache_openpmd([spec], tmp_path / "cache", self_comm()) == [cached]
-    assert cached.ldos.stat().st_mtime_ns == modified  # reused, not rewritten
-    with pytest.raises(MlscaleError, match="file not found"):
-        cache_openpmd([f"{be2}/Be_snapshot0.in.npy:{tmp_path}/absent.h5"], tmp_path, self_comm())
 
 
 def test_be_model_predicts_unseen_band_energy(be2, tmp_path):
