@@ -227,7 +227,7 @@ class ModelSettings:
     """MLP architecture: layer sizes from input to output, hidden activation, and what
     prediction does to negative LDOS values (``ldos_restriction``: ``"none"``, or
     ``"zero_negative"`` / ``"absolute"`` as MALA's ``restrict_targets``). The
-    restriction acts in :func:`mlscale.model.predict_ldos`, never in training."""
+    restriction acts in prediction (``mlscale.model.Model.__call__``), never in training."""
 
     layers: tuple[int, ...] = setting((91, 100, 100, 11), "layer sizes, input to output")
     activation: str = setting("LeakyReLU", "hidden activation (a torch.nn class name)")

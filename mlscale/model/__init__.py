@@ -67,7 +67,8 @@ class Model(Protocol):
     def vjp(self, descriptors_pf, grad_ldos_pe,
             chunk_points: int = DEFAULT_CHUNK_POINTS) -> np.ndarray:
         """Σ_e grad_ldos_pe ∂ldos_pe/∂descriptors_pf, float64 [points, features] (the
-        backward pass, restriction included), in the units of grad_ldos_pe · eV·Å³."""
+        backward pass, restriction included), in the units of grad_ldos_pe / (eV·Å³)
+        (descriptors are dimensionless): with grad_ldos_pe = ∂E/∂LDOS in eV·(eV·Å³), eV."""
 
 
 def load_model(path, backend: str = "numpy") -> Model:

@@ -108,7 +108,7 @@ class NumpyNetwork:
     def vjp(self, descriptors_pf, grad_ldos_pe,
             chunk_points: int = DEFAULT_CHUNK_POINTS) -> np.ndarray:
         """Σ_e grad_ldos_pe ∂ldos_pe/∂descriptors_pf: float64 [points, features], in the
-        units of grad_ldos_pe times eV·Å³ (per unit descriptor); in chunks."""
+        units of grad_ldos_pe / (eV·Å³) (descriptors are dimensionless); in chunks."""
         return vjp_in_chunks(self.vjp_chunk, self.n_features, self.n_energies,
                              descriptors_pf, grad_ldos_pe, chunk_points, self.dtype)
 
