@@ -40,26 +40,10 @@ def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: A
     used (``functional``, ``ecutrho_Ry``, ``core_correction``). Collective.
     """
     symbols = atoms.get_chemical_symbols()
-    grid = dgrid.grid
     with dgrid.comm.collective():
-        if dgrid.is_share:
-            raise MlscaleError("the energy terms need the whole density: one rank's share does "
-                               "not match the grid decomposition over the ranks")
-        dgrid.check_local(density_b, "density")
-        if not np.all(np.isfinite(density_b)):
-            raise MlscaleError("density contains NaN or infinite values")
-        if not np.allclose(atoms.cell.array, grid.cell_cv, rtol=0, atol=1e-4):
-            raise MlscaleError("the structure's cell differs from the density grid's cell")
-        pps = _read_pseudopotentials(pseudopotentials, symbols)
-        name = functional_name(functional if functional is not None else _common_functional(pps))
-
-    fft = DistributedFFT(dgrid.with_cell(grid.cell_cv / BOHR_ANGSTROM))
-    g2_max = fft.max_g2()
-    if ecutrho_Ry is not None:
-        if not 0 < ecutrho_Ry <= g2_max * (1 + 1e-9):
-            raise MlscaleError(f"ecutrho {ecutrho_Ry} Ry does not fit the {grid.shape} grid "
-                               f"(at most {g2_max:.2f} Ry)")
-        g2_max = float(ecutrho_Ry)
+        pps, name = _check_inputs(density_b, dgrid, atoms, pseudopotentials, functional)
+    fft = DistributedFFT(dgrid.with_cell(dgrid.cell_cv / BOHR_ANGSTROM))
+    g2_max = _sphere(fft, ecutrho_Ry, dgrid.shape)
 
     n_b = density_b * BOHR_ANGSTROM**3
     n_q = fft.forward(n_b)
@@ -91,6 +75,36 @@ def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: A
         "ecutrho_Ry": g2_max,
         "core_correction": any(pps[s].core_g is not None for s in set(symbols)),
     }
+
+
+def _check_inputs(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
+                  pseudopotentials: dict, functional: str | None
+                  ) -> tuple[dict[str, Pseudopotential], str]:
+    """The pseudopotentials per element and the functional's name; MlscaleError for a
+    share, a density that does not fit the grid or is not finite, or another cell."""
+    if dgrid.is_share:
+        raise MlscaleError("the energy terms need the whole density: one rank's share does "
+                           "not match the grid decomposition over the ranks")
+    dgrid.check_local(density_b, "density")
+    if not np.all(np.isfinite(density_b)):
+        raise MlscaleError("density contains NaN or infinite values")
+    if not np.allclose(atoms.cell.array, dgrid.cell_cv, rtol=0, atol=1e-4):
+        raise MlscaleError("the structure's cell differs from the density grid's cell")
+    pps = _read_pseudopotentials(pseudopotentials, atoms.get_chemical_symbols())
+    name = functional_name(functional if functional is not None else _common_functional(pps))
+    return pps, name
+
+
+def _sphere(fft: DistributedFFT, ecutrho_Ry: float | None, shape: tuple[int, int, int]
+            ) -> float:
+    """The G sphere |G|² <= g2_max (Bohr⁻²) of the sums: ecutrho, or all the grid holds."""
+    g2_max = fft.max_g2()
+    if ecutrho_Ry is None:
+        return g2_max
+    if not 0 < ecutrho_Ry <= g2_max * (1 + 1e-9):
+        raise MlscaleError(f"ecutrho {ecutrho_Ry} Ry does not fit the {shape} grid "
+                           f"(at most {g2_max:.2f} Ry)")
+    return float(ecutrho_Ry)
 
 
 def total_energy(band_energy: float, entropy_contribution: float, terms: dict) -> float:

@@ -119,20 +119,8 @@ def parse_pw_output(path, allow_unconverged: bool = False) -> dict:
     (then values QE did not print are None). SCF runs only (no relax/MD).
     """
     path = Path(path)
-    if not path.is_file():
-        raise MlscaleError(f"file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if "Program PWSCF" not in text[:10000]:
-        raise MlscaleError(f"{path} is not a Quantum ESPRESSO pw.x output")
-    if "SPIN UP" in text:
-        raise MlscaleError(f"{path}: spin-polarised pw.x output is not supported")
-    if "Geometry Optimization" in text or "Molecular Dynamics Calculation" in text:
-        raise MlscaleError(f"{path}: a relaxation/MD output; parse_pw_output reads SCF runs only")
-
-    def number(label, what, convert=float):
-        return convert(_last(label + r"\s*=\s*" + _NUMBER, text, path, what))
-
-    info = {}
+    text = _read_scf_text(path)
+    info: dict = {}
     smearing = _last(r"number of k points=\s*(\d+)\s+(.*?)smearing, width \(Ry\)=\s*" + _FLOAT,
                      text, path, "smearing line ('... smearing, width (Ry)=')")
     if smearing[1].strip() != "Fermi-Dirac":
@@ -150,48 +138,80 @@ def parse_pw_output(path, allow_unconverged: bool = False) -> dict:
                   "'the Fermi energy is' line", required=converged_ok)
     info["fermi_energy_dft"] = float(fermi) if fermi is not None else None
     info["temperature"] = degauss * RYDBERG_EV / KB_EV_PER_K
-    info["number_of_electrons_exact"] = number(r"number of electrons\s*", "number of electrons")
-
-    n_atoms = number(r"number of atoms/cell\s*", "number of atoms", int)
+    info["number_of_electrons_exact"] = _number(text, path, r"number of electrons\s*",
+                                                "number of electrons")
+    n_atoms = _number(text, path, r"number of atoms/cell\s*", "number of atoms", int)
     atoms, forces = _structure(text, path, n_atoms)
-    n_bands = number(r"number of Kohn-Sham states", "number of Kohn-Sham states", int)
-    weights = re.findall(r"k\(\s*\d+\) = \(.*\), wk =\s*" + _FLOAT, text)[:n_kpoints]
-    listing_end = final.find("the Fermi energy is")
-    eigs = _eigenvalues(final[:listing_end] if listing_end >= 0 else final, n_bands, path)
-    band_energy = electrons = None
-    if eigs is not None and len(weights) == n_kpoints == len(eigs) and fermi is not None:
-        w_k = np.array(weights, dtype=float)[:, None]
-        f_kn = _fermi_dirac(eigs, info["fermi_energy_dft"], info["temperature"])
-        band_energy, electrons = float(np.sum(w_k * f_kn * eigs)), float(np.sum(w_k * f_kn))
-    info["band_energy_dft_calculation"] = band_energy
+    info["band_energy_dft_calculation"], electrons = _band_energy(text, final, path, n_kpoints,
+                                                                  info)
     for key, label in _ENERGY_TERMS.items():
         value = _last(label + r"\s*=\s*" + _FLOAT + r"\s*Ry", final, path, f"'{label}' line",
                       required=converged_ok)
         info[key] = float(value) * RYDBERG_EV if value is not None else None
-
-    dims = _last(r"Dense\s+grid:.*FFT dimensions:\s*\(\s*(\d+),\s*(\d+),\s*(\d+)\)", text, path,
-                 "'Dense grid ... FFT dimensions' line")
-    info["grid_dimensions"] = [int(n) for n in dims]
-    info["electrons_per_atom"] = info["number_of_electrons_exact"] / len(atoms)
+    info.update(_run_settings(text, path, atoms, info["number_of_electrons_exact"], degauss))
     info["number_of_electrons_from_eigenvals"] = electrons
-    info["ibrav"] = number(r"bravais-lattice index\s*", "bravais-lattice index", int)
-    info["ecutwfc"] = number(r"kinetic-energy cutoff\s*", "kinetic-energy cutoff")
-    info["ecutrho"] = number(r"charge density cutoff\s*", "charge density cutoff")
-    info["degauss"] = degauss
-    pseudo = re.findall(r"PseudoPot\. #\s*\d+ for\s+(\S+)\s+read from file:\s*\n\s*(\S+)", text)
-    if not pseudo:
-        raise MlscaleError(f"{path}: no pseudopotential lines found")
-    info["pseudopotentials"] = {species: Path(file).name for species, file in pseudo}
-    voxel_cv = atoms.cell.array / np.array(info["grid_dimensions"])[:, None]
-    info["voxel"] = {"array": voxel_cv.tolist()}
-    info["atoms"] = {
-        "numbers": atoms.numbers.tolist(),
-        "positions": atoms.positions.tolist(),
-        "cell": atoms.cell.array.tolist(),
-        "pbc": atoms.pbc.tolist(),
-    }
     if forces is not None:
         info["atomic_forces_dft"] = np.asarray(forces).tolist()
     info["converged"] = converged_ok
     info["scf_iterations"] = int(converged[1])
     return info
+
+
+def _read_scf_text(path: Path) -> str:
+    """The text of a pw.x SCF output; MlscaleError for anything else."""
+    if not path.is_file():
+        raise MlscaleError(f"file not found: {path}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if "Program PWSCF" not in text[:10000]:
+        raise MlscaleError(f"{path} is not a Quantum ESPRESSO pw.x output")
+    if "SPIN UP" in text:
+        raise MlscaleError(f"{path}: spin-polarised pw.x output is not supported")
+    if "Geometry Optimization" in text or "Molecular Dynamics Calculation" in text:
+        raise MlscaleError(f"{path}: a relaxation/MD output; parse_pw_output reads SCF runs only")
+    return text
+
+
+def _number(text: str, path, label: str, what: str, convert=float):
+    return convert(_last(label + r"\s*=\s*" + _NUMBER, text, path, what))
+
+
+def _band_energy(text: str, final: str, path, n_kpoints: int, info: dict
+                 ) -> tuple[float | None, float | None]:
+    """Σ_k w_k Σ_n f_nk ε_nk (eV) and Σ w_k f_nk from the printed eigenvalues (None if
+    they are not all printed)."""
+    n_bands = _number(text, path, r"number of Kohn-Sham states", "number of Kohn-Sham states",
+                      int)
+    weights = re.findall(r"k\(\s*\d+\) = \(.*\), wk =\s*" + _FLOAT, text)[:n_kpoints]
+    listing_end = final.find("the Fermi energy is")
+    eigs = _eigenvalues(final[:listing_end] if listing_end >= 0 else final, n_bands, path)
+    if eigs is None or not len(weights) == n_kpoints == len(eigs):
+        return None, None
+    if info["fermi_energy_dft"] is None:
+        return None, None
+    w_k = np.array(weights, dtype=float)[:, None]
+    f_kn = _fermi_dirac(eigs, info["fermi_energy_dft"], info["temperature"])
+    return float(np.sum(w_k * f_kn * eigs)), float(np.sum(w_k * f_kn))
+
+
+def _run_settings(text: str, path, atoms: Atoms, electrons_exact: float, degauss: float
+                  ) -> dict:
+    """Grid, cutoffs, smearing, pseudopotentials, voxel and atoms of a pw.x run."""
+    dims = _last(r"Dense\s+grid:.*FFT dimensions:\s*\(\s*(\d+),\s*(\d+),\s*(\d+)\)", text,
+                 path, "'Dense grid ... FFT dimensions' line")
+    grid_dimensions = [int(n) for n in dims]
+    pseudo = re.findall(r"PseudoPot\. #\s*\d+ for\s+(\S+)\s+read from file:\s*\n\s*(\S+)", text)
+    if not pseudo:
+        raise MlscaleError(f"{path}: no pseudopotential lines found")
+    voxel_cv = atoms.cell.array / np.array(grid_dimensions)[:, None]
+    return {
+        "grid_dimensions": grid_dimensions,
+        "electrons_per_atom": electrons_exact / len(atoms),
+        "ibrav": _number(text, path, r"bravais-lattice index\s*", "bravais-lattice index", int),
+        "ecutwfc": _number(text, path, r"kinetic-energy cutoff\s*", "kinetic-energy cutoff"),
+        "ecutrho": _number(text, path, r"charge density cutoff\s*", "charge density cutoff"),
+        "degauss": degauss,
+        "pseudopotentials": {species: Path(file).name for species, file in pseudo},
+        "voxel": {"array": voxel_cv.tolist()},
+        "atoms": {"numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(),
+                  "cell": atoms.cell.array.tolist(), "pbc": atoms.pbc.tolist()},
+    }
