@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -200,8 +200,32 @@ class BispectrumSettings:
                         count += 1
         return count
 
-    def with_species(self, species, radii=None, weights=None) -> "BispectrumSettings":
-        """Copy with another species list (radius 0.5 and weight 1 where not given)."""
+    def indistinguishable_species(self) -> list[tuple[str, ...]]:
+        """Groups of species with the same radius and weight.
+
+        The bispectrum (without LAMMPS' chemflag) sees a neighbour only through its
+        distance, radius and weight: atoms of species in one group contribute alike, so
+        the descriptors, and any model built on them, cannot tell these species apart.
+        """
+        groups: dict[tuple[float, float], list[str]] = {}
+        for name, radius, weight in zip(self.species, self.radii, self.weights, strict=True):
+            groups.setdefault((radius, weight), []).append(name)
+        return [tuple(group) for group in groups.values() if len(group) > 1]
+
+    def species_warning(self) -> str | None:
+        """A warning naming indistinguishable species and the fix, or None."""
+        groups = self.indistinguishable_species()
+        if not groups:
+            return None
+        names = "; ".join(", ".join(group) for group in groups)
+        return (f"species {names} have the same bispectrum radius and weight, so the "
+                "descriptors cannot tell their atoms apart; give each species its own "
+                "radii/weights in the descriptor settings")
+
+    def with_species(self, species: Sequence[str], radii: Sequence[float] | None = None,
+                     weights: Sequence[float] | None = None) -> "BispectrumSettings":
+        """Copy with another species list (this radius and weight 1 where not given: such
+        species are indistinguishable, see :meth:`indistinguishable_species`)."""
         species = tuple(species)
         radii = tuple(radii) if radii is not None else (self.radii[0],) * len(species)
         weights = tuple(weights) if weights is not None else (1.0,) * len(species)

@@ -85,3 +85,18 @@ def test_every_training_setting_is_described():
     """--help is generated from these descriptions: none may be missing."""
     for cls in (TrainingSettings, ModelSettings):
         assert all(field_doc(item) for item in fields(cls)), cls
+
+
+def test_species_with_equal_radius_and_weight_are_reported_indistinguishable():
+    """Default per-species radii and weights make species look alike to the bispectrum."""
+    alike = BispectrumSettings().with_species(["Al", "Cu", "H"])
+    assert alike.indistinguishable_species() == [("Al", "Cu", "H")]
+    assert "species Al, Cu, H have the same bispectrum radius and weight" in (
+        alike.species_warning())
+    partly = BispectrumSettings().with_species(["Al", "Cu", "H"], radii=[0.5, 0.5, 0.3],
+                                               weights=[1.0, 1.0, 1.0])
+    assert partly.indistinguishable_species() == [("Al", "Cu")]
+    distinct = BispectrumSettings().with_species(["Al", "Cu"], radii=[0.5, 0.5],
+                                                 weights=[1.0, 0.9])
+    assert distinct.indistinguishable_species() == [] and distinct.species_warning() is None
+    assert BispectrumSettings().species_warning() is None  # one species

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -233,6 +234,7 @@ def _descriptors(options: dict) -> BispectrumSettings:
 class TrainJob:
     """What ``run`` hands to training, built from the options (collectively checked)."""
 
+    descriptors: BispectrumSettings
     model: ModelSettings
     training: TrainingSettings
     metadata: dict
@@ -256,7 +258,7 @@ def job_from_options(options: dict) -> TrainJob:
                 "valence_electrons": _valence(options["valence_electrons"])}
     if options["ecutrho"] is not None:
         metadata["ecutrho_Ry"] = float(options["ecutrho"])
-    return TrainJob(model, training, metadata, output, checkpoint)
+    return TrainJob(descriptors, model, training, metadata, output, checkpoint)
 
 
 def run(args: argparse.Namespace, comm: Comm) -> int:
@@ -270,6 +272,9 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
         job = job_from_options(options)
         if options["threads"]:
             torch.set_num_threads(int(options["threads"]))
+    warning = job.descriptors.species_warning()
+    if warning:
+        comm.print(f"mlscale: warning: {warning}", file=sys.stderr)
 
     model, history = train(options["train"], options["validation"], job.model, job.training,
                            job.metadata, comm, options["distributed"],

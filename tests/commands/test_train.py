@@ -120,3 +120,16 @@ def test_command_line_over_config_over_defaults(tmp_path, capsys):
     assert cli_main(["train", *REQUIRED, "--config", str(config)]) == 1
     assert ("option 'electron_weight' must be a number, got 'high' (str)"
             in capsys.readouterr().err)
+
+
+def test_indistinguishable_species_are_warned_about(tmp_path, capsys):
+    """Two species with MALA's default radius and weight: a warning on stderr before
+    training starts (here it then fails on the absent snapshot files)."""
+    argv = list(REQUIRED)
+    species = argv.index("--species")
+    argv[species + 1:species + 2] = ["Be", "H"]
+    argv[argv.index("-o") + 1] = str(tmp_path / "model.safetensors")
+    assert cli_main(["train", *argv]) == 1
+    err = capsys.readouterr().err
+    assert "mlscale: warning: species Be, H have the same bispectrum radius and weight" in err
+    assert "file not found" in err
