@@ -13,7 +13,9 @@ import importlib
 import sys
 import traceback
 
+from . import __version__
 from .errors import MlscaleError
+from .parallel import fail_all, world
 
 # sub-command name -> module in mlscale.commands (each has add_arguments(parser), run(args, comm))
 COMMANDS = {
@@ -30,16 +32,17 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command; with ``only``, that sub-command's module alone is
+    imported (a run loads only what its command needs: ``predict`` no torch, no libxc)."""
     parser = argparse.ArgumentParser(prog="mlscale", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mlscale {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"mlscale.commands.{module_name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"mlscale.commands.{module_name}":
-                continue  # sub-command not built yet
-            raise
+        if only is not None and name != only:
+            sub.add_parser(name)
+            continue
+        module = importlib.import_module(f"mlscale.commands.{module_name}")
         doc = (module.__doc__ or "").strip().splitlines()
         sub_parser = sub.add_parser(name, help=doc[0] if doc else None,
                                     description=module.__doc__)
@@ -48,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    from .parallel import fail_all, world
-
-    parser = build_parser()
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
     comm = world()
     try:

@@ -1,7 +1,7 @@
 """The real-space grid of a cell, its decomposition into 3-D blocks over ranks, and the
 distributed grid every stage of the pipeline takes.
 
-Conventions (QE's FFT grid, see DESIGN.md): point (i, j, k) sits at fractional
+Conventions (QE's FFT grid, docs/architecture.md): point (i, j, k) sits at fractional
 position (i/nx, j/ny, k/nz) of the cell; arrays are ``[x, y, z, ...]`` in C order.
 Cell vectors are the rows of ``cell_cv`` in Å.
 

@@ -76,9 +76,6 @@ class Comm:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return max(1, (cores or 1) // local_ranks)
 
-    def split(self, color: int) -> "Comm":
-        return Comm(self.mpi.Split(color, self.rank))
-
     # -- collective error handling ---------------------------------------------------
     @contextmanager
     def collective(self):
