@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from mlscale.costmodel.measure import BenchPlan, bench_supercell, fit_runs, split_neighbours
+from mlscale.costmodel.measure import (BenchPlan, bench_supercell, energy_costs, fit_runs,
+                                       split_neighbours)
 from mlscale.errors import MlscaleError
 
 
@@ -140,3 +141,19 @@ def test_plan_predicts_a_real_share_within_25_percent(al_model, tmp_path):
           f" MiB; measured {cpu_s:.2f} s CPU, {peak_MiB:.0f} MiB")
     assert predicted["time_s"]["total"] == pytest.approx(cpu_s, rel=0.25)
     assert predicted["memory_MiB"]["total"] == pytest.approx(peak_MiB, rel=0.25)
+
+
+def test_energy_costs_measure_on_a_repeated_grid_that_holds_a_smaller_sphere():
+    """The 21³ grid of the built-in example holds the 20 Ry sphere, its 42³ repeat only
+    18.6 Ry (an even grid's G box): the bench measures the energy phase anyway."""
+    from mlscale.energy import find_pseudopotentials
+    from mlscale.examples import builtin_example
+    from mlscale.grid import Grid
+
+    pseudo = "/usr/share/espresso/pseudo"
+    if not os.path.exists(f"{pseudo}/Al.pz-vbc.UPF"):
+        pytest.skip("no Al pseudopotential")
+    atoms = builtin_example().repeat((2, 2, 2))
+    costs = energy_costs(atoms, Grid(np.array(atoms.cell[:]), (42, 42, 42)),
+                         find_pseudopotentials(pseudo, {"Al"}), 20.0)
+    assert costs["energy_point_s"] > 0 and costs["energy_point_bytes"] > 8
