@@ -111,44 +111,101 @@ def _cayley_klein(d, rsq, rc, w, rfac0, rmin0, switchflag, ab, dab, k, p):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _y_stage(utot, beta, entry_u, entry_w, entry_b, prod_ptr, prod_c, prod_u1, prod_u2, g):
+def _y_stage(utot, beta, entry_u, entry_w, entry_b, prod_ptr, prod_c, prod_u1, prod_u2,
+             u_ptr, group_b, group_ptr, item_c, item_ju, item_partner, g):
     """g [n_u, 2*ZB_LANES] = ∂(Σ_f beta[f] B_f)/∂(Re utot, Im utot) across the lanes.
 
-    beta [n_features, ZB_LANES]. Per entry, B += 2w (Re U_j Re Z + Im U_j Im Z) and
-    Z = Σ c U1 U2: the gradient of U_j is 2wβ Z, that of Z is gz = 2wβ U_j, which each
-    product c U1 U2 passes on to U1 (c gz conj(U2)-ish) and U2 in the same pass.
+    beta [n_features, ZB_LANES]. Two gathers (``_adjoint_tables``): the Z pass adds
+    2wβ Z_e to U_ju of every entry; the item pass adds Σ_b β_b Σ c' U_ju conj(U_partner)
+    to every U element. Both accumulate in lane registers, as the descriptor kernel.
     """
     z = np.empty(2 * _Z)
-    gz = np.empty(2 * _Z)
-    g[:, :] = 0.0
+    acc = np.empty(2 * _Z)
+    for u in range(g.shape[0]):
+        for p in range(_Z):
+            z[p] = 0.0
+            z[_Z + p] = 0.0
+        for grp in range(u_ptr[u], u_ptr[u + 1]):
+            _group_sum(utot, group_ptr[grp], group_ptr[grp + 1], item_c, item_ju,
+                       item_partner, beta, group_b[grp], acc, z)
+        for p in range(_Z):
+            g[u, p] = z[p]
+            g[u, _Z + p] = z[_Z + p]
     for e in range(entry_u.size):
+        _z_entry(utot, prod_ptr[e], prod_ptr[e + 1], prod_c, prod_u1, prod_u2, z)
         w = 2.0 * entry_w[e]
         ju = entry_u[e]
         b = entry_b[e]
         for p in range(_Z):
-            gz[p] = w * beta[b, p] * utot[ju, p]
-            gz[_Z + p] = w * beta[b, p] * utot[ju, _Z + p]
-            z[p] = 0.0
-            z[_Z + p] = 0.0
-        for k in range(prod_ptr[e], prod_ptr[e + 1]):
-            c, a, bb = prod_c[k], prod_u1[k], prod_u2[k]
-            for p in range(_Z):
-                q = _Z + p
-                ar = utot[a, p]
-                ai = utot[a, q]
-                br = utot[bb, p]
-                bi = utot[bb, q]
-                gr = c * gz[p]
-                gi = c * gz[q]
-                z[p] += c * (ar * br - ai * bi)
-                z[q] += c * (ar * bi + ai * br)
-                g[a, p] += gr * br + gi * bi
-                g[a, q] += gi * br - gr * bi
-                g[bb, p] += gr * ar + gi * ai
-                g[bb, q] += gi * ar - gr * ai
-        for p in range(_Z):
             g[ju, p] += w * beta[b, p] * z[p]
             g[ju, _Z + p] += w * beta[b, p] * z[_Z + p]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _group_sum(utot, k, end, item_c, item_ju, item_partner, beta, b, acc, out):
+    """out += beta[b] Σ_items c U_ju conj(U_partner) across the lanes (acc: work array)."""
+    for p in range(2 * _Z):
+        acc[p] = 0.0
+    while k + 4 <= end:
+        c0, c1, c2, c3 = item_c[k], item_c[k + 1], item_c[k + 2], item_c[k + 3]
+        a0, a1, a2, a3 = item_ju[k], item_ju[k + 1], item_ju[k + 2], item_ju[k + 3]
+        b0, b1, b2, b3 = (item_partner[k], item_partner[k + 1], item_partner[k + 2],
+                          item_partner[k + 3])
+        for p in range(_Z):
+            q = _Z + p
+            xr = c0 * (utot[a0, p] * utot[b0, p] + utot[a0, q] * utot[b0, q])
+            xi = c0 * (utot[a0, q] * utot[b0, p] - utot[a0, p] * utot[b0, q])
+            xr += c1 * (utot[a1, p] * utot[b1, p] + utot[a1, q] * utot[b1, q])
+            xi += c1 * (utot[a1, q] * utot[b1, p] - utot[a1, p] * utot[b1, q])
+            xr += c2 * (utot[a2, p] * utot[b2, p] + utot[a2, q] * utot[b2, q])
+            xi += c2 * (utot[a2, q] * utot[b2, p] - utot[a2, p] * utot[b2, q])
+            xr += c3 * (utot[a3, p] * utot[b3, p] + utot[a3, q] * utot[b3, q])
+            xi += c3 * (utot[a3, q] * utot[b3, p] - utot[a3, p] * utot[b3, q])
+            acc[p] += xr
+            acc[q] += xi
+        k += 4
+    while k < end:
+        c0, a0, b0 = item_c[k], item_ju[k], item_partner[k]
+        for p in range(_Z):
+            q = _Z + p
+            acc[p] += c0 * (utot[a0, p] * utot[b0, p] + utot[a0, q] * utot[b0, q])
+            acc[q] += c0 * (utot[a0, q] * utot[b0, p] - utot[a0, p] * utot[b0, q])
+        k += 1
+    for p in range(_Z):
+        out[p] += beta[b, p] * acc[p]
+        out[_Z + p] += beta[b, p] * acc[_Z + p]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _z_entry(utot, k, end, prod_c, prod_u1, prod_u2, z):
+    """z [2*ZB_LANES] = Σ_products c U1 U2 of one Z entry across the lanes."""
+    for p in range(_Z):
+        z[p] = 0.0
+        z[_Z + p] = 0.0
+    while k + 4 <= end:
+        c0, c1, c2, c3 = prod_c[k], prod_c[k + 1], prod_c[k + 2], prod_c[k + 3]
+        a0, a1, a2, a3 = prod_u1[k], prod_u1[k + 1], prod_u1[k + 2], prod_u1[k + 3]
+        b0, b1, b2, b3 = prod_u2[k], prod_u2[k + 1], prod_u2[k + 2], prod_u2[k + 3]
+        for p in range(_Z):
+            q = _Z + p
+            zr = c0 * (utot[a0, p] * utot[b0, p] - utot[a0, q] * utot[b0, q])
+            zi = c0 * (utot[a0, p] * utot[b0, q] + utot[a0, q] * utot[b0, p])
+            zr += c1 * (utot[a1, p] * utot[b1, p] - utot[a1, q] * utot[b1, q])
+            zi += c1 * (utot[a1, p] * utot[b1, q] + utot[a1, q] * utot[b1, p])
+            zr += c2 * (utot[a2, p] * utot[b2, p] - utot[a2, q] * utot[b2, q])
+            zi += c2 * (utot[a2, p] * utot[b2, q] + utot[a2, q] * utot[b2, p])
+            zr += c3 * (utot[a3, p] * utot[b3, p] - utot[a3, q] * utot[b3, q])
+            zi += c3 * (utot[a3, p] * utot[b3, q] + utot[a3, q] * utot[b3, p])
+            z[p] += zr
+            z[q] += zi
+        k += 4
+    while k < end:
+        c0, a0, b0 = prod_c[k], prod_u1[k], prod_u2[k]
+        for p in range(_Z):
+            q = _Z + p
+            z[p] += c0 * (utot[a0, p] * utot[b0, p] - utot[a0, q] * utot[b0, q])
+            z[q] += c0 * (utot[a0, p] * utot[b0, q] + utot[a0, q] * utot[b0, p])
+        k += 1
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
@@ -166,112 +223,173 @@ def _fold_mirrors(ytot, twojmax, ublock):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _du_stage(ytot, ab, dab, k, twojmax, ublock, rootpq, prev, cur, dprev, dcur, acc):
-    """acc [4, BATCH] = (ytot·∂U/∂d_x, ∂d_y, ∂d_z, ytot·U) of neighbour k, rows mb <= j/2.
+def _layer_offsets(twojmax):
+    """Start row of each layer j in the stored U of one neighbour, and the total.
 
-    prev/cur [rows, 2*BATCH], dprev/dcur [3, rows, 2*BATCH]: layer work arrays.
+    Layer j keeps its rows mb <= j/2 and, for odd j, the mirror row (j+1)/2 that layer
+    j+1 reads; row mb, column ma at ``offset[j] + (j+1)*mb + ma``.
     """
+    offset = np.zeros(twojmax + 2, np.int64)
+    for j in range(twojmax + 1):
+        offset[j + 1] = offset[j] + (j + 1) * (j // 2 + 1 + j % 2)
+    return offset
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _u_layers(ab, k, twojmax, rootpq, offset, ulay):
+    """ulay = U of neighbour k, all layers (rows of ``_layer_offsets``), across the lanes."""
     for l in range(_B):
-        prev[0, l] = 1.0
-        prev[0, _B + l] = 0.0
-        acc[0, l] = 0.0
-        acc[1, l] = 0.0
-        acc[2, l] = 0.0
-        acc[3, l] = ytot[0, l]
-    for v in range(3):
-        dprev[v, 0, :] = 0.0
+        ulay[0, l] = 1.0
+        ulay[0, _B + l] = 0.0
     for j in range(1, twojmax + 1):
         for mb in range(j // 2 + 1):
-            rp = mb * j
-            rc = mb * (j + 1)
-            out = ublock[j] + rc
+            rp = offset[j - 1] + mb * j
+            rc = offset[j] + mb * (j + 1)
             for ma in range(j + 1):
                 r1 = rootpq[j - ma, j - mb] if ma < j else 0.0
                 r2 = rootpq[ma, j - mb] if ma > 0 else 0.0
                 ia = rp + min(ma, j - 1)
                 ib = rp + max(ma - 1, 0)
-                _du_element(ytot, ab, dab, k, r1, r2, ia, ib, rc + ma, out + ma,
-                            prev, cur, dprev, dcur, acc)
-        if j % 2 == 1:
-            mb = (j - 1) // 2
-            for ma in range(j + 1):
-                sign = 1.0 if (ma + mb) % 2 == 0 else -1.0
-                src = mb * (j + 1) + ma
-                dst = (j - mb) * (j + 1) + (j - ma)
                 for l in range(_B):
-                    cur[dst, l] = sign * cur[src, l]
-                    cur[dst, _B + l] = -sign * cur[src, _B + l]
-                for v in range(3):
-                    for l in range(_B):
-                        dcur[v, dst, l] = sign * dcur[v, src, l]
-                        dcur[v, dst, _B + l] = -sign * dcur[v, src, _B + l]
-        prev, cur = cur, prev
-        dprev, dcur = dcur, dprev
+                    ar = ab[k, l]
+                    ai = ab[k, _B + l]
+                    br = ab[k, 2 * _B + l]
+                    bi = ab[k, 3 * _B + l]
+                    pr = ulay[ia, l]
+                    pi = ulay[ia, _B + l]
+                    qr = ulay[ib, l]
+                    qi = ulay[ib, _B + l]
+                    ulay[rc + ma, l] = r1 * (ar * pr + ai * pi) - r2 * (br * qr + bi * qi)
+                    ulay[rc + ma, _B + l] = r1 * (ar * pi - ai * pr) - r2 * (br * qi - bi * qr)
+        if j % 2 == 1:
+            _mirror_copy(ulay, offset[j], j)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _du_element(ytot, ab, dab, k, r1, r2, ia, ib, ic, iu, prev, cur, dprev, dcur, acc):
-    """One element U_j[mb][ma] = r1 conj(a) P - r2 conj(b) Q and its three derivatives."""
+def _mirror_copy(x, base, j):
+    """Odd j: row (j+1)/2 = sign·conj(row (j-1)/2) of the layer at row ``base`` of x."""
+    mb = (j - 1) // 2
+    for ma in range(j + 1):
+        sign = 1.0 if (ma + mb) % 2 == 0 else -1.0
+        src = base + mb * (j + 1) + ma
+        dst = base + (j - mb) * (j + 1) + (j - ma)
+        for l in range(_B):
+            x[dst, l] = sign * x[src, l]
+            x[dst, _B + l] = -sign * x[src, _B + l]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _mirror_fold(x, j):
+    """Odd j: the transpose of :func:`_mirror_copy` on a gradient (row (j+1)/2 into (j-1)/2)."""
+    mb = (j - 1) // 2
+    for ma in range(j + 1):
+        sign = 1.0 if (ma + mb) % 2 == 0 else -1.0
+        src = mb * (j + 1) + ma
+        dst = (j - mb) * (j + 1) + (j - ma)
+        for l in range(_B):
+            x[src, l] += sign * x[dst, l]
+            x[src, _B + l] -= sign * x[dst, _B + l]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _load_adjoint(adj, ytot, j, ublock):
+    """adj = the rows mb <= j/2 of ytot's layer j; the mirror row (odd j) zero."""
+    for row in range(j // 2 + 1 + j % 2):
+        for ma in range(j + 1):
+            i = row * (j + 1) + ma
+            for l in range(2 * _B):
+                adj[i, l] = ytot[ublock[j] + i, l] if row <= j // 2 else 0.0
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _du_stage(ytot, ab, k, twojmax, ublock, rootpq, offset, ulay, adj, adj_prev, acc):
+    """acc [5, BATCH] = ∂(ytot·U_k)/∂(a_r, a_i, b_r, b_i) and ytot·U_k for neighbour k.
+
+    Reverse mode through the U recursion: U_k forward (all layers kept in ulay), then
+    the gradient layer by layer from j = twojmax down, each element
+    v = r1 conj(a) P - r2 conj(b) Q passing it on to a, b, P and Q.
+    """
+    _u_layers(ab, k, twojmax, rootpq, offset, ulay)
+    for l in range(_B):
+        acc[0, l] = 0.0
+        acc[1, l] = 0.0
+        acc[2, l] = 0.0
+        acc[3, l] = 0.0
+        acc[4, l] = ytot[0, l]
+    _load_adjoint(adj, ytot, twojmax, ublock)
+    for j in range(twojmax, 0, -1):
+        if j % 2 == 1:
+            _mirror_fold(adj, j)
+        _load_adjoint(adj_prev, ytot, j - 1, ublock)
+        for mb in range(j // 2 + 1):
+            for ma in range(j + 1):
+                r1 = rootpq[j - ma, j - mb] if ma < j else 0.0
+                r2 = rootpq[ma, j - mb] if ma > 0 else 0.0
+                ia = mb * j + min(ma, j - 1)
+                ib = mb * j + max(ma - 1, 0)
+                _du_element(ab, k, r1, r2, ia, ib, mb * (j + 1) + ma, offset[j - 1],
+                            offset[j], ublock[j], ytot, ulay, adj, adj_prev, acc)
+        adj, adj_prev = adj_prev, adj
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _du_element(ab, k, r1, r2, ia, ib, ic, off_prev, off, off_y, ytot, ulay, adj, adj_prev,
+                acc):
+    """Gradient of one element v = r1 conj(a) P - r2 conj(b) Q, given ∂E/∂v in adj[ic];
+    adds ytot·v (ytot's own row, without the gradient from the layers above)."""
     for l in range(_B):
         ar = ab[k, l]
         ai = ab[k, _B + l]
         br = ab[k, 2 * _B + l]
         bi = ab[k, 3 * _B + l]
-        pr = prev[ia, l]
-        pi = prev[ia, _B + l]
-        qr = prev[ib, l]
-        qi = prev[ib, _B + l]
-        vr = r1 * (ar * pr + ai * pi) - r2 * (br * qr + bi * qi)
-        vi = r1 * (ar * pi - ai * pr) - r2 * (br * qi - bi * qr)
-        cur[ic, l] = vr
-        cur[ic, _B + l] = vi
-        yr = ytot[iu, l]
-        yi = ytot[iu, _B + l]
-        acc[3, l] += yr * vr + yi * vi
-        for v in range(3):
-            o = 5 * v * _B + l
-            dar = dab[k, o]
-            dai = dab[k, o + _B]
-            dbr = dab[k, o + 2 * _B]
-            dbi = dab[k, o + 3 * _B]
-            dpr = dprev[v, ia, l]
-            dpi = dprev[v, ia, _B + l]
-            dqr = dprev[v, ib, l]
-            dqi = dprev[v, ib, _B + l]
-            dvr = (r1 * (dar * pr + dai * pi + ar * dpr + ai * dpi)
-                   - r2 * (dbr * qr + dbi * qi + br * dqr + bi * dqi))
-            dvi = (r1 * (dar * pi - dai * pr + ar * dpi - ai * dpr)
-                   - r2 * (dbr * qi - dbi * qr + br * dqi - bi * dqr))
-            dcur[v, ic, l] = dvr
-            dcur[v, ic, _B + l] = dvi
-            acc[v, l] += yr * dvr + yi * dvi
+        pr = ulay[off_prev + ia, l]
+        pi = ulay[off_prev + ia, _B + l]
+        qr = ulay[off_prev + ib, l]
+        qi = ulay[off_prev + ib, _B + l]
+        gr = adj[ic, l]
+        gi = adj[ic, _B + l]
+        acc[4, l] += (ytot[off_y + ic, l] * ulay[off + ic, l]
+                      + ytot[off_y + ic, _B + l] * ulay[off + ic, _B + l])
+        acc[0, l] += r1 * (gr * pr + gi * pi)
+        acc[1, l] += r1 * (gr * pi - gi * pr)
+        acc[2, l] -= r2 * (gr * qr + gi * qi)
+        acc[3, l] -= r2 * (gr * qi - gi * qr)
+        adj_prev[ia, l] += r1 * (gr * ar - gi * ai)
+        adj_prev[ia, _B + l] += r1 * (gr * ai + gi * ar)
+        adj_prev[ib, l] -= r2 * (gr * br - gi * bi)
+        adj_prev[ib, _B + l] -= r2 * (gr * bi + gi * br)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def _batch_forces(p0, npts, ab, dab, img, ytot, twojmax, ublock, rootpq, force_iv):
-    """Add ∂E/∂d of every neighbour of the batch to force_iv [images, 3] (eV-ish/Å)."""
+    """Add ∂E/∂d of every neighbour of the batch to force_iv [images, 3] ((β units)/Å)."""
+    offset = _layer_offsets(twojmax)
     rows = (twojmax // 2 + 2) * (twojmax + 1)
-    prev = np.empty((rows, 2 * _B))
-    cur = np.empty((rows, 2 * _B))
-    dprev = np.empty((3, rows, 2 * _B))
-    dcur = np.empty((3, rows, 2 * _B))
-    acc = np.empty((4, _B))
+    ulay = np.empty((offset[twojmax + 1], 2 * _B))
+    adj = np.empty((rows, 2 * _B))
+    adj_prev = np.empty((rows, 2 * _B))
+    acc = np.empty((5, _B))
     for k in range(ab.shape[0]):
-        _du_stage(ytot, ab, dab, k, twojmax, ublock, rootpq, prev, cur, dprev, dcur, acc)
+        _du_stage(ytot, ab, k, twojmax, ublock, rootpq, offset, ulay, adj, adj_prev, acc)
         for p in range(min(_B, npts - p0)):
             i = img[k, p]
             if i < 0:
                 continue
             s = ab[k, 4 * _B + p]
             for v in range(3):
-                force_iv[i, v] += s * acc[v, p] + dab[k, (5 * v + 4) * _B + p] * acc[3, p]
+                o = 5 * v * _B + p
+                force_iv[i, v] += (s * (acc[0, p] * dab[k, o] + acc[1, p] * dab[k, o + _B]
+                                        + acc[2, p] * dab[k, o + 2 * _B]
+                                        + acc[3, p] * dab[k, o + 3 * _B])
+                                   + dab[k, o + 4 * _B] * acc[4, p])
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def adjoint_points(start, shape, grid_n, cell, img_pos, img_sp, img_rc, rc_s, w_s,
                    rfac0, rmin0, switchflag, halo, reg_lo, bin_w, nbins, bin_ptr,
                    twojmax, ublock, rootpq, entry_u, entry_w, entry_b,
-                   prod_ptr, prod_c, prod_u1, prod_u2, beta, nchunks):
+                   prod_ptr, prod_c, prod_u1, prod_u2, u_ptr, group_b, group_ptr, item_c,
+                   item_ju, item_partner, beta, nchunks):
     """Forces ``[nchunks, images, 3]`` = Σ_p Σ_f beta[p, f] ∂B_pf/∂d per image and chunk.
 
     Arguments as ``_native_kernel.bispectrum_points`` (img_pos: images sorted by
@@ -312,7 +430,8 @@ def adjoint_points(start, shape, grid_n, cell, img_pos, img_sp, img_rc, rc_s, w_
                     for f in range(nfeat):
                         beta_h[f, p] = beta[p0 + h + p, f] if p0 + h + p < npts else 0.0
                 _y_stage(half, beta_h, entry_u, entry_w, entry_b, prod_ptr, prod_c,
-                         prod_u1, prod_u2, g)
+                         prod_u1, prod_u2, u_ptr, group_b, group_ptr, item_c, item_ju,
+                         item_partner, g)
                 ytot[:, h:h + _Z] = g[:, :_Z]
                 ytot[:, _B + h:_B + h + _Z] = g[:, _Z:]
             _fold_mirrors(ytot, twojmax, ublock)
