@@ -82,7 +82,7 @@ def main():
         return
 
     dgrid = DistributedGrid(grid, comm)
-    frac = grid.fractional_g3(dgrid.block)
+    frac = grid.fractional_bc(dgrid.block)
     density_b = np.cos(2 * np.pi * args.cells * frac).prod(axis=-1)
     del frac
     density_b = (1 + 0.2 * density_b) * valence * len(atoms) / grid.volume

@@ -39,7 +39,7 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if is_dataclass(hint):
+    if isinstance(hint, type) and is_dataclass(hint):
         return isinstance(value, (hint, Mapping))
     return isinstance(value, hint)
 
@@ -58,7 +58,7 @@ def type_name(hint: Any) -> str:
         return f"a list ({', '.join(names)})"
     if origin is dict:
         return "a table"
-    if is_dataclass(hint):
+    if isinstance(hint, type) and is_dataclass(hint):
         return f"a table of {hint.__name__} settings"
     return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 

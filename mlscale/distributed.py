@@ -66,7 +66,9 @@ class _Averager:
                           extra: Sequence[float] = ()) -> list[float]:
         """Replace the gradients by their mean over the ranks; return the sums over the
         ranks of the ``extra`` numbers, reduced in the same all-reduce."""
-        grads = [p.grad for p in parameters]
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if len(grads) != len(parameters):
+            raise MlscaleError("average_gradients: every parameter needs a gradient")
         extra_t = torch.tensor(extra, dtype=grads[0].dtype, device=grads[0].device)
         flat = torch.cat([g.reshape(-1) for g in grads] + [extra_t])
         if self.size > 1:  # a sum over one rank is the identity

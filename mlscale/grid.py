@@ -46,7 +46,7 @@ class Block:
         """Slices that cut this block out of a global ``[nx, ny, nz, ...]`` array."""
         return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
 
-    def indices_g3(self) -> np.ndarray:
+    def indices_bc(self) -> np.ndarray:
         """Global integer indices of the block's points, shape ``[bx, by, bz, 3]``."""
         axes = [np.arange(a, b) for a, b in zip(self.start, self.stop)]
         return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
@@ -101,13 +101,13 @@ class Grid:
     def full_block(self) -> Block:
         return Block((0, 0, 0), self.shape)
 
-    def fractional_g3(self, block: Block) -> np.ndarray:
+    def fractional_bc(self, block: Block) -> np.ndarray:
         """Fractional coordinates of a block's points, ``[bx, by, bz, 3]``."""
-        return block.indices_g3() / np.array(self.shape, dtype=float)
+        return block.indices_bc() / np.array(self.shape, dtype=float)
 
-    def positions_g3(self, block: Block) -> np.ndarray:
+    def positions_bv(self, block: Block) -> np.ndarray:
         """Cartesian positions (Å) of a block's points, ``[bx, by, bz, 3]``."""
-        return self.fractional_g3(block) @ self.cell_cv
+        return self.fractional_bc(block) @ self.cell_cv
 
     def check_array(self, array: np.ndarray, what: str, block: Block | None = None):
         """Raise a clear error unless ``array`` has the block's (or the grid's) shape."""
@@ -356,7 +356,7 @@ class DistributedGrid:
 
     def positions_b3(self, block: Block | None = None) -> np.ndarray:
         """Cartesian positions of the points of ``block`` (default: the rank's), ``[.., 3]``."""
-        return self.grid.positions_g3(block or self.block)
+        return self.grid.positions_bv(block or self.block)
 
     # -- reductions -------------------------------------------------------------------------
     def sum(self, value):

@@ -202,8 +202,8 @@ def validation_loss(model: LDOSModel, data: SnapshotSet, comm: Comm, device: tor
     """Mean squared error in standardised LDOS units over all points of ``data``."""
     sse = 0.0
     with torch.no_grad():
-        for _, x, y in data.chunks(*data.share(comm), chunk_points):
-            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        for _, x_pf, ldos_pe in data.chunks(*data.share(comm), chunk_points):
+            x, y = torch.from_numpy(x_pf).to(device), torch.from_numpy(ldos_pe).to(device)
             err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
             sse += float((err.double() ** 2).sum())
     total = comm.sum(sse) / (data.npoints * data.n_energies)
@@ -254,8 +254,8 @@ class TrainingState:
     progress: Progress = field(default_factory=Progress)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     parameters: list[torch.nn.Parameter] = field(default_factory=list)
-    optimizer: torch.optim.Adam | None = None
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+    optimizer: torch.optim.Adam = field(init=False)  # set by _create_optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau = field(init=False)
 
 
 def train(train_snapshots: Sequence[SnapshotFiles | str],
@@ -380,8 +380,8 @@ def _train_step(state: TrainingState, batch: np.ndarray, parallel, stop: _StopSi
     n_energies = state.model_settings.layers[-1]
     batch_size = len(batch)
     lo, hi = local_range(batch_size, comm)
-    x, y = state.data.read(np.sort(batch[lo:hi]))
-    x, y = torch.from_numpy(x).to(state.device), torch.from_numpy(y).to(state.device)
+    x_pf, ldos_pe = state.data.read(np.sort(batch[lo:hi]))
+    x, y = torch.from_numpy(x_pf).to(state.device), torch.from_numpy(ldos_pe).to(state.device)
     err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
     sse = (err**2).sum()
     loss = sse

@@ -11,12 +11,12 @@ from mlscale.descriptors.atoms import check_atoms, closest_close_pair, type_indi
 from mlscale.errors import MlscaleError
 
 
-def _brute_closest(cell_cv, pos_ac, cutoff, reach=6):
+def _brute_closest(cell_cv, pos_av, cutoff, reach=6):
     """Closest periodic pair below cutoff by summing over (2*reach+1)^3 images."""
     shift_sc = np.array(list(itertools.product(range(-reach, reach + 1), repeat=3)))
     best = None
-    for i, j in itertools.product(range(len(pos_ac)), repeat=2):
-        dist_s = np.linalg.norm(pos_ac[j] + shift_sc @ cell_cv - pos_ac[i], axis=1)
+    for i, j in itertools.product(range(len(pos_av)), repeat=2):
+        dist_s = np.linalg.norm(pos_av[j] + shift_sc @ cell_cv - pos_av[i], axis=1)
         if i == j:
             dist_s[len(shift_sc) // 2] = np.inf  # the zero shift
         if dist_s.min() < cutoff and (best is None or dist_s.min() < best):
@@ -113,12 +113,12 @@ def test_close_pair_search_matches_brute_force_image_sum():
         cell_cv = rng.normal(size=(3, 3)) * rng.uniform(0.5, 3.0)
         if abs(np.linalg.det(cell_cv)) < 0.1 * np.prod(np.linalg.norm(cell_cv, axis=1)):
             continue
-        pos_ac = rng.uniform(-1, 2, size=(rng.integers(2, 7), 3)) @ cell_cv
+        pos_av = rng.uniform(-1, 2, size=(rng.integers(2, 7), 3)) @ cell_cv
         cutoff = rng.uniform(0.2, 1.5)
-        found = closest_close_pair(cell_cv, pos_ac, cutoff)
+        found = closest_close_pair(cell_cv, pos_av, cutoff)
         if found is not None and found[:2] == (0, 0):
             continue  # a short lattice vector: reported as such, not as the closest pair
-        expected = _brute_closest(cell_cv, pos_ac, cutoff)
+        expected = _brute_closest(cell_cv, pos_av, cutoff)
         if expected is None:
             assert found is None
         else:

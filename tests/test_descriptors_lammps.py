@@ -56,7 +56,7 @@ def _assert_close(comm, out_gf, ref_gf, rtol=RTOL):
 def test_mala_coordinate_columns_are_cartesian_grid_points(be2):
     atoms, ref_gf = _mala(be2, 0)
     grid = Grid(atoms.cell.array, ref_gf.shape[:3])
-    np.testing.assert_allclose(grid.positions_g3(grid.full_block()), ref_gf[..., :3], atol=2e-6)
+    np.testing.assert_allclose(grid.positions_bv(grid.full_block()), ref_gf[..., :3], atol=2e-6)
 
 
 @pytest.mark.parametrize("snapshot", [0, 1])

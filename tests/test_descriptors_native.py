@@ -86,7 +86,7 @@ def check_against_lammps(tmp_path, atoms, shape, settings, origin=(0.0, 0.0, 0.0
     """Native on the full grid vs LAMMPS; also checks LAMMPS's grid coordinates."""
     grid = Grid(atoms.cell.array, shape)
     ref = lammps_sna_grid(tmp_path, atoms, shape, settings, origin)
-    positions = grid.positions_g3(grid.full_block())
+    positions = grid.positions_bv(grid.full_block())
     if not grid.is_orthorhombic:   # LAMMPS adds the box origin only for triclinic boxes
         positions = positions + np.asarray(origin)
     np.testing.assert_allclose(ref[..., :3], positions, rtol=0, atol=1e-10)

@@ -92,7 +92,7 @@ def test_be2_terms_match_qe(be2, be2_terms, key, label, tolerance_meV):
 def test_be2_core_correction_matters(be2, be2_terms):
     """Without the core charge the XC energy is off by eV/atom (the test above can fail)."""
     pp = read_upf(be2 / "Be.pbe-n-rrkjus_psl.1.0.0.UPF")
-    assert pp.core_g is not None and pp.z_valence == 2.0
+    assert pp.core_r is not None and pp.z_valence == 2.0
     reference = qe_printed(be2 / "Be_snapshot0.out", "xc")
     assert abs(be2_terms["xc_energy_eV"] - reference) < 1e-4
     # a NLCC-free functional evaluation: same density, core charge of zero
@@ -213,7 +213,7 @@ def test_hartree_of_a_plane_wave():
     cell = np.array([[5.0, 0.0, 0.0], [1.0, 6.0, 0.0], [0.5, 0.7, 7.0]])
     grid = Grid(cell, (12, 15, 16))
     fft = DistributedFFT(DistributedGrid(grid, self_comm()))
-    frac = grid.fractional_g3(grid.full_block())
+    frac = grid.fractional_bc(grid.full_block())
     m = np.array([1, -2, 3])
     g = m @ (2 * np.pi * np.linalg.inv(cell).T)
     n = 0.3 * np.cos(2 * np.pi * frac @ m)
@@ -248,7 +248,7 @@ def test_gga_potential_is_the_functional_derivative(be2):
     cell = np.array([[6.0, 0.0, 0.0], [0.5, 6.5, 0.0], [0.3, 0.2, 7.0]])
     grid = Grid(cell, (16, 16, 18))
     fft = DistributedFFT(DistributedGrid(grid, self_comm()))
-    frac = grid.fractional_g3(grid.full_block())
+    frac = grid.fractional_bc(grid.full_block())
     n = 0.02 + 0.01 * np.cos(2 * np.pi * frac[..., 0]) * np.cos(2 * np.pi * frac[..., 2])
     dn = 1e-6 * np.sin(2 * np.pi * (frac[..., 1] + frac[..., 2]))
     _, v = xc_energy_potential(n, fft.forward(n), fft, "PBE", fft.max_g2())
@@ -260,7 +260,7 @@ def test_gga_potential_is_the_functional_derivative(be2):
 def test_core_charge_integrates_to_the_radial_charge(be2):
     """n_core(G=0) Ω per atom equals 4π∫r²ρ_c dr on the full radial mesh (to its 10 Bohr cut)."""
     pp = read_upf(be2 / "Be.pbe-n-rrkjus_psl.1.0.0.UPF")
-    total = simpson(4 * np.pi * pp.r_g**2 * pp.core_g, x=pp.r_g)
+    total = simpson(4 * np.pi * pp.r_r**2 * pp.core_r, x=pp.r_r)
     assert core_form_factor(pp, np.array([0.0]))[0] == pytest.approx(total, rel=1e-6)
 
 
@@ -313,10 +313,10 @@ def test_read_upf_versions(tmp_path, al_pseudo):
     path.write_text(UPF_V1)
     pp = read_upf(path)
     assert (pp.element, pp.z_valence, pp.functional, pp.pseudo_type) == ("Xx", 5.0, "SLA PW PBE PBE", "NC")
-    assert np.allclose(pp.core_g, [1.0, 0.5, 0.25]) and np.allclose(pp.r_g, [0.1, 0.2, 0.3])
+    assert np.allclose(pp.core_r, [1.0, 0.5, 0.25]) and np.allclose(pp.r_r, [0.1, 0.2, 0.3])
     al = read_upf(al_pseudo["Al"])
-    assert (al.element, al.z_valence, al.core_g) == ("Al", 3.0, None)
-    assert len(al.r_g) == 171
+    assert (al.element, al.z_valence, al.core_r) == ("Al", 3.0, None)
+    assert len(al.r_r) == 171
 
 
 def test_upf_errors(tmp_path):

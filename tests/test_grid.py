@@ -51,7 +51,7 @@ def test_too_many_ranks_is_a_clear_error():
 def test_positions_follow_fractional_convention():
     cell = np.array([[2.0, 0, 0], [-1.0, 1.7, 0], [0, 0, 3.0]])
     grid = Grid(cell, (4, 5, 6))
-    pos = grid.positions_g3(grid.full_block())
+    pos = grid.positions_bv(grid.full_block())
     np.testing.assert_allclose(pos[1, 2, 3], (1 / 4) * cell[0] + (2 / 5) * cell[1] + (3 / 6) * cell[2])
     assert grid.voxel_volume == pytest.approx(abs(np.linalg.det(cell)) / 120)
 
@@ -76,12 +76,12 @@ def test_bad_grid_input():
 # --- which atoms a rank needs ---------------------------------------------------------------
 
 
-def brute_force_near(pos_ac, cell_cv, grid_shape, block, cutoff):
+def brute_force_near(pos_av, cell_cv, grid_shape, block, cutoff):
     """Atoms with an image within ``cutoff`` of a point of the block (explicit images)."""
-    points = (block.indices_g3().reshape(-1, 3) / np.array(grid_shape)) @ cell_cv
+    points = (block.indices_bc().reshape(-1, 3) / np.array(grid_shape)) @ cell_cv
     near = set()
     for shift in itertools.product(range(-2, 3), repeat=3):
-        images = pos_ac + np.array(shift) @ cell_cv
+        images = pos_av + np.array(shift) @ cell_cv
         for a, image in enumerate(images):
             if np.min(np.sum((points - image) ** 2, axis=1)) < cutoff**2:
                 near.add(a)
@@ -129,5 +129,5 @@ def test_slabs_split_planes_into_rows_when_a_plane_is_too_large():
     block = Block((2, 0, 5), (4, 100, 45))  # planes of 4000 points
     chunks = slabs(block, 1000)
     assert all(c.size <= 1000 for c in chunks) and len(chunks) == 2 * 4
-    covered = np.concatenate([c.indices_g3().reshape(-1, 3) for c in chunks])
-    np.testing.assert_array_equal(covered, block.indices_g3().reshape(-1, 3))  # C order
+    covered = np.concatenate([c.indices_bc().reshape(-1, 3) for c in chunks])
+    np.testing.assert_array_equal(covered, block.indices_bc().reshape(-1, 3))  # C order

@@ -10,8 +10,16 @@
 """
 
 from .constants import BenchConstants, default_constants_path, read_constants, write_constants
-from .predict import (RankLoad, memory_MiB, neighbours_per_point, network_macs, plan, rank_load,
-                      smallest_ranks, time_s)
+from .predict import (
+    RankLoad,
+    memory_MiB,
+    neighbours_per_point,
+    network_macs,
+    plan,
+    rank_load,
+    smallest_ranks,
+    time_s,
+)
 
 __all__ = ["BenchConstants", "RankLoad", "default_constants_path", "memory_MiB",
            "neighbours_per_point", "network_macs", "plan", "rank_load", "read_constants",

@@ -50,7 +50,7 @@ class BenchConstants:
                 **{**asdict(self), "layers": list(self.layers)}}
 
     @classmethod
-    def from_dict(cls, data: dict, source: object = "constants") -> "BenchConstants":
+    def from_dict(cls, data: dict, source: object = "constants") -> BenchConstants:
         """Constants from :meth:`to_dict`'s object (other keys ignored); MlscaleError if
         the tag is wrong or a value is missing or invalid (``source`` names it)."""
         if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:

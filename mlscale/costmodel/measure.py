@@ -42,7 +42,7 @@ from ..grid import Block, DistributedGrid, Grid, halo_atoms, halo_c, largest_blo
 from ..io.structure import read_structure, write_structure
 from ..model import ModelInfo
 from .constants import BenchConstants
-from .predict import network_macs, neighbours_per_point
+from .predict import neighbours_per_point, network_macs
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MlscaleError
-from ..grid import (Decomposition, atoms_in_block, halo_atoms, halo_c, largest_block, slabs,
-                    smallest_block_size)
+from ..grid import (
+    Decomposition,
+    atoms_in_block,
+    halo_atoms,
+    halo_c,
+    largest_block,
+    slabs,
+    smallest_block_size,
+)
 from .constants import BenchConstants
 
 MIB = 1024.0**2

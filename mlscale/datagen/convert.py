@@ -48,16 +48,16 @@ def convert_snapshot(run_dir, out_dir, name: str, atoms, dft: DFTSettings, ldos:
     stem = out_dir / name
 
     with comm.collective():
-        ldos_ge = _read_ldos_block(sources, dgrid.block)
-    _write(stem, ".out", "LDOS", ldos_ge, dgrid, openpmd, LDOS_UNITS,
+        ldos_be = _read_ldos_block(sources, dgrid.block)
+    _write(stem, ".out", "LDOS", ldos_be, dgrid, openpmd, LDOS_UNITS,
            {"energy_grid_ev": list(ldos.energy_grid.energies)})
-    del ldos_ge
+    del ldos_be
     with comm.collective():
-        density_g = read_cube_block(run_dir / DENSITY_CUBE, dgrid.block)[0] / BOHR_ANGSTROM**3
-    electrons = comm.sum(float(density_g.sum()) * dgrid.voxel_volume)
-    _write(stem, ".dens", "Density", density_g[..., None], dgrid, openpmd, DENSITY_UNITS, {})
-    descriptors_gf = compute_descriptors(atoms, dgrid, bispectrum, backend)
-    _write(stem, ".in", None, np.asarray(descriptors_gf, dtype=np.float32), dgrid, False,
+        density_b = read_cube_block(run_dir / DENSITY_CUBE, dgrid.block)[0] / BOHR_ANGSTROM**3
+    electrons = comm.sum(float(density_b.sum()) * dgrid.voxel_volume)
+    _write(stem, ".dens", "Density", density_b[..., None], dgrid, openpmd, DENSITY_UNITS, {})
+    descriptors_bf = compute_descriptors(atoms, dgrid, bispectrum, backend)
+    _write(stem, ".in", None, np.asarray(descriptors_bf, dtype=np.float32), dgrid, False,
            None, None)
 
     info_path = out_dir / f"{name}.info.json"

@@ -115,9 +115,10 @@ def run_qe(atoms, run_dir: Path, dft: DFTSettings, ldos: LdosSettings, runner: Q
 
 
 def default_ldos_tool(dft: DFTSettings) -> str:
-    """"wavefunctions" when every pseudopotential is norm-conserving, else "pp.x"."""
+    """The LDOS tool for these settings: wavefunctions if all pseudopotentials are
+    norm-conserving (or missing: pw.x will say so), else pp.x."""
     paths = [Path(dft.pseudo_dir) / name for name in dft.pseudopotentials.values()]
-    if all(path.is_file() and is_norm_conserving(path) for path in paths):
+    if all(not path.is_file() or is_norm_conserving(path) for path in paths):
         return "wavefunctions"
     return "pp.x"
 

@@ -41,12 +41,12 @@ def check_atoms(atoms, species: tuple[str, ...], min_distance: float = 0.5) -> N
         raise MlscaleError("the structure has no atoms")
     cell_cv = np.asarray(atoms.cell.array, dtype=float)
     _check_cell(cell_cv)
-    pos_ac = np.asarray(atoms.positions, dtype=float)
-    bad = np.flatnonzero(~np.all(np.isfinite(pos_ac), axis=1))
+    pos_av = np.asarray(atoms.positions, dtype=float)
+    bad = np.flatnonzero(~np.all(np.isfinite(pos_av), axis=1))
     if bad.size:
-        raise MlscaleError(f"atom {bad[0]} has a non-finite position {pos_ac[bad[0]].tolist()}")
+        raise MlscaleError(f"atom {bad[0]} has a non-finite position {pos_av[bad[0]].tolist()}")
     type_indices(atoms, species)
-    close = closest_close_pair(cell_cv, pos_ac, min_distance)
+    close = closest_close_pair(cell_cv, pos_av, min_distance)
     if close is not None:
         i, j, distance = close
         symbols = atoms.get_chemical_symbols()
@@ -74,7 +74,7 @@ def _check_cell(cell_cv: np.ndarray) -> None:
         )
 
 
-def closest_close_pair(cell_cv: np.ndarray, pos_ac: np.ndarray, cutoff: float):
+def closest_close_pair(cell_cv: np.ndarray, pos_av: np.ndarray, cutoff: float):
     """The closest pair ``(i, j, distance/Å)`` nearer than ``cutoff`` (periodic), or None.
 
     ``(0, 0, length)`` means a lattice vector is shorter than ``cutoff``, so every
@@ -92,7 +92,7 @@ def closest_close_pair(cell_cv: np.ndarray, pos_ac: np.ndarray, cutoff: float):
     nbin_c = np.clip(np.floor(height_c / cutoff), 1, 1 << 20).astype(np.int64)
     reach_c = np.ceil(cutoff * nbin_c / height_c).astype(np.int64)  # bins to look across
 
-    frac_ac = pos_ac @ np.linalg.inv(cell_cv)
+    frac_ac = pos_av @ np.linalg.inv(cell_cv)
     frac_ac -= np.floor(frac_ac)
     bin_ac = np.minimum((frac_ac * nbin_c).astype(np.int64), nbin_c - 1)
     key_a = np.ravel_multi_index(bin_ac.T, nbin_c)
@@ -103,7 +103,7 @@ def closest_close_pair(cell_cv: np.ndarray, pos_ac: np.ndarray, cutoff: float):
     if count_b[crowded] > _CROWDED:
         first = start_b[crowded]
         members = order_a[first:first + _CROWDED + 1]
-        dist_aa = np.linalg.norm(pos_ac[members][None] - pos_ac[members][:, None], axis=2)
+        dist_aa = np.linalg.norm(pos_av[members][None] - pos_av[members][:, None], axis=2)
         np.fill_diagonal(dist_aa, np.inf)
         i, j = np.unravel_index(np.argmin(dist_aa), dist_aa.shape)
         if dist_aa[i, j] < cutoff:
@@ -119,7 +119,7 @@ def closest_close_pair(cell_cv: np.ndarray, pos_ac: np.ndarray, cutoff: float):
         ncand_a = np.where(keys_b[slot_a] == target_a, count_b[slot_a], 0)
         ends_a = np.cumsum(ncand_a)
         cuts = np.searchsorted(ends_a, np.arange(_PAIR_CHUNK, ends_a[-1], _PAIR_CHUNK), "right")
-        for lo, hi in zip([0, *cuts], [*cuts, len(pos_ac)]):
+        for lo, hi in zip([0, *cuts], [*cuts, len(pos_av)]):
             n_i = ncand_a[lo:hi]
             i_p = np.repeat(np.arange(lo, hi), n_i)
             before_p = np.repeat(ends_a[lo:hi] - n_i, n_i)  # pairs before atom i's first

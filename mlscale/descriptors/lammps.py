@@ -44,14 +44,14 @@ def compute_block(atoms, dgrid: DistributedGrid, settings: BispectrumSettings) -
             raise MlscaleError(f"atoms cell {cell_cv.tolist()} Å differs from the grid cell "
                                f"{grid.cell_cv.tolist()} Å")
         type_a = type_indices(atoms, settings.species) + 1
-        box, pos_ac = restricted_triclinic(grid.cell_cv, atoms.positions)
+        box, pos_av = restricted_triclinic(grid.cell_cv, atoms.positions)
     commands = _commands(box, grid.shape, dgrid.decomposition, settings)
-    rows = _run(comm, commands, pos_ac, type_a)
+    rows = _run(comm, commands, pos_av, type_a)
     with comm.collective():
         return _rows_to_block(rows, block, settings.n_features)
 
 
-def restricted_triclinic(cell_cv: np.ndarray, pos_ac: np.ndarray):
+def restricted_triclinic(cell_cv: np.ndarray, pos_av: np.ndarray):
     """LAMMPS box ``(lx, ly, lz, xy, xz, yz)`` (Å) and atom positions wrapped into it.
 
     The LAMMPS cell has the same vector lengths and angles as ``cell_cv``, with a
@@ -65,7 +65,7 @@ def restricted_triclinic(cell_cv: np.ndarray, pos_ac: np.ndarray):
     yz = (b @ c - xy * xz) / ly
     lz = np.sqrt(c @ c - xz**2 - yz**2)
     box_cv = np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
-    frac_ac = np.asarray(pos_ac, dtype=float) @ np.linalg.inv(cell_cv)
+    frac_ac = np.asarray(pos_av, dtype=float) @ np.linalg.inv(cell_cv)
     frac_ac -= np.floor(frac_ac)
     frac_ac[frac_ac >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
     return (lx, ly, lz, xy, xz, yz), frac_ac @ box_cv
@@ -102,13 +102,13 @@ neighbor {_SKIN} bin
     return setup, balance, compute
 
 
-def _run(comm: Comm, commands, pos_ac: np.ndarray, type_a: np.ndarray) -> np.ndarray:
+def _run(comm: Comm, commands, pos_av: np.ndarray, type_a: np.ndarray) -> np.ndarray:
     """Run LAMMPS on all ranks; this rank's ``sna/grid/local`` rows (a copy)."""
     setup, balance, compute = commands
     lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"], comm=comm.mpi)
     try:
         lmp.commands_string(setup)
-        lmp.create_atoms(len(type_a), None, type_a.tolist(), pos_ac.ravel().tolist())
+        lmp.create_atoms(len(type_a), None, type_a.tolist(), pos_av.ravel().tolist())
         if lmp.get_natoms() != len(type_a):
             raise MlscaleError(f"LAMMPS placed {lmp.get_natoms()} of {len(type_a)} atoms "
                                "in its box")

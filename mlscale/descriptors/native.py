@@ -36,8 +36,8 @@ def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings)
     """
     _check_settings(settings)
     species_a = _species_indices(atoms, settings)
-    pos_a3 = np.asarray(atoms.get_positions(), dtype=float)
-    if not np.all(np.isfinite(pos_a3)):
+    pos_av = np.asarray(atoms.get_positions(), dtype=float)
+    if not np.all(np.isfinite(pos_av)):
         raise MlscaleError("atom positions contain NaN or infinity")
     cell_cv = grid.cell_cv
     atoms_cell = np.asarray(atoms.get_cell(), dtype=float)
@@ -57,7 +57,7 @@ def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings)
     halo_c = rc_s.max() * np.linalg.norm(inv_vc, axis=0)   # cutoff in fractional units
     lo_c = start / grid_n
     hi_c = (start + shape - 1) / grid_n
-    img_pos, img_sp = _images_near(pos_a3 @ inv_vc, species_a, lo_c - halo_c, hi_c + halo_c)
+    img_pos, img_sp = _images_near(pos_av @ inv_vc, species_a, lo_c - halo_c, hi_c + halo_c)
     bin_w = halo_c / 2.0
     reg_lo = lo_c - halo_c
     nbins = np.maximum(np.ceil((hi_c + halo_c - reg_lo) / bin_w).astype(np.int64), 1)
@@ -103,14 +103,14 @@ def _species_indices(atoms, settings: BispectrumSettings) -> np.ndarray:
     return np.array([index[s] for s in symbols], dtype=np.int64)
 
 
-def _images_near(frac_a3: np.ndarray, species_a: np.ndarray, lo_c: np.ndarray,
+def _images_near(frac_ac: np.ndarray, species_a: np.ndarray, lo_c: np.ndarray,
                  hi_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fractional positions and species of all periodic images inside [lo_c, hi_c]."""
-    frac_a3 = frac_a3 - np.floor(frac_a3)
+    frac_ac = frac_ac - np.floor(frac_ac)
     ranges = [range(int(np.floor(lo)) - 1, int(np.floor(hi)) + 1) for lo, hi in zip(lo_c, hi_c)]
     pos, sp = [], []
     for shift in itertools.product(*ranges):
-        moved = frac_a3 + np.array(shift, dtype=float)
+        moved = frac_ac + np.array(shift, dtype=float)
         inside = np.all((moved >= lo_c) & (moved <= hi_c), axis=1)
         pos.append(moved[inside])
         sp.append(species_a[inside])

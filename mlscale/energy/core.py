@@ -18,28 +18,28 @@ RADIAL_CUTOFF_BOHR = 10.0  # QE's rcut for integrals of radial functions
 TABLE_STEP = 0.002  # |G| spacing (1/Bohr) of the interpolation table of the transform
 
 
-def simpson_qe(f_g: np.ndarray, rab_g: np.ndarray) -> np.ndarray:
+def simpson_qe(f_r: np.ndarray, rab_r: np.ndarray) -> np.ndarray:
     """∫ f dr on a radial mesh with QE's ``simpson`` (odd number of points; last axis)."""
-    n = f_g.shape[-1]
+    n = f_r.shape[-1]
     m = n if n % 2 else n - 1  # QE ignores the last point of an even mesh
     weight = np.zeros(n)
     weight[0:m:2] = 2.0
     weight[1:m:2] = 4.0
     weight[0] = weight[m - 1] = 1.0
-    return np.sum(f_g * rab_g * weight, axis=-1) / 3.0
+    return np.sum(f_r * rab_r * weight, axis=-1) / 3.0
 
 
-def core_mesh_size(r_g: np.ndarray) -> int:
+def core_mesh_size(r_r: np.ndarray) -> int:
     """QE's ``msh``: mesh points up to the first r > 10 Bohr, made odd."""
-    beyond = np.nonzero(r_g > RADIAL_CUTOFF_BOHR)[0]
-    msh = int(beyond[0]) + 1 if beyond.size else len(r_g)
+    beyond = np.nonzero(r_r > RADIAL_CUTOFF_BOHR)[0]
+    msh = int(beyond[0]) + 1 if beyond.size else len(r_r)
     return 2 * ((msh + 1) // 2) - 1
 
 
 def core_form_factor(pp: Pseudopotential, g_k: np.ndarray) -> np.ndarray:
     """4π ∫ r² ρ_c(r) j0(|G| r) dr at |G| = ``g_k`` (1/Bohr); electrons."""
-    msh = core_mesh_size(pp.r_g)
-    r, rab, core = pp.r_g[:msh], pp.rab_g[:msh], pp.core_g[:msh]
+    msh = core_mesh_size(pp.r_r)
+    r, rab, core = pp.r_r[:msh], pp.rab_r[:msh], pp.core_r[:msh]
     out = np.empty(len(g_k))
     for start in range(0, len(g_k), 256):  # bounded temporary [256, msh]
         g = g_k[start:start + 256, None]
@@ -54,7 +54,7 @@ def core_density_q(fft: DistributedFFT, pseudopotentials: dict[str, Pseudopotent
 
     fft works in Bohr. frac_ac: fractional atomic positions. Returns electrons/Bohr³.
     """
-    species = [s for s in dict.fromkeys(symbols) if pseudopotentials[s].core_g is not None]
+    species = [s for s in dict.fromkeys(symbols) if pseudopotentials[s].core_r is not None]
     if not species:
         return None
     g2_q = fft.g2_q

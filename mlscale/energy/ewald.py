@@ -137,11 +137,11 @@ def _real_space(frac_ac, charge_a, cell_cv, eta, cutoff, comm) -> float:
     tree = cKDTree(image_pos)
     natoms = len(charge_a)
     mine = np.arange(natoms * comm.rank // comm.size, natoms * (comm.rank + 1) // comm.size)
-    pos_ac = frac_ac @ cell_cv
+    pos_av = frac_ac @ cell_cv
     energy = 0.0
     for start in range(0, len(mine), CHUNK):
         a = mine[start:start + CHUNK]
-        pairs = cKDTree(pos_ac[a]).sparse_distance_matrix(tree, cutoff, output_type="ndarray")
+        pairs = cKDTree(pos_av[a]).sparse_distance_matrix(tree, cutoff, output_type="ndarray")
         r = pairs["v"]
         keep = r > 1e-10
         r = r[keep]

@@ -73,7 +73,7 @@ def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: A
         "number_of_electrons": fft.integrate(n_b),
         "functional": name,
         "ecutrho_Ry": g2_max,
-        "core_correction": any(pps[s].core_g is not None for s in set(symbols)),
+        "core_correction": any(pps[s].core_r is not None for s in set(symbols)),
     }
 
 

@@ -20,8 +20,8 @@ from ..errors import MlscaleError
 class Pseudopotential:
     """The parts of a UPF file used for the energy.
 
-    r_g, rab_g: radial mesh and its integration weights dr/di, Bohr.
-    core_g: core charge on the mesh, electrons/Bohr³, or None without core correction.
+    r_r, rab_r: radial mesh and its integration weights dr/di, Bohr.
+    core_r: core charge on the mesh, electrons/Bohr³, or None without core correction.
     """
 
     path: Path
@@ -29,9 +29,9 @@ class Pseudopotential:
     z_valence: float
     functional: str
     pseudo_type: str
-    r_g: np.ndarray
-    rab_g: np.ndarray
-    core_g: np.ndarray | None
+    r_r: np.ndarray
+    rab_r: np.ndarray
+    core_r: np.ndarray | None
 
 
 def read_upf(path) -> Pseudopotential:
@@ -46,23 +46,23 @@ def read_upf(path) -> Pseudopotential:
             header = _header_v1(text)
         else:
             header = _header_v2(text)
-        r_g = _numbers(text, "PP_R")
-        rab_g = _numbers(text, "PP_RAB")
-        core_g = _numbers(text, "PP_NLCC") if header["core_correction"] else None
+        r_r = _numbers(text, "PP_R")
+        rab_r = _numbers(text, "PP_RAB")
+        core_r = _numbers(text, "PP_NLCC") if header["core_correction"] else None
     except (ValueError, KeyError, IndexError) as error:
         raise MlscaleError(f"corrupt pseudopotential {path}: {error}") from None
-    n = len(r_g)
-    if n < 3 or len(rab_g) != n or (core_g is not None and len(core_g) != n):
+    n = len(r_r)
+    if n < 3 or len(rab_r) != n or (core_r is not None and len(core_r) != n):
         raise MlscaleError(f"corrupt pseudopotential {path}: radial arrays of different lengths")
-    if not (np.all(np.isfinite(r_g)) and np.all(np.isfinite(rab_g))
-            and (core_g is None or np.all(np.isfinite(core_g)))):
+    if not (np.all(np.isfinite(r_r)) and np.all(np.isfinite(rab_r))
+            and (core_r is None or np.all(np.isfinite(core_r)))):
         raise MlscaleError(f"corrupt pseudopotential {path}: non-finite numbers")
     if header["pseudo_type"] == "PAW":
         raise MlscaleError(f"{path}: PAW pseudopotentials are not supported (their one-centre "
                            "energy terms are not part of the density functional here)")
     return Pseudopotential(path=path, element=header["element"], z_valence=header["z_valence"],
                            functional=header["functional"], pseudo_type=header["pseudo_type"],
-                           r_g=r_g, rab_g=rab_g, core_g=core_g)
+                           r_r=r_r, rab_r=rab_r, core_r=core_r)
 
 
 def find_pseudopotentials(directory, species) -> dict[str, Path]:

@@ -96,11 +96,11 @@ def _declare(path, mesh_name, n, dtype, grid: Grid, unit_si, unit_dimension, att
         series.flush()
 
 
-def _store(path, mesh_name, local_g4: np.ndarray, block: Block, iteration):
+def _store(path, mesh_name, local_bm: np.ndarray, block: Block, iteration):
     """Open the existing file and store this rank's chunk of every component."""
     with _closing(opmd.Series(str(path), opmd.Access.read_write)) as series:
         mesh = series.iterations[iteration].meshes[mesh_name]
-        chunks = [np.ascontiguousarray(local_g4[..., c]) for c in range(local_g4.shape[3])]
+        chunks = [np.ascontiguousarray(local_bm[..., c]) for c in range(local_bm.shape[3])]
         for c, chunk in enumerate(chunks):
             mesh[str(c)].store_chunk(chunk, list(block.start), list(block.shape))
         series.flush()
@@ -127,13 +127,13 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, dgrid: Distribu
         if local.dtype.kind != "f":
             raise MlscaleError(f"{mesh_name}: expected floating-point data, got {local.dtype}")
         dimension = _unit_dimension(unit_dimension)
-    local_g4 = local[..., None] if local.ndim == 3 else local
-    layout = comm.broadcast((local_g4.shape[3], local_g4.dtype.str))
+    local_bm = local[..., None] if local.ndim == 3 else local
+    layout = comm.broadcast((local_bm.shape[3], local_bm.dtype.str))
     tmp = None
     with comm.collective():
-        if (local_g4.shape[3], local_g4.dtype.str) != layout:
+        if (local_bm.shape[3], local_bm.dtype.str) != layout:
             raise MlscaleError(f"{mesh_name}: ranks disagree on components/dtype "
-                               f"({local_g4.shape[3]}, {local_g4.dtype.str}) vs {layout}")
+                               f"({local_bm.shape[3]}, {local_bm.dtype.str}) vs {layout}")
         if comm.rank == 0:
             tmp = str(temporary_path(path))
     tmp = comm.broadcast(tmp)
@@ -145,7 +145,7 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, dgrid: Distribu
         for turn in range(comm.size):  # serial openPMD: one rank at a time
             with comm.collective():
                 if comm.rank == turn:
-                    _store(tmp, mesh_name, local_g4, block, iteration)
+                    _store(tmp, mesh_name, local_bm, block, iteration)
         with comm.collective():
             if comm.rank == 0:
                 os.replace(tmp, path)

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mlscale.costmodel import (BenchConstants, default_constants_path, read_constants,
-                               write_constants)
+from mlscale.costmodel import (
+    BenchConstants,
+    default_constants_path,
+    read_constants,
+    write_constants,
+)
 from mlscale.errors import MlscaleError
 
 DATA = Path(__file__).resolve().parents[1] / "data"

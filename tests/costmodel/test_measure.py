@@ -11,8 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from mlscale.costmodel.measure import (BenchPlan, bench_supercell, energy_costs, fit_runs,
-                                       split_neighbours)
+from mlscale.costmodel.measure import (
+    BenchPlan,
+    bench_supercell,
+    energy_costs,
+    fit_runs,
+    split_neighbours,
+)
 from mlscale.errors import MlscaleError
 
 

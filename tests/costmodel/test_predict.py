@@ -15,8 +15,16 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from mlscale.costmodel import (memory_MiB, neighbours_per_point, network_macs, plan, rank_load,
-                               read_constants, smallest_ranks, time_s)
+from mlscale.costmodel import (
+    memory_MiB,
+    neighbours_per_point,
+    network_macs,
+    plan,
+    rank_load,
+    read_constants,
+    smallest_ranks,
+    time_s,
+)
 from mlscale.errors import MlscaleError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
