@@ -25,8 +25,17 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..errors import MlscaleError
-from ._format import (ACTIVATION_NAMES, DEFAULT_CHUNK_POINTS, FORMAT, FORMAT_VERSION,
-                      METADATA_KEY, UNITS, ModelInfo, read_model_file, read_safetensors)
+from ._format import (
+    ACTIVATION_NAMES,
+    DEFAULT_CHUNK_POINTS,
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA_KEY,
+    UNITS,
+    ModelInfo,
+    read_model_file,
+    read_safetensors,
+)
 from ._numpy import NumpyNetwork
 
 if TYPE_CHECKING:

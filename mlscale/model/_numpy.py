@@ -12,8 +12,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
-from ._format import (DEFAULT_CHUNK_POINTS, SCALING, ModelInfo, check_tensors,
-                      linear_indices, predict_in_chunks, read_model_file, vjp_in_chunks)
+from ._format import (
+    DEFAULT_CHUNK_POINTS,
+    SCALING,
+    ModelInfo,
+    check_tensors,
+    linear_indices,
+    predict_in_chunks,
+    read_model_file,
+    vjp_in_chunks,
+)
 
 
 def _const(h: np.ndarray, value: float):

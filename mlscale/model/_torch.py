@@ -22,8 +22,17 @@ import torch
 
 from ..config import ModelSettings
 from ..errors import MlscaleError
-from ._format import (DEFAULT_CHUNK_POINTS, METADATA_KEY, SCALING, ModelInfo, check_settings,
-                      file_metadata, predict_in_chunks, read_model_file, vjp_in_chunks)
+from ._format import (
+    DEFAULT_CHUNK_POINTS,
+    METADATA_KEY,
+    SCALING,
+    ModelInfo,
+    check_settings,
+    file_metadata,
+    predict_in_chunks,
+    read_model_file,
+    vjp_in_chunks,
+)
 
 ACTIVATIONS = {"LeakyReLU": torch.nn.LeakyReLU, "ReLU": torch.nn.ReLU, "Tanh": torch.nn.Tanh,
                "Sigmoid": torch.nn.Sigmoid, "ELU": torch.nn.ELU, "GELU": torch.nn.GELU,

@@ -20,8 +20,15 @@ import torch
 from mlscale import electrons
 from mlscale.cli import main
 from mlscale.errors import MlscaleError
-from mlscale.model import (DEFAULT_CHUNK_POINTS, ModelInfo, TorchModel, convert_mala_model,
-                           import_mala, load_model, read_mala_archive)
+from mlscale.model import (
+    DEFAULT_CHUNK_POINTS,
+    ModelInfo,
+    TorchModel,
+    convert_mala_model,
+    import_mala,
+    load_model,
+    read_mala_archive,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "mala"
 ARCHIVE = DATA / "Be_model_mala14.zip"

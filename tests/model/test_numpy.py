@@ -13,8 +13,16 @@ import torch
 
 from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings
 from mlscale.errors import MlscaleError
-from mlscale.model import (ACTIVATION_NAMES, ACTIVATIONS, LDOSModel, ModelInfo, NumpyNetwork,
-                           TorchModel, load_model, save_model)
+from mlscale.model import (
+    ACTIVATION_NAMES,
+    ACTIVATIONS,
+    LDOSModel,
+    ModelInfo,
+    NumpyNetwork,
+    TorchModel,
+    load_model,
+    save_model,
+)
 
 METADATA = {"descriptors": BispectrumSettings(twojmax=2).with_species(["Be"]).to_dict(),
             "energy_grid": EnergyGrid(-5.0, 2.5, 4).to_dict(), "temperature_K": 300.0,

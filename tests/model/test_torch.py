@@ -12,8 +12,15 @@ import torch
 
 from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings
 from mlscale.errors import MlscaleError
-from mlscale.model import (DEFAULT_CHUNK_POINTS, LDOSModel, ModelInfo, TorchModel,
-                           ensemble_model, load_model, save_model)
+from mlscale.model import (
+    DEFAULT_CHUNK_POINTS,
+    LDOSModel,
+    ModelInfo,
+    TorchModel,
+    ensemble_model,
+    load_model,
+    save_model,
+)
 
 # twojmax 2 gives 5 bispectrum features; 4 energies
 SETTINGS = ModelSettings(layers=(5, 8, 6, 4), activation="LeakyReLU")
