@@ -122,7 +122,7 @@ def linear_indices(layers) -> list[int]:
 
 def tensor_shapes(layers) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor a model with these layer sizes holds."""
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for index, n_in, n_out in zip(linear_indices(layers), layers[:-1], layers[1:]):
         shapes[f"mlp.{index}.weight"] = (n_out, n_in)
         shapes[f"mlp.{index}.bias"] = (n_out,)

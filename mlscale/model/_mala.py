@@ -172,7 +172,7 @@ def layer_activations(network: dict, n_linear: int) -> list:
 
 def _linear_layers(state: dict, sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(weight [out, in], bias [out]) per MALA linear layer, in order, float32."""
-    found = {}
+    found: dict[int, dict[str, np.ndarray]] = {}
     for key, tensor in state.items():
         match = _LAYER_KEY.fullmatch(key)
         if match is None:
@@ -297,8 +297,8 @@ def mala_descriptors(mala: MalaSettings, species: list[str]) -> BispectrumSettin
         twojmax=mala.twojmax, rcutfac=mala.rcutfac, rfac0=MALA_BISPECTRUM["rfac0"],
         rmin0=MALA_BISPECTRUM["rmin0"], species=tuple(species),
         radii=(MALA_BISPECTRUM["radius"],) * len(species), weights=tuple(weights),
-        switchflag=mala.switchflag, bzeroflag=MALA_BISPECTRUM["bzeroflag"],
-        quadraticflag=MALA_BISPECTRUM["quadraticflag"])
+        switchflag=mala.switchflag, bzeroflag=int(MALA_BISPECTRUM["bzeroflag"]),
+        quadraticflag=int(MALA_BISPECTRUM["quadraticflag"]))
 
 
 def convert_mala_model(archive: MalaArchive, *, species=None, temperature_K=None,

@@ -42,6 +42,11 @@ ACTIVATIONS = {"LeakyReLU": torch.nn.LeakyReLU, "ReLU": torch.nn.ReLU, "Tanh": t
 class LDOSModel(torch.nn.Module):
     """MLP from descriptors to LDOS with the input/output affine maps as buffers."""
 
+    input_shift: torch.Tensor
+    input_scale: torch.Tensor
+    output_shift: torch.Tensor
+    output_scale: torch.Tensor
+
     def __init__(self, settings: ModelSettings):
         super().__init__()
         layers = check_settings(settings)
