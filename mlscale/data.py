@@ -34,6 +34,7 @@ from .io.openpmd_io import openpmd_info, read_openpmd
 from .parallel import Comm
 
 COORDINATE_COLUMNS = 3
+CHUNK_POINTS = 65536  # points read at once by the sequential passes (statistics, validation)
 OPENPMD_MESHES = {"descriptors": "Bispectrum", "ldos": "LDOS"}
 
 
@@ -258,7 +259,7 @@ def _combine(comm: Comm, moments: _Moments) -> tuple[np.ndarray, np.ndarray]:
     return global_mean, np.sqrt(global_m2 / total)
 
 
-def scaling_statistics(snapshots: SnapshotSet, comm: Comm, chunk_points: int = 65536,
+def scaling_statistics(snapshots: SnapshotSet, comm: Comm, chunk_points: int = CHUNK_POINTS,
                        check: Sequence[SnapshotSet] = ()) -> Statistics:
     """Mean/std per descriptor feature and per LDOS energy, in one distributed pass.
 

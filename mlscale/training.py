@@ -34,9 +34,9 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from .config import SHUFFLES, ModelSettings, TrainingSettings
-from .data import (SnapshotFiles, SnapshotSet, Statistics, cache_openpmd, open_snapshots,
-                   scaling_statistics)
+from .config import DEVICES, DISTRIBUTED_BACKENDS, SHUFFLES, ModelSettings, TrainingSettings
+from .data import (CHUNK_POINTS, SnapshotFiles, SnapshotSet, Statistics, cache_openpmd,
+                   open_snapshots, scaling_statistics)
 from .distributed import data_parallel, select_device
 from .electrons import fermi_function
 from .errors import MlscaleError
@@ -246,8 +246,8 @@ class TrainingState:
     metadata: dict
     comm: Comm
     device: torch.device
-    shuffle: str = "points"
-    chunk_points: int = 65536
+    shuffle: str = SHUFFLES[0]
+    chunk_points: int = CHUNK_POINTS
     checkpoint: str | Path | None = None
     checkpoint_every: int = 0
     density_direction: torch.Tensor | None = None
@@ -261,10 +261,11 @@ class TrainingState:
 def train(train_snapshots: Sequence[SnapshotFiles | str],
           validation_snapshots: Sequence[SnapshotFiles | str], model_settings: ModelSettings,
           training_settings: TrainingSettings, metadata: dict, comm: Comm,
-          backend: str = "ddp", *, device: str = "cpu", checkpoint: str | Path | None = None,
+          backend: str = DISTRIBUTED_BACKENDS[0], *, device: str = DEVICES[0],
+          checkpoint: str | Path | None = None,
           checkpoint_every: int = 0, resume: str | Path | None = None,
-          cache_dir: str | Path | None = None, shuffle: str = "points",
-          chunk_points: int = 65536) -> tuple[LDOSModel, list[dict]]:
+          cache_dir: str | Path | None = None, shuffle: str = SHUFFLES[0],
+          chunk_points: int = CHUNK_POINTS) -> tuple[LDOSModel, list[dict]]:
     """Train an LDOSModel data-parallel over ``comm``; returns ``(model, history)``.
 
     train_snapshots, validation_snapshots: lists of SnapshotFiles or "IN:OUT" strings.
