@@ -67,7 +67,8 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
         if args.pseudopotentials:
             pseudopotentials = find_pseudopotentials(args.pseudopotentials,
                                                      set(atoms.get_chemical_symbols()))
-        plan = BenchPlan(args.points, args.chunk_points, args.pseudopotentials, pseudopotentials)
+        plan = BenchPlan(args.points, args.chunk_points, args.pseudopotentials or None,
+                         pseudopotentials)
         base_shape = grid_for(atoms, info).shape
     output = Path(args.output) if args.output else default_constants_path()
     constants, record = measure(model_path, info, atoms, base_shape, plan, comm.print)

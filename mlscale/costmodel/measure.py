@@ -57,6 +57,9 @@ class BenchPlan:
     def __post_init__(self) -> None:
         if self.points < 1000 or self.chunk_points < 1:
             raise MlscaleError("--points must be >= 1000 and --chunk-points positive")
+        if (self.pseudopotentials_dir is None) != (self.pseudopotentials is None):
+            raise MlscaleError("give the pseudopotentials' directory and the files found in "
+                               "it, or neither")
 
 
 def measure(model_path: Path, info: ModelInfo, atoms: Atoms, base_shape: tuple[int, int, int],
@@ -79,8 +82,9 @@ def measure(model_path: Path, info: ModelInfo, atoms: Atoms, base_shape: tuple[i
                                      progress)
         neighbour = descriptor_neighbours(big, grid, info.descriptors)
         per_atom = atom_costs(big, grid, info.descriptors, tmp)
-        energy, runs_e = {}, []
-        if plan.pseudopotentials:
+        energy: dict[str, float] = {}
+        runs_e: list[dict] = []
+        if plan.pseudopotentials_dir is not None and plan.pseudopotentials is not None:
             energy, runs_e = measure_energy(model_path, info, atoms, base_shape, big, grid,
                                             plan, tmp)
     fit = fit_runs(runs, clean, network_macs(info.settings.layers), info.energy_grid.count)
@@ -127,6 +131,8 @@ def measure_energy(model_path: Path, info: ModelInfo, base: Atoms,
                    tmp: Path) -> tuple[dict, list[dict]]:
     """The energy phase: its CPU time and memory per point on the supercell's grid, and
     its fixed memory from two whole predictions of ``base`` (without and with it)."""
+    if plan.pseudopotentials_dir is None or plan.pseudopotentials is None:
+        raise MlscaleError("the energy phase needs pseudopotentials")
     write_structure(tmp / "base.xyz", base)
     runs = [child_predict(tmp / "base.xyz", model_path, base_shape,
                           [*extra, "--chunk-points", str(plan.chunk_points),
@@ -227,7 +233,7 @@ def child_predict(structure: Path, model_path: Path, grid_shape: tuple[int, int,
     start = time.perf_counter()
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
-    log = child.stdout.read()
+    log = child.stdout.read() if child.stdout is not None else ""
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start

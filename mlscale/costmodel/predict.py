@@ -76,15 +76,18 @@ def rank_load(grid_shape: Sequence[int], nranks: int, chunk_points: int,
     With ``frac_ac`` (fractional positions), ``cell_cv`` (Å) and ``cutoff`` (Å) also
     counts the atoms of the largest block, without and with its cutoff halo.
     """
-    decomposition = Decomposition(tuple(grid_shape), nranks)
-    block = largest_block(grid_shape, nranks)
-    smallest = smallest_block_size(grid_shape, nranks)
+    shape = (int(grid_shape[0]), int(grid_shape[1]), int(grid_shape[2]))
+    decomposition = Decomposition(shape, nranks)
+    block = largest_block(shape, nranks)
+    smallest = smallest_block_size(shape, nranks)
     chunks = slabs(block, chunk_points)
     inside = with_halo = None
     if frac_ac is not None:
+        if cell_cv is None or cutoff is None:
+            raise MlscaleError("counting a block's atoms needs the cell and the cutoff")
         frac_ac = np.asarray(frac_ac, dtype=float)
-        inside = atoms_in_block(frac_ac, grid_shape, block)
-        with_halo = len(halo_atoms(frac_ac, grid_shape, block, halo_c(cell_cv, cutoff)))
+        inside = atoms_in_block(frac_ac, shape, block)
+        with_halo = len(halo_atoms(frac_ac, shape, block, halo_c(cell_cv, cutoff)))
     return RankLoad(nranks, tuple(decomposition.dims), block.shape, block.size, smallest,
                     len(chunks), max(c.size for c in chunks), inside, with_halo)
 
@@ -98,10 +101,10 @@ def memory_MiB(c: BenchConstants, points: int, chunk_points: int, energies: int,
     parts = {"overhead": c.overhead_MiB, "points": point_bytes * points / MIB,
              "chunk": c.chunk_point_bytes * chunk_points / MIB, "atoms": c.atom_bytes * atoms / MIB}
     if energy:
-        _require_energy(c)
-        energy_phase = (8.0 + c.energy_point_bytes) * points / MIB
+        _, energy_point_bytes, energy_overhead_MiB = _energy_constants(c)
+        energy_phase = (8.0 + energy_point_bytes) * points / MIB
         parts["points"] = max(parts["points"], energy_phase - parts["chunk"])
-        parts["overhead"] += c.energy_overhead_MiB
+        parts["overhead"] += energy_overhead_MiB
     parts["total"] = sum(parts.values())
     return parts
 
@@ -117,16 +120,18 @@ def time_s(c: BenchConstants, points: int, neighbours: float, macs: int, energie
         "output": points * c.output_point_s,
     }
     if energy:
-        _require_energy(c)
-        parts["energy"] = points * c.energy_point_s
+        parts["energy"] = points * _energy_constants(c)[0]
     parts["total"] = sum(parts.values())
     return parts
 
 
-def _require_energy(c: BenchConstants) -> None:
+def _energy_constants(c: BenchConstants) -> tuple[float, float, float]:
+    """The energy phase's (s per point, bytes per point, fixed MiB); MlscaleError if the
+    constants were measured without it."""
     if c.energy_point_s is None or c.energy_point_bytes is None or c.energy_overhead_MiB is None:
         raise MlscaleError("the bench constants lack the energy phase: rerun `mlscale bench "
                            "--pseudopotentials DIR`")
+    return c.energy_point_s, c.energy_point_bytes, c.energy_overhead_MiB
 
 
 def smallest_ranks(fits: Callable[[int], bool], first: int = 1, tries: int = 4096) -> int:

@@ -97,6 +97,8 @@ def test_bench_plan_refuses_too_few_points():
         BenchPlan(points=999)
     with pytest.raises(MlscaleError, match="--chunk-points positive"):
         BenchPlan(points=1000, chunk_points=0)
+    with pytest.raises(MlscaleError, match="or neither"):
+        BenchPlan(pseudopotentials_dir="/some/dir")
 
 
 def test_the_cost_model_does_not_import_the_pipeline():

@@ -222,3 +222,21 @@ def test_memory_per_local_point_with_the_energy_phase_stays_within_the_model(fas
                                 "--chunk-points", 8192, "--pseudopotentials", PSEUDO],
                                tmp_path / f"g{n}")
     check(peaks, 11, 8192, energy_phase=True)
+
+
+def test_rank_load_needs_the_cell_and_cutoff_to_count_atoms():
+    with pytest.raises(MlscaleError, match="needs the cell and the cutoff"):
+        rank_load((16, 16, 16), 2, 1000, frac_ac=np.zeros((1, 3)))
+
+
+def test_energy_phase_needs_constants_measured_with_it():
+    from dataclasses import replace
+
+    without = replace(CONSTANTS, energy_point_s=None, energy_point_bytes=None,
+                      energy_overhead_MiB=None)
+    assert memory_MiB(without, 1000, 100, 171, 10)["total"] == pytest.approx(
+        memory_MiB(CONSTANTS, 1000, 100, 171, 10)["total"])
+    for cost in (lambda: memory_MiB(without, 1000, 100, 171, 10, energy=True),
+                 lambda: time_s(without, 1000, 20.0, 1000, 171, 10, energy=True)):
+        with pytest.raises(MlscaleError, match="--pseudopotentials DIR"):
+            cost()
