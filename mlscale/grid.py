@@ -16,14 +16,33 @@ rank owns; every stage takes it instead of loose ``(grid, block, comm)`` argumen
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, SupportsInt, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .errors import MlscaleError
 from .parallel import Comm, self_comm
 from .units import BOHR_ANGSTROM
+
+T = TypeVar("T")
+
+
+def triple(values: Iterable[T]) -> tuple[T, T, T]:
+    """``values`` (exactly three of them) as a 3-tuple; ValueError for another count."""
+    x, y, z = values
+    return x, y, z
+
+
+def grid_shape(shape: Sequence[SupportsInt]) -> tuple[int, int, int]:
+    """A grid shape (nx, ny, nz) as three ints; MlscaleError unless three positive integers."""
+    n = tuple(int(i) for i in shape)
+    if len(n) != 3 or min(n) < 1:
+        raise MlscaleError(f"grid shape must be three positive integers, got {shape}")
+    return n[0], n[1], n[2]
 
 
 @dataclass(frozen=True)
@@ -35,7 +54,7 @@ class Block:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(b - a) for a, b in zip(self.start, self.stop))
+        return triple(int(b - a) for a, b in zip(self.start, self.stop))
 
     @property
     def size(self) -> int:
@@ -44,7 +63,7 @@ class Block:
     @property
     def slices(self) -> tuple[slice, slice, slice]:
         """Slices that cut this block out of a global ``[nx, ny, nz, ...]`` array."""
-        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
+        return triple(slice(a, b) for a, b in zip(self.start, self.stop))
 
     def indices_bc(self) -> np.ndarray:
         """Global integer indices of the block's points, shape ``[bx, by, bz, 3]``."""
@@ -62,15 +81,13 @@ class Grid:
     cell_cv: np.ndarray
     shape: tuple[int, int, int]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         cell = np.asarray(self.cell_cv, dtype=float)
         if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
             raise MlscaleError(f"cell must be a finite 3x3 matrix, got shape {cell.shape}")
         if abs(np.linalg.det(cell)) < 1e-10:
             raise MlscaleError("cell has zero volume")
-        shape = tuple(int(n) for n in self.shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise MlscaleError(f"grid shape must be three positive integers, got {self.shape}")
+        shape = grid_shape(self.shape)
         object.__setattr__(self, "cell_cv", cell)
         object.__setattr__(self, "shape", shape)
 
@@ -109,7 +126,7 @@ class Grid:
         """Cartesian positions (Å) of a block's points, ``[bx, by, bz, 3]``."""
         return self.fractional_bc(block) @ self.cell_cv
 
-    def check_array(self, array: np.ndarray, what: str, block: Block | None = None):
+    def check_array(self, array: np.ndarray, what: str, block: Block | None = None) -> None:
         """Raise a clear error unless ``array`` has the block's (or the grid's) shape."""
         expected = (block or self.full_block()).shape
         if tuple(array.shape[:3]) != tuple(expected):
@@ -118,7 +135,7 @@ class Grid:
             )
 
 
-def qe_fft_shape(cell_cv, ecutrho_Ry: float) -> tuple[int, int, int]:
+def qe_fft_shape(cell_cv: ArrayLike, ecutrho_Ry: float) -> tuple[int, int, int]:
     """Quantum ESPRESSO's dense FFT grid for a cell (Å) and density cutoff ``ecutrho`` (Ry).
 
     As QE: n_i = 2*int(sqrt(ecutrho)*|a_i|/(2π)) + 1 (|a_i| in Bohr), raised to the next
@@ -128,7 +145,7 @@ def qe_fft_shape(cell_cv, ecutrho_Ry: float) -> tuple[int, int, int]:
     if not ecutrho_Ry > 0:
         raise MlscaleError(f"ecutrho must be positive, got {ecutrho_Ry}")
     raw = (2 * int(np.sqrt(ecutrho_Ry) * length / (2 * np.pi)) + 1 for length in lengths)
-    return tuple(_next_fft_size(n) for n in raw)
+    return triple(_next_fft_size(n) for n in raw)
 
 
 def _next_fft_size(n: int) -> int:
@@ -147,7 +164,7 @@ def process_grid(nranks: int, shape: tuple[int, int, int]) -> tuple[int, int, in
     """Split ``nranks`` into (px, py, pz) with p_i <= n_i, minimising block surface."""
     if nranks < 1:
         raise MlscaleError("need at least one rank")
-    best = None
+    best: tuple[tuple[float, int, int], tuple[int, int, int]] | None = None
     for px in range(1, nranks + 1):
         if nranks % px:
             continue
@@ -191,7 +208,7 @@ class Decomposition:
     @cached_property
     def boundaries(self) -> tuple[list[int], list[int], list[int]]:
         """Per axis, the block boundaries in grid indices."""
-        return tuple(split_axis(n, p) for n, p in zip(self.shape, self.dims))
+        return triple(split_axis(n, p) for n, p in zip(self.shape, self.dims))
 
     def block(self, rank: int) -> Block:
         if not 0 <= rank < self.nranks:
@@ -228,7 +245,8 @@ def halo_c(cell_cv: np.ndarray, cutoff: float) -> np.ndarray:
     return cutoff * np.linalg.norm(np.linalg.inv(np.asarray(cell_cv, dtype=float)), axis=0)
 
 
-def halo_atoms(frac_ac: np.ndarray, grid_shape, block: Block, halo: np.ndarray) -> np.ndarray:
+def halo_atoms(frac_ac: ArrayLike, grid_shape: Sequence[int], block: Block,
+               halo: np.ndarray) -> np.ndarray:
     """Indices of the atoms with a periodic image inside the block's box widened by ``halo``.
 
     frac_ac: fractional positions [atoms, 3]; halo: fractional half-widths (:func:`halo_c`).
@@ -245,7 +263,7 @@ def halo_atoms(frac_ac: np.ndarray, grid_shape, block: Block, halo: np.ndarray) 
     return np.flatnonzero(inside_ac.all(axis=1))
 
 
-def atoms_in_block(frac_ac: np.ndarray, grid_shape, block: Block) -> int:
+def atoms_in_block(frac_ac: ArrayLike, grid_shape: Sequence[int], block: Block) -> int:
     """Number of atoms in the block's cells: start/n <= f < stop/n on every axis (wrapped)."""
     frac_ac = np.asarray(frac_ac, dtype=float)
     f_ac = (frac_ac - np.floor(frac_ac)) * np.asarray(grid_shape, dtype=float)
@@ -253,20 +271,20 @@ def atoms_in_block(frac_ac: np.ndarray, grid_shape, block: Block) -> int:
     return int(np.count_nonzero(inside_ac.all(axis=1)))
 
 
-def largest_block(grid_shape, nranks: int) -> Block:
+def largest_block(grid_shape: Sequence[int], nranks: int) -> Block:
     """The block with the most points among the ranks of ``Decomposition(grid_shape, nranks)``."""
-    decomposition = Decomposition(tuple(grid_shape), nranks)
+    decomposition = Decomposition(triple(grid_shape), nranks)
     start, stop = [], []
     for bounds in decomposition.boundaries:
         i = int(np.argmax(np.diff(bounds)))
         start.append(bounds[i])
         stop.append(bounds[i + 1])
-    return Block(tuple(start), tuple(stop))
+    return Block(triple(start), triple(stop))
 
 
-def smallest_block_size(grid_shape, nranks: int) -> int:
+def smallest_block_size(grid_shape: Sequence[int], nranks: int) -> int:
     """Points of the smallest block of ``Decomposition(grid_shape, nranks)``."""
-    decomposition = Decomposition(tuple(grid_shape), nranks)
+    decomposition = Decomposition(triple(grid_shape), nranks)
     return int(np.prod([min(np.diff(b)) for b in decomposition.boundaries]))
 
 
@@ -296,11 +314,11 @@ class DistributedGrid:
         self.block = self.decomposition.block(self.rank)
 
     @classmethod
-    def share(cls, grid: Grid, rank: int, nranks: int) -> "DistributedGrid":
+    def share(cls, grid: Grid, rank: int, nranks: int) -> DistributedGrid:
         """Rank ``rank``'s block of an ``nranks``-rank job, on this process alone."""
         return cls(grid, self_comm(), rank=rank, nranks=nranks)
 
-    def with_cell(self, cell_cv: np.ndarray) -> "DistributedGrid":
+    def with_cell(self, cell_cv: np.ndarray) -> DistributedGrid:
         """The same decomposition and communicator over another cell (e.g. in Bohr)."""
         share = (self.rank, self.nranks) if self.is_share else (None, None)
         return DistributedGrid(Grid(cell_cv, self.grid.shape), self.comm, rank=share[0],
@@ -342,11 +360,11 @@ class DistributedGrid:
         return self.block.size
 
     # -- arrays of the block --------------------------------------------------------------
-    def empty(self, *extra: int, dtype=float) -> np.ndarray:
+    def empty(self, *extra: int, dtype: DTypeLike = float) -> np.ndarray:
         """Uninitialised ``[bx, by, bz, *extra]`` array of the block."""
         return np.empty((*self.local_shape, *extra), dtype=dtype)
 
-    def zeros(self, *extra: int, dtype=float) -> np.ndarray:
+    def zeros(self, *extra: int, dtype: DTypeLike = float) -> np.ndarray:
         """Zero ``[bx, by, bz, *extra]`` array of the block."""
         return np.zeros((*self.local_shape, *extra), dtype=dtype)
 
@@ -359,7 +377,7 @@ class DistributedGrid:
         return self.grid.positions_bv(block or self.block)
 
     # -- reductions -------------------------------------------------------------------------
-    def sum(self, value):
+    def sum(self, value: Any) -> Any:
         """Sum of a scalar or array over the ranks (a share: its own value)."""
         return self.comm.sum(value)
 
