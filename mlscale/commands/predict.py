@@ -7,7 +7,12 @@ built-in example (a thermally displaced Al supercell) with the shipped Al model.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+import numba
+from threadpoolctl import threadpool_limits
 
 from .. import inference, output
 from ..energy.upf import find_pseudopotentials
@@ -115,17 +120,10 @@ def set_threads(comm):
     """Threads per rank for BLAS (the network), torch if loaded, and numba: the node's
     cores shared among its ranks, unless OMP_NUM_THREADS / NUMBA_NUM_THREADS say
     otherwise."""
-    import os
-    import sys
-
-    from threadpoolctl import threadpool_limits
-
     threads = comm.threads_per_rank()
     if "OMP_NUM_THREADS" not in os.environ:
         threadpool_limits(limits=threads, user_api="blas")
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
     if "NUMBA_NUM_THREADS" not in os.environ:
-        import numba
-
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
