@@ -201,8 +201,13 @@ def full(args):
 
 def check_plan(args):
     """mlscale plan's predictions (``--constants``) against every recorded run."""
-    from mlscale.costmodel import (memory_MiB, network_macs, neighbours_per_point,
-                                   read_constants, time_s)
+    from mlscale.costmodel import (
+        memory_MiB,
+        neighbours_per_point,
+        network_macs,
+        read_constants,
+        time_s,
+    )
     from mlscale.grid import Block, largest_block, slabs
     from mlscale.io.structure import read_structure
     from mlscale.model import load_model
