@@ -262,6 +262,8 @@ def job_from_options(options: dict) -> TrainJob:
 
 
 def run(args: argparse.Namespace, comm: Comm) -> int:
+    # torch (and so training and the model's torch half) only when training runs:
+    # the CLI imports every command to build its parser
     import torch
 
     from ..model import save_model
