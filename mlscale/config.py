@@ -44,15 +44,15 @@ def _matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def type_name(hint: Any) -> str:
+def _type_name(hint: Any) -> str:
     """A reader's name for a type annotation ("an integer", "a list of numbers", ...)."""
     origin, arguments = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(type_name(arm) for arm in arguments)
+        return " or ".join(_type_name(arm) for arm in arguments)
     if origin is tuple:
         if len(arguments) == 2 and arguments[1] is Ellipsis:
-            return f"a list of {type_name(arguments[0]).split(' ', 1)[1]}s"
-        names = [type_name(argument).split(" ", 1)[1] for argument in arguments]
+            return f"a list of {_type_name(arguments[0]).split(' ', 1)[1]}s"
+        names = [_type_name(argument).split(" ", 1)[1] for argument in arguments]
         if len(set(names)) == 1:
             return f"a list of {len(names)} {names[0]}s"
         return f"a list ({', '.join(names)})"
@@ -102,7 +102,7 @@ def checked_fields(cls: type, data: Mapping, what: str) -> dict[str, Any]:
     result = {}
     for key, value in data.items():
         if not _matches(value, hints[key]):
-            raise MlscaleError(f"{what} '{key}' must be {type_name(hints[key])}, got "
+            raise MlscaleError(f"{what} '{key}' must be {_type_name(hints[key])}, got "
                                f"{value!r} ({type(value).__name__})")
         result[key] = _converted(value, hints[key])
     return result
@@ -244,6 +244,7 @@ class BispectrumSettings:
 
 
 LDOS_RESTRICTIONS = ("none", "zero_negative", "absolute")
+HIDDEN_LAYERS = (100, 100)  # default hidden layer sizes
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ class ModelSettings:
     ``"zero_negative"`` / ``"absolute"`` as MALA's ``restrict_targets``). The
     restriction acts in prediction (``mlscale.model.Model.__call__``), never in training."""
 
-    layers: tuple[int, ...] = setting((91, 100, 100, 11), "layer sizes, input to output")
+    layers: tuple[int, ...] = setting((91, *HIDDEN_LAYERS, 11), "layer sizes, input to output")
     activation: str = setting("LeakyReLU", "hidden activation (a torch.nn class name)")
     ldos_restriction: str = setting("none", "negative LDOS values in prediction: "
                                      + ", ".join(LDOS_RESTRICTIONS))

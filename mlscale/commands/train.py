@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import (DEVICES, DISTRIBUTED_BACKENDS, OUTPUT_SCALINGS, SHUFFLES,
+from ..config import (DEVICES, DISTRIBUTED_BACKENDS, HIDDEN_LAYERS, OUTPUT_SCALINGS, SHUFFLES,
                       BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings,
                       checked_fields, field_default, field_doc, field_types, setting)
 from ..errors import MlscaleError
@@ -51,7 +51,8 @@ class TrainOptions:
     descriptors: dict | None = setting(
         None, "bispectrum settings (a table in a config file; default: MALA's for --species)")
     layers: tuple[int, ...] | None = setting(
-        None, "layer sizes, input to output (default: features, 100, 100, energies)")
+        None, "layer sizes, input to output (default: features, "
+        f"{', '.join(map(str, HIDDEN_LAYERS))}, energies)")
     shuffle: str = setting(
         SHUFFLES[0], "training order per epoch: one permutation of all points, or the "
         "snapshots one after another, points shuffled within each (data larger than RAM)")
@@ -246,7 +247,7 @@ def job_from_options(options: dict) -> TrainJob:
     """Settings, model metadata and file names from the resolved options."""
     energy_grid = _energy_grid(options["energy_grid"])
     descriptors = _descriptors(options)
-    layers = options["layers"] or [descriptors.n_features, 100, 100, energy_grid.count]
+    layers = options["layers"] or [descriptors.n_features, *HIDDEN_LAYERS, energy_grid.count]
     model = ModelSettings(tuple(int(n) for n in layers), options["activation"])
     training = TrainingSettings(**{f.name: options[f.name] for f in fields(TrainingSettings)})
     output = Path(options["output"])
