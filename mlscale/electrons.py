@@ -33,6 +33,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 from scipy.special import expit, zeta
 
@@ -50,7 +51,7 @@ def _bernoulli(count: int) -> list[Fraction]:
     """Exact Bernoulli numbers B_0 .. B_{count-1} (B_1 = −1/2)."""
     b = [Fraction(1)]
     for m in range(1, count):
-        b.append(-sum(math.comb(m + 1, k) * b[k] for k in range(m)) / (m + 1))
+        b.append(-sum((math.comb(m + 1, k) * b[k] for k in range(m)), Fraction(0)) / (m + 1))
     return b
 
 
@@ -69,7 +70,7 @@ def _eta(n: int) -> float:
     return (2.0 ** (m + 1) - 1.0) * float(_BERNOULLI[m + 1]) / (m + 1)
 
 
-def _series_coefficients():
+def _series_coefficients() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Per s = 1, 2, 3: coefficients in e^{-y} (k ≥ 1) and in y (Taylor at y = 0)."""
     k = np.arange(1, _TERMS + 1, dtype=float)
     power = {s: np.concatenate(([0.0], (-1.0) ** k / k**s)) for s in (1, 2, 3)}
@@ -92,7 +93,7 @@ def _li_neg_exp(s: int, y: np.ndarray) -> np.ndarray:
     return np.where(near, close, far)
 
 
-def _antiderivatives(x: np.ndarray, integrand: str):
+def _antiderivatives(x: np.ndarray, integrand: str) -> tuple[np.ndarray, np.ndarray]:
     """I0 = ∫ g dx and I1 = ∫ x g dx (dimensionless) for g(x) of the given kind.
 
     g is f = 1/(1 + e^x) ("occupation"), x f ("energy") or f ln f + (1−f) ln(1−f)
@@ -115,7 +116,8 @@ def _antiderivatives(x: np.ndarray, integrand: str):
     return i0, i1
 
 
-def _hat_integrals(energies_e, mu, kT, integrand):
+def _hat_integrals(energies_e: np.ndarray, mu: float, kT: float,
+                   integrand: str) -> np.ndarray:
     """∫ h_e(ε) g((ε − μ)/kT) dx for the hat functions h_e of the grid (dimensionless).
 
     Hats at the first and last energy reach one (the neighbouring) grid step beyond
@@ -132,41 +134,44 @@ def _hat_integrals(energies_e, mu, kT, integrand):
 
 
 # -- input checks ------------------------------------------------------------------------
-def _check_energies(energies_e) -> np.ndarray:
+def _check_energies(energies_e: ArrayLike) -> np.ndarray:
     energies_e = np.asarray(energies_e, dtype=float)
     if energies_e.ndim != 1 or energies_e.size < 2:
-        raise MlscaleError(f"energy grid must be 1-D with >= 2 energies, got shape {energies_e.shape}")
+        raise MlscaleError("energy grid must be 1-D with >= 2 energies, "
+                           f"got shape {energies_e.shape}")
     if not np.all(np.isfinite(energies_e)) or not np.all(np.diff(energies_e) > 0):
         raise MlscaleError("energy grid must be finite and strictly increasing")
     return energies_e
 
 
-def _check_temperature(temperature_K):
+def _check_temperature(temperature_K: float) -> None:
     if not (np.isfinite(temperature_K) and temperature_K > 0):
         raise MlscaleError(f"temperature must be a positive number of K, got {temperature_K}")
 
 
-def _check_scalars(mu_eV, temperature_K):
+def _check_scalars(mu_eV: float, temperature_K: float) -> None:
     if not np.isfinite(mu_eV):
         raise MlscaleError(f"Fermi level must be finite, got {mu_eV}")
     _check_temperature(temperature_K)
 
 
-def _check_method(method):
+def _check_method(method: str) -> None:
     if method not in METHODS:
-        raise MlscaleError(f"unknown integration method {method!r}; use one of {', '.join(METHODS)}")
+        raise MlscaleError(f"unknown integration method {method!r}; "
+                           f"use one of {', '.join(METHODS)}")
 
 
-def _check_dos(dos_e, energies_e) -> np.ndarray:
+def _check_dos(dos_e: ArrayLike, energies_e: np.ndarray) -> np.ndarray:
     dos_e = np.asarray(dos_e, dtype=float)
     if dos_e.shape != energies_e.shape:
-        raise MlscaleError(f"DOS has shape {dos_e.shape}, expected {energies_e.shape} (one value per energy)")
+        raise MlscaleError(f"DOS has shape {dos_e.shape}, expected {energies_e.shape} "
+                           "(one value per energy)")
     if not np.all(np.isfinite(dos_e)):
         raise MlscaleError("DOS contains NaN or infinite values")
     return dos_e
 
 
-def _flat_ldos(ldos_pe, n_energies=None) -> np.ndarray:
+def _flat_ldos(ldos_pe: ArrayLike, n_energies: int | None = None) -> np.ndarray:
     ldos_pe = np.asarray(ldos_pe)
     if ldos_pe.ndim not in (2, 4) or ldos_pe.dtype.kind not in "fiu":
         raise MlscaleError(f"LDOS must be a real [points, energies] or [x, y, z, energies] "
@@ -176,25 +181,26 @@ def _flat_ldos(ldos_pe, n_energies=None) -> np.ndarray:
     return ldos_pe.reshape(-1, ldos_pe.shape[-1])
 
 
-def _trapezoid(energies_e):
+def _trapezoid(energies_e: np.ndarray) -> np.ndarray:
     step_e = np.diff(energies_e) / 2
     return np.concatenate((step_e, [0.0])) + np.concatenate(([0.0], step_e))
 
 
 # -- Fermi–Dirac weights -----------------------------------------------------------------
-def fermi_function(energy_e, mu_eV, temperature_K):
+def fermi_function(energy_e: ArrayLike, mu_eV: float, temperature_K: float) -> np.ndarray:
     """Fermi–Dirac occupation 1/(1 + exp((ε − μ)/k_BT)) (no overflow for any ε)."""
     _check_scalars(mu_eV, temperature_K)
     return expit((mu_eV - np.asarray(energy_e, dtype=float)) / (KB_EV_PER_K * temperature_K))
 
 
-def _entropy_density(x):
+def _entropy_density(x: np.ndarray) -> np.ndarray:
     """f ln f + (1−f) ln(1−f) at x = (ε − μ)/k_BT (even in x, ≤ 0)."""
     y = np.abs(x)
     return -np.log1p(np.exp(-y)) - y * expit(-y)
 
 
-def occupation_weights(energies_e, mu_eV, temperature_K, method="analytical"):
+def occupation_weights(energies_e: ArrayLike, mu_eV: float, temperature_K: float,
+                       method: str = "analytical") -> np.ndarray:
     """Weights w_e (eV) with ∫ g(ε) f(ε) dε = Σ_e g_e w_e."""
     energies_e = _check_energies(energies_e)
     _check_scalars(mu_eV, temperature_K)
@@ -205,20 +211,26 @@ def occupation_weights(energies_e, mu_eV, temperature_K, method="analytical"):
     return kT * _hat_integrals(energies_e, mu_eV, kT, "occupation")
 
 
-def band_energy_weights(energies_e, mu_eV, temperature_K, method="analytical"):
+def band_energy_weights(energies_e: ArrayLike, mu_eV: float, temperature_K: float,
+                        method: str = "analytical") -> np.ndarray:
     """Weights w_e (eV²) with ∫ g(ε) ε f(ε) dε = Σ_e g_e w_e."""
     energies_e = _check_energies(energies_e)
     _check_scalars(mu_eV, temperature_K)
     _check_method(method)
     kT = KB_EV_PER_K * temperature_K
     if method == "quadrature":
-        return energies_e * _trapezoid(energies_e) * fermi_function(energies_e, mu_eV, temperature_K)
+        return (energies_e * _trapezoid(energies_e)
+                * fermi_function(energies_e, mu_eV, temperature_K))
     return (mu_eV * kT * _hat_integrals(energies_e, mu_eV, kT, "occupation")
             + kT**2 * _hat_integrals(energies_e, mu_eV, kT, "energy"))
 
 
-def entropy_weights(energies_e, mu_eV, temperature_K, method="analytical"):
-    """Weights w_e (eV²) with k_BT ∫ g [f ln f + (1−f) ln(1−f)] dε = Σ_e g_e w_e (−TS for g = DOS)."""
+def entropy_weights(energies_e: ArrayLike, mu_eV: float, temperature_K: float,
+                    method: str = "analytical") -> np.ndarray:
+    """Weights w_e (eV²) with k_BT ∫ g [f ln f + (1−f) ln(1−f)] dε = Σ_e g_e w_e.
+
+    For g = DOS the sum is the entropy term −TS.
+    """
     energies_e = _check_energies(energies_e)
     _check_scalars(mu_eV, temperature_K)
     _check_method(method)
@@ -229,7 +241,7 @@ def entropy_weights(energies_e, mu_eV, temperature_K, method="analytical"):
 
 
 # -- DOS and derived quantities ----------------------------------------------------------
-def dos_from_ldos(ldos_pe, voxel_volume_A3):
+def dos_from_ldos(ldos_pe: ArrayLike, voxel_volume_A3: float) -> np.ndarray:
     """This rank's share of the DOS, Σ_r LDOS(r, ε) ΔV (1/eV), shape ``[energies]``.
 
     ``ldos_pe``: [points, energies] or [x, y, z, energies] in 1/(eV·Å³); summed in
@@ -237,31 +249,38 @@ def dos_from_ldos(ldos_pe, voxel_volume_A3):
     """
     if not (np.isfinite(voxel_volume_A3) and voxel_volume_A3 > 0):
         raise MlscaleError(f"voxel volume must be positive, got {voxel_volume_A3}")
-    dos_e = np.sum(_flat_ldos(ldos_pe), axis=0, dtype=np.float64) * voxel_volume_A3
+    dos_e = _flat_ldos(ldos_pe).sum(axis=0, dtype=np.float64) * voxel_volume_A3
     if not np.all(np.isfinite(dos_e)):
         raise MlscaleError("LDOS contains NaN or infinite values")
     return dos_e
 
 
-def number_of_electrons(dos_e, energies_e, mu_eV, temperature_K, method="analytical"):
+def number_of_electrons(dos_e: ArrayLike, energies_e: ArrayLike, mu_eV: float,
+                        temperature_K: float, method: str = "analytical") -> float:
     """∫ D(ε) f(ε) dε: electrons at Fermi level μ (eV)."""
     energies_e = _check_energies(energies_e)
-    return float(_check_dos(dos_e, energies_e) @ occupation_weights(energies_e, mu_eV, temperature_K, method))
+    dos_e = _check_dos(dos_e, energies_e)
+    return float(dos_e @ occupation_weights(energies_e, mu_eV, temperature_K, method))
 
 
-def band_energy(dos_e, energies_e, mu_eV, temperature_K, method="analytical"):
+def band_energy(dos_e: ArrayLike, energies_e: ArrayLike, mu_eV: float,
+                temperature_K: float, method: str = "analytical") -> float:
     """Band energy ∫ ε D(ε) f(ε) dε in eV."""
     energies_e = _check_energies(energies_e)
-    return float(_check_dos(dos_e, energies_e) @ band_energy_weights(energies_e, mu_eV, temperature_K, method))
+    dos_e = _check_dos(dos_e, energies_e)
+    return float(dos_e @ band_energy_weights(energies_e, mu_eV, temperature_K, method))
 
 
-def entropy_contribution(dos_e, energies_e, mu_eV, temperature_K, method="analytical"):
+def entropy_contribution(dos_e: ArrayLike, energies_e: ArrayLike, mu_eV: float,
+                         temperature_K: float, method: str = "analytical") -> float:
     """Entropy term −TS = k_BT ∫ D [f ln f + (1−f) ln(1−f)] dε in eV (≤ 0 for D ≥ 0)."""
     energies_e = _check_energies(energies_e)
-    return float(_check_dos(dos_e, energies_e) @ entropy_weights(energies_e, mu_eV, temperature_K, method))
+    dos_e = _check_dos(dos_e, energies_e)
+    return float(dos_e @ entropy_weights(energies_e, mu_eV, temperature_K, method))
 
 
-def fermi_level(dos_e, energies_e, n_electrons, temperature_K, method="analytical"):
+def fermi_level(dos_e: ArrayLike, energies_e: ArrayLike, n_electrons: float,
+                temperature_K: float, method: str = "analytical") -> float:
     """The μ (eV) in [first, last energy] with ∫ D f dε = n_electrons (to ~1e-13 eV in μ)."""
     energies_e = _check_energies(energies_e)
     dos_e = _check_dos(dos_e, energies_e)
@@ -270,7 +289,7 @@ def fermi_level(dos_e, energies_e, n_electrons, temperature_K, method="analytica
     if not (np.isfinite(n_electrons) and n_electrons > 0):
         raise MlscaleError(f"number of electrons must be positive, got {n_electrons}")
 
-    def excess(mu):
+    def excess(mu: float) -> float:
         return dos_e @ occupation_weights(energies_e, mu, temperature_K, method) - n_electrons
 
     low, high = excess(energies_e[0]), excess(energies_e[-1])
@@ -283,23 +302,26 @@ def fermi_level(dos_e, energies_e, n_electrons, temperature_K, method="analytica
         return float(energies_e[0])
     if high == 0:
         return float(energies_e[-1])
-    return float(brentq(excess, energies_e[0], energies_e[-1], xtol=1e-13, rtol=4 * np.finfo(float).eps,
-                        maxiter=200))
+    return float(brentq(excess, energies_e[0], energies_e[-1], xtol=1e-13,
+                        rtol=4 * np.finfo(float).eps, maxiter=200))
 
 
-def electronic_structure(dos_e, energies_e, n_electrons, temperature_K, method="analytical") -> dict:
+def electronic_structure(dos_e: ArrayLike, energies_e: ArrayLike, n_electrons: float,
+                         temperature_K: float, method: str = "analytical") -> dict[str, float]:
     """Fermi level and the energies at it: keys ``fermi_energy_eV``, ``band_energy_eV``,
     ``entropy_contribution_eV`` (−TS) and ``number_of_electrons`` (the count reached)."""
     mu = fermi_level(dos_e, energies_e, n_electrons, temperature_K, method)
     return {
         "fermi_energy_eV": mu,
         "band_energy_eV": band_energy(dos_e, energies_e, mu, temperature_K, method),
-        "entropy_contribution_eV": entropy_contribution(dos_e, energies_e, mu, temperature_K, method),
+        "entropy_contribution_eV": entropy_contribution(dos_e, energies_e, mu, temperature_K,
+                                                        method),
         "number_of_electrons": number_of_electrons(dos_e, energies_e, mu, temperature_K, method),
     }
 
 
-def density(ldos_pe, energies_e, mu_eV, temperature_K, method="analytical"):
+def density(ldos_pe: ArrayLike, energies_e: ArrayLike, mu_eV: float, temperature_K: float,
+            method: str = "analytical") -> np.ndarray:
     """Electron density n(r) = ∫ LDOS(r, ε) f(ε) dε in 1/Å³, float64, shape ``ldos_pe.shape[:-1]``.
 
     Works on any block of points: a matrix–vector product with the occupation weights
