@@ -17,7 +17,7 @@ component ``group_b`` and items ``group_ptr[g]:group_ptr[g+1]`` (coefficient
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class GradientTables:
     item_partner: np.ndarray
 
 
-@lru_cache(maxsize=None)
+@cache
 def gradient_tables(twojmax: int) -> GradientTables:
     """The gather tables for ``twojmax`` (built once per process)."""
     t = tables(twojmax)
