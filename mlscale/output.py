@@ -7,11 +7,15 @@ that a results.json beside them means the run completed.
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
+from . import __version__
 from .grid import DistributedGrid
 from .inference import Prediction
 from .io.atomic import atomic_path, write_json_atomic, write_text_atomic
@@ -40,6 +44,34 @@ def prediction_results(prediction: Prediction, atoms: Atoms, *, backend: str,
                             "block_start": list(dgrid.block.start),
                             "block_stop": list(dgrid.block.stop), "partial": True}
     return results
+
+
+def provenance(comm: Comm, **files: Path | None) -> dict:
+    """Who made a result: mlscale's version, the UTC date, the command line, the ranks, and
+    for each named input file its path and SHA-256 (None: a built-in input). Rank 0
+    hashes the files; every rank gets the same dict."""
+    info = None
+    with comm.collective():
+        if comm.rank == 0:
+            info = _provenance_on_root(comm.size, files)
+    return comm.broadcast(info)
+
+
+def _provenance_on_root(ranks: int, files: dict) -> dict:
+    return {"mlscale_version": __version__,
+            "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "ranks": ranks,
+            "files": {name: None if path is None else
+                      {"path": str(Path(path).resolve()), "sha256": _sha256(Path(path))}
+                      for name, path in files.items()}}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def timing_results(timings: Timings, comm: Comm) -> dict:

@@ -81,6 +81,9 @@ def run(args, comm) -> int:
         output.write_fields(out, prediction.energies_e, prediction.dos_e, prediction.density_b,
                             dgrid)
     results.update(output.timing_results(timings, comm))
+    results["provenance"] = output.provenance(
+        comm, model=Path(args.model) if args.model else shipped_model_path(),
+        structure=Path(args.structure) if args.structure else None)
     output.write_results(out, results, comm)
     _report(comm, results, share, out)
     return 0
