@@ -14,7 +14,7 @@ from mlscale.data import (Snapshot, SnapshotFiles, SnapshotSet, cache_openpmd, o
 from mlscale.errors import MlscaleError
 from mlscale.io.numpy_io import read_npy_header
 from mlscale.parallel import self_comm
-from snapshot_data import GRID, N_ENERGIES, N_FEATURES, full_arrays, write_snapshots
+from tests.snapshot_data import GRID, N_ENERGIES, N_FEATURES, full_arrays, write_snapshots
 
 
 def test_statistics_match_numpy(tmp_path):

@@ -20,7 +20,7 @@ from mlscale.model import DEFAULT_CHUNK_POINTS, ModelInfo, TorchModel, save_mode
 from mlscale.parallel import self_comm
 from mlscale import training
 from mlscale.training import TrainingInterrupted, shuffled_points, train
-from snapshot_data import N_ENERGIES, N_FEATURES, full_arrays, write_snapshots
+from tests.snapshot_data import N_ENERGIES, N_FEATURES, full_arrays, write_snapshots
 
 LAYERS = ModelSettings(layers=(N_FEATURES, 16, N_ENERGIES))
 METADATA = {"descriptors": BispectrumSettings(twojmax=2).with_species(["Be"]).to_dict(),

@@ -18,7 +18,7 @@ from mlscale.data import SnapshotSet, cache_openpmd
 from mlscale.errors import MlscaleError
 from mlscale.parallel import self_comm, world
 from mlscale.training import TrainingInterrupted, train
-from test_training import LAYERS, METADATA, write_snapshots
+from tests.test_training import LAYERS, METADATA, write_snapshots
 
 pytestmark = pytest.mark.mpi(min_size=2)
 SETTINGS = TrainingSettings(epochs=3, batch_size=16, learning_rate=1e-2, seed=3)

@@ -15,7 +15,7 @@ from mlscale.commands import train as command
 from mlscale.config import ModelSettings, TrainingSettings, field_default
 from mlscale.errors import MlscaleError
 from mlscale.model import load_model
-from snapshot_data import write_snapshots
+from tests.snapshot_data import write_snapshots
 
 REQUIRED = ["--train", "a.in.npy:a.out.npy", "--validation", "b.in.npy:b.out.npy",
             "--energy-grid", "-5", "2.5", "4", "--temperature", "300", "--species", "Be",
