@@ -33,7 +33,10 @@ def _matches(value: Any, hint: Any) -> bool:
         if len(arguments) == 2 and arguments[1] is Ellipsis:
             return all(_matches(item, arguments[0]) for item in value)
         return len(value) == len(arguments) and all(map(_matches, value, arguments))
-    if origin is dict or hint is dict:
+    if origin is dict:
+        return isinstance(value, Mapping) and all(
+            _matches(k, arguments[0]) and _matches(v, arguments[1]) for k, v in value.items())
+    if hint is dict:
         return isinstance(value, Mapping)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -57,7 +60,7 @@ def _type_name(hint: Any) -> str:
             return f"a list of {len(names)} {names[0]}s"
         return f"a list ({', '.join(names)})"
     if origin is dict:
-        return "a table"
+        return f"a table of {_type_name(arguments[1]).split(' ', 1)[1]}s"
     if isinstance(hint, type) and is_dataclass(hint):
         return f"a table of {hint.__name__} settings"
     return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
@@ -73,6 +76,8 @@ def _converted(value: Any, hint: Any) -> Any:
     if typing.get_origin(hint) is tuple:
         items = arguments[:1] * len(value) if arguments[-1:] == (Ellipsis,) else arguments
         return tuple(_converted(item, h) for item, h in zip(value, items, strict=True))
+    if typing.get_origin(hint) is dict:
+        return {k: _converted(v, arguments[1]) for k, v in value.items()}
     if hint is float:
         return float(value)
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import fields
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from mlscale.cli import build_parser
 from mlscale.cli import main as cli_main
 from mlscale.commands import train as command
-from mlscale.config import ModelSettings, TrainingSettings, field_default
+from mlscale.config import ModelSettings, TrainingSettings, checked_fields, field_default
 from mlscale.errors import MlscaleError
 from mlscale.model import load_model
 from tests.snapshot_data import write_snapshots
@@ -133,3 +134,14 @@ def test_indistinguishable_species_are_warned_about(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mlscale: warning: species Be, H have the same bispectrum radius and weight" in err
     assert "file not found" in err
+
+
+def test_tables_are_checked_entry_by_entry():
+    """A table of numbers (valence electrons per species) refuses a string entry."""
+    with pytest.raises(MlscaleError, match=re.escape(
+            "option 'valence_electrons' must be a list of strings or a table of numbers, got "
+            "{'Be': 'two'} (dict)")):
+        checked_fields(command.TrainOptions, {"valence_electrons": {"Be": "two"}}, "option")
+    values = checked_fields(command.TrainOptions, {"valence_electrons": {"Be": 2}}, "option")
+    assert values == {"valence_electrons": {"Be": 2.0}}
+    assert isinstance(values["valence_electrons"]["Be"], float)
