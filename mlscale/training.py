@@ -183,12 +183,12 @@ def electron_direction(metadata: dict, model: LDOSModel,
     electron_weight · E · (err · v)² then weighs the density error like electron_weight · E
     energies' squared errors (E energies), whatever the units.
     """
-    if settings.electron_weight <= 0:
+    fermi_level = settings.electron_fermi_level
+    if settings.electron_weight <= 0 or fermi_level is None:  # (TrainingSettings: both or none)
         return None
     info = ModelInfo.from_metadata(metadata, model.settings)
     grid = info.energy_grid
-    occupation = fermi_function(grid.energies, settings.electron_fermi_level,
-                                info.temperature_K) * grid.step
+    occupation = fermi_function(grid.energies, fermi_level, info.temperature_K) * grid.step
     vector = model.output_scale.double().cpu().numpy() * occupation
     norm = np.linalg.norm(vector)
     if not norm > 0:

@@ -89,7 +89,8 @@ def test_shuffled_points_is_a_permutation_in_any_slices(npoints):
     order = shuffled_points((5, 0), npoints, 0, npoints)
     assert sorted(order.tolist()) == list(range(npoints))
     cuts = sorted({0, npoints, npoints // 3, npoints // 2})
-    pieces = [shuffled_points((5, 0), npoints, a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    pieces = [shuffled_points((5, 0), npoints, a, b)
+              for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     np.testing.assert_array_equal(np.concatenate(pieces), order)
     if npoints >= 1000:
         assert not np.array_equal(order, shuffled_points((5, 1), npoints, 0, npoints))
