@@ -9,7 +9,7 @@ energy phase does not pay, and reading pseudopotentials needs neither.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .ewald import ewald_energy
@@ -27,7 +27,7 @@ _MODULES = {"ewald_energy": ".ewald", "DistributedFFT": ".fft",
             "Pseudopotential": ".upf", "find_pseudopotentials": ".upf", "read_upf": ".upf"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _MODULES:
         return getattr(importlib.import_module(_MODULES[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

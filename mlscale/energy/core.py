@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import CubicSpline
 
+from ..errors import MlscaleError
 from .fft import DistributedFFT
 from .upf import Pseudopotential
 
@@ -38,6 +39,8 @@ def core_mesh_size(r_r: np.ndarray) -> int:
 
 def core_form_factor(pp: Pseudopotential, g_k: np.ndarray) -> np.ndarray:
     """4π ∫ r² ρ_c(r) j0(|G| r) dr at |G| = ``g_k`` (1/Bohr); electrons."""
+    if pp.core_r is None:
+        raise MlscaleError(f"pseudopotential {pp.path} has no core charge (PP_NLCC)")
     msh = core_mesh_size(pp.r_r)
     r, rab, core = pp.r_r[:msh], pp.rab_r[:msh], pp.core_r[:msh]
     out = np.empty(len(g_k))
@@ -61,11 +64,11 @@ def core_density_q(fft: DistributedFFT, pseudopotentials: dict[str, Pseudopotent
     inside_q = g2_q <= g2_max
     g_q = np.sqrt(g2_q[inside_q])
     table_k = np.arange(0.0, np.sqrt(g2_max) + 4 * TABLE_STEP, TABLE_STEP)
-    symbols = np.asarray(symbols)
+    symbols_a = np.asarray(symbols)
     n_q = np.zeros(fft.spectral_block.shape, dtype=complex)
     for s in species:
         form = CubicSpline(table_k, core_form_factor(pseudopotentials[s], table_k))(g_q)
-        n_q[inside_q] += form * structure_factor(fft, frac_ac[symbols == s])[inside_q]
+        n_q[inside_q] += form * structure_factor(fft, frac_ac[symbols_a == s])[inside_q]
     return n_q / fft.grid.volume
 
 

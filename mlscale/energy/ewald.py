@@ -20,6 +20,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import erfc
 
+from ..parallel import Comm
 from .fft import DistributedFFT
 
 ORDER = 16  # B-spline order (even)
@@ -81,11 +82,12 @@ def bspline_weights(x_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return floor_a.astype(np.int64) - ORDER // 2 + 1, m_ja[::-1].T
 
 
-def _spread(frac_ac, charge_a, fft: DistributedFFT) -> np.ndarray:
+def _spread(frac_ac: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) -> np.ndarray:
     """Charges spread with B-splines onto this rank's block of the mesh."""
     block = fft.block
     shape = np.array(fft.grid.shape)
-    local, weight = [], []
+    local: list[np.ndarray] = []
+    weight: list[np.ndarray] = []
     for axis in range(3):
         k0_a, w_aj = bspline_weights(frac_ac[:, axis] * shape[axis])
         index_aj = (k0_a[:, None] + np.arange(ORDER)) % shape[axis] - block.start[axis]
@@ -95,13 +97,16 @@ def _spread(frac_ac, charge_a, fft: DistributedFFT) -> np.ndarray:
     touches_a = np.all([(loc >= 0).any(axis=1) for loc in local], axis=0)
     atoms = np.nonzero(touches_a & (charge_a != 0))[0]
     q_b = np.zeros(block.shape)
-    _add_stencils(charge_a[atoms], *(loc[atoms] for loc in local),
-                  *(w[atoms] for w in weight), q_b)
+    (ix_aj, iy_aj, iz_aj), (wx_aj, wy_aj, wz_aj) = local, weight
+    _add_stencils(charge_a[atoms], ix_aj[atoms], iy_aj[atoms], iz_aj[atoms],
+                  wx_aj[atoms], wy_aj[atoms], wz_aj[atoms], q_b)
     return q_b
 
 
 @numba.njit(cache=True)
-def _add_stencils(q_a, ix_aj, iy_aj, iz_aj, wx_aj, wy_aj, wz_aj, out):
+def _add_stencils(q_a: np.ndarray, ix_aj: np.ndarray, iy_aj: np.ndarray, iz_aj: np.ndarray,
+                  wx_aj: np.ndarray, wy_aj: np.ndarray, wz_aj: np.ndarray,
+                  out: np.ndarray) -> None:
     """out[ix, iy, iz] += q wx wy wz over each atom's stencil (index -1: not in this block)."""
     for a in range(q_a.shape[0]):
         for i in range(ix_aj.shape[1]):
@@ -120,20 +125,22 @@ def _add_stencils(q_a, ix_aj, iy_aj, iz_aj, wx_aj, wy_aj, wz_aj, out):
                         out[x, y, z] += wxy * wz_aj[a, k]
 
 
-def _real_space(frac_ac, charge_a, cell_cv, eta, cutoff, comm) -> float:
+def _real_space(frac_ac: np.ndarray, charge_a: np.ndarray, cell_cv: np.ndarray, eta: float,
+                cutoff: float, comm: Comm) -> float:
     """½ Σ_{i in this rank's atoms} Σ_{j,R}' q_i q_j erfc(η r)/r over r < cutoff."""
     volume = abs(np.linalg.det(cell_cv))
     heights = volume / np.linalg.norm(np.cross(cell_cv[[1, 2, 0]], cell_cv[[2, 0, 1]]), axis=1)
     margin = cutoff / heights  # fractional padding per axis
     reach = np.ceil(margin).astype(int)
-    image_pos, image_charge = [], []
+    pos_parts: list[np.ndarray] = []
+    charge_parts: list[np.ndarray] = []
     for shift in np.ndindex(*(2 * reach + 1)):
         frac = frac_ac + (np.array(shift) - reach)
         keep = np.all((frac >= -margin) & (frac < 1 + margin), axis=1)
-        image_pos.append(frac[keep] @ cell_cv)
-        image_charge.append(charge_a[keep])
-    image_pos = np.concatenate(image_pos)
-    image_charge = np.concatenate(image_charge)
+        pos_parts.append(frac[keep] @ cell_cv)
+        charge_parts.append(charge_a[keep])
+    image_pos = np.concatenate(pos_parts)
+    image_charge = np.concatenate(charge_parts)
     tree = cKDTree(image_pos)
     natoms = len(charge_a)
     mine = np.arange(natoms * comm.rank // comm.size, natoms * (comm.rank + 1) // comm.size)

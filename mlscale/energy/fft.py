@@ -16,6 +16,7 @@ the communicator of the distributed grid.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
@@ -23,13 +24,13 @@ from mpi4py import MPI
 from mpi4py_fft import PFFT
 
 from ..errors import MlscaleError
-from ..grid import Block, DistributedGrid
+from ..grid import Block, DistributedGrid, triple
 
 
 class DistributedFFT:
     """FFT between this rank's block of a real field and its share of G space."""
 
-    def __init__(self, dgrid: DistributedGrid):
+    def __init__(self, dgrid: DistributedGrid) -> None:
         if dgrid.is_share:
             raise MlscaleError("the distributed FFT needs every rank of the job, not one share")
         grid, comm = dgrid.grid, dgrid.comm
@@ -41,7 +42,7 @@ class DistributedFFT:
                           backend="fftw", planner_effort="FFTW_ESTIMATE")
         pencil = _block_of(self._pfft.local_slice(False))
         self.spectral_block = _block_of(self._pfft.local_slice(True))
-        pencils = [Block(tuple(b[:3]), tuple(b[3:]))
+        pencils = [Block(triple(b[:3]), triple(b[3:]))
                    for b in comm.mpi.allgather(pencil.start + pencil.stop)]
         blocks = dgrid.decomposition.blocks()
         # to pencils: what this block sends to each rank / receives from each rank's block
@@ -64,7 +65,7 @@ class DistributedFFT:
     @cached_property
     def m_q3(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Integer frequencies of the local spectral points, one broadcastable array per axis."""
-        out = []
+        out: list[np.ndarray] = []
         for axis, (a, b) in enumerate(zip(self.spectral_block.start, self.spectral_block.stop)):
             n = self.grid.shape[axis]
             index = np.arange(a, b)
@@ -72,7 +73,7 @@ class DistributedFFT:
             shape = [1, 1, 1]
             shape[axis] = b - a
             out.append(m.reshape(shape))
-        return tuple(out)
+        return triple(out)
 
     @cached_property
     def reciprocal_cv(self) -> np.ndarray:
@@ -88,7 +89,7 @@ class DistributedFFT:
     @cached_property
     def g2_q(self) -> np.ndarray:
         """|G|² of the local spectral points."""
-        return sum(self.g_q(v) ** 2 for v in range(3))
+        return self.g_q(0) ** 2 + self.g_q(1) ** 2 + self.g_q(2) ** 2
 
     @cached_property
     def weight_q(self) -> np.ndarray:
@@ -117,7 +118,8 @@ class DistributedFFT:
         return self.dgrid.integrate(f_b)
 
     # -- layout exchange --------------------------------------------------------------
-    def _exchange(self, f, f_block, send, out_block, recv):
+    def _exchange(self, f: np.ndarray, f_block: Block, send: list[Block | None],
+                  out_block: Block, recv: list[Block | None]) -> np.ndarray:
         """Move a field from blocks ``f_block`` (this rank) to ``out_block`` (this rank)."""
         f = np.asarray(f, dtype=np.float64)
         send_counts = np.array([0 if o is None else o.size for o in send])
@@ -140,18 +142,18 @@ class DistributedFFT:
         return out
 
 
-def _block_of(slices) -> Block:
-    return Block(tuple(s.start for s in slices), tuple(s.stop for s in slices))
+def _block_of(slices: Sequence[slice]) -> Block:
+    return Block(triple(s.start for s in slices), triple(s.stop for s in slices))
 
 
 def _overlap(a: Block, b: Block) -> Block | None:
-    start = tuple(max(x, y) for x, y in zip(a.start, b.start))
-    stop = tuple(min(x, y) for x, y in zip(a.stop, b.stop))
+    start = triple(max(x, y) for x, y in zip(a.start, b.start))
+    stop = triple(min(x, y) for x, y in zip(a.stop, b.stop))
     return Block(start, stop) if all(s < e for s, e in zip(start, stop)) else None
 
 
 def _local(part: Block, within: Block) -> tuple[slice, slice, slice]:
-    return tuple(slice(a - w, b - w) for a, b, w in zip(part.start, part.stop, within.start))
+    return triple(slice(a - w, b - w) for a, b, w in zip(part.start, part.stop, within.start))
 
 
 def _displacements(counts: np.ndarray) -> np.ndarray:

@@ -10,29 +10,38 @@ Quantum ESPRESSO's conventions (n(G) = FFT(n)/N, G sums inside |G|² <= ecutrho)
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from ase import Atoms
 
 from ..errors import MlscaleError
 from ..grid import DistributedGrid
+from ..units import BOHR_ANGSTROM, HARTREE_EV
 from .core import core_density_q
 from .ewald import ewald_energy
 from .fft import DistributedFFT
 from .hartree import hartree_energy_potential
-from ..units import BOHR_ANGSTROM, HARTREE_EV
 from .upf import Pseudopotential, read_upf
 from .xc import functional_name, xc_energy_potential
 
+PseudopotentialSource = str | os.PathLike[str] | Pseudopotential
+"""A UPF file's path or the pseudopotential read from it."""
+
 
 def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
-                         pseudopotentials: dict, ecutrho_Ry: float | None = None,
-                         functional: str | None = None) -> dict:
+                         pseudopotentials: Mapping[str, PseudopotentialSource],
+                         ecutrho_Ry: float | None = None,
+                         functional: str | None = None) -> dict[str, Any]:
     """Hartree, XC (with core correction), Ewald and double-counting energies in eV.
 
     density_b: this rank's block of the valence density n(r), electrons/Å³, on ``dgrid``
     (cell in Å).
-    pseudopotentials: element -> UPF path (or :class:`Pseudopotential`). ecutrho_Ry: G sphere |G|² <= ecutrho
-    (Bohr⁻², i.e. Ry) for the G sums; None: the largest sphere the grid holds.
+    pseudopotentials: element -> UPF path (or :class:`Pseudopotential`).
+    ecutrho_Ry: G sphere |G|² <= ecutrho (Bohr⁻², i.e. Ry) for the G sums; None: the
+    largest sphere the grid holds.
     functional: "LDA", "PW", "PBE" or "PBESOL" (or a QE name); None: from the UPF files.
 
     Returns ``hartree_energy_eV``, ``xc_energy_eV``, ``ewald_energy_eV``,
@@ -78,7 +87,7 @@ def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: A
 
 
 def _check_inputs(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
-                  pseudopotentials: dict, functional: str | None
+                  pseudopotentials: Mapping[str, PseudopotentialSource], functional: str | None
                   ) -> tuple[dict[str, Pseudopotential], str]:
     """The pseudopotentials per element and the functional's name; MlscaleError for a
     share, a density that does not fit the grid or is not finite, or another cell."""
@@ -107,7 +116,8 @@ def _sphere(fft: DistributedFFT, ecutrho_Ry: float | None, shape: tuple[int, int
     return float(ecutrho_Ry)
 
 
-def total_energy(band_energy: float, entropy_contribution: float, terms: dict) -> float:
+def total_energy(band_energy: float, entropy_contribution: float,
+                 terms: Mapping[str, Any]) -> float:
     """E = E_band + (−∫ n v_Hxc) + E_H + E_xc + E_Ewald + (−TS), eV.
 
     band_energy: Σ f ε in eV; entropy_contribution: −TS in eV (<= 0); terms: the
@@ -117,12 +127,14 @@ def total_energy(band_energy: float, entropy_contribution: float, terms: dict) -
             + terms["xc_energy_eV"] + terms["ewald_energy_eV"] + entropy_contribution)
 
 
-def _read_pseudopotentials(paths: dict, symbols: list[str]) -> dict[str, Pseudopotential]:
+def _read_pseudopotentials(paths: Mapping[str, PseudopotentialSource],
+                           symbols: list[str]) -> dict[str, Pseudopotential]:
     pps = {}
     for symbol in dict.fromkeys(symbols):
         if symbol not in paths:
             raise MlscaleError(f"no pseudopotential given for {symbol}")
-        pp = paths[symbol] if isinstance(paths[symbol], Pseudopotential) else read_upf(paths[symbol])
+        source = paths[symbol]
+        pp = source if isinstance(source, Pseudopotential) else read_upf(source)
         if pp.element != symbol:
             raise MlscaleError(f"pseudopotential {pp.path} is for {pp.element}, not {symbol}")
         pps[symbol] = pp
@@ -132,5 +144,6 @@ def _read_pseudopotentials(paths: dict, symbols: list[str]) -> dict[str, Pseudop
 def _common_functional(pps: dict[str, Pseudopotential]) -> str:
     names = {functional_name(pp.functional) for pp in pps.values()}
     if len(names) > 1:
-        raise MlscaleError(f"pseudopotentials use different functionals: {', '.join(sorted(names))}")
+        raise MlscaleError("pseudopotentials use different functionals: "
+                           f"{', '.join(sorted(names))}")
     return names.pop()

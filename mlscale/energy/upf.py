@@ -7,9 +7,12 @@ and the functional are read. Radii in Bohr, the core charge in electrons/Bohr³
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +37,7 @@ class Pseudopotential:
     core_r: np.ndarray | None
 
 
-def read_upf(path) -> Pseudopotential:
+def read_upf(path: str | os.PathLike[str]) -> Pseudopotential:
     """Read a UPF (v1 or v2) file; raise MlscaleError if it is missing or corrupt."""
     path = Path(path)
     try:
@@ -65,7 +68,8 @@ def read_upf(path) -> Pseudopotential:
                            r_r=r_r, rab_r=rab_r, core_r=core_r)
 
 
-def find_pseudopotentials(directory, species) -> dict[str, Path]:
+def find_pseudopotentials(directory: str | os.PathLike[str],
+                          species: Iterable[str]) -> dict[str, Path]:
     """Map each element in ``species`` to its UPF file in ``directory``.
 
     A file belongs to element X when its name starts with X followed by a non-letter
@@ -91,7 +95,7 @@ def find_pseudopotentials(directory, species) -> dict[str, Path]:
 _TRUE = ("T", ".T", "TRUE", ".TRUE.")
 
 
-def _header_v2(text: str) -> dict:
+def _header_v2(text: str) -> dict[str, Any]:
     match = re.search(r"<PP_HEADER\b(.*?)/?>", text, re.S)
     if match is None:
         raise ValueError("no PP_HEADER")
@@ -108,8 +112,11 @@ def _header_v2(text: str) -> dict:
     }
 
 
-def _header_v1(text: str) -> dict:
-    body = re.search(r"<PP_HEADER\s*>(.*?)</PP_HEADER>", text, re.S).group(1)
+def _header_v1(text: str) -> dict[str, Any]:
+    match = re.search(r"<PP_HEADER\s*>(.*?)</PP_HEADER>", text, re.S)
+    if match is None:
+        raise ValueError("no </PP_HEADER>")
+    body = match.group(1)
     lines = [line.split() for line in body.strip().splitlines()]
     # lines: version, element, type, nlcc, functional (4 words + label), z valence, ...
     return {

@@ -76,7 +76,7 @@ def xc_energy_potential(n_b: np.ndarray, n_q: np.ndarray, fft: DistributedFFT, f
     return fft.integrate(e_p), v_b
 
 
-def _libxc(code: str, rho_xp: np.ndarray):
+def _libxc(code: str, rho_xp: np.ndarray) -> tuple[np.ndarray, ...]:
     """Energy density e = n·ε_xc and the derivatives for densities |n| (as QE, sign kept in e)."""
     npts = rho_xp.shape[1]
     e_p = np.empty(npts)
