@@ -21,7 +21,7 @@ import numpy as np
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, Grid
-from ._adjoint_kernel import adjoint_points
+from ._adjoint_kernel import BATCH, adjoint_points
 from ._adjoint_tables import gradient_tables
 from ._native_tables import tables
 from .native import _check_settings, _images_near, _species_indices
@@ -66,7 +66,8 @@ def bispectrum_forces(atoms, grid: Grid | DistributedGrid, block: Block | None,
                          start, shape, grid_n)
     t = tables(settings.twojmax)
     gt = gradient_tables(settings.twojmax)
-    nchunks = max(1, min(numba.get_num_threads(), (block.size + 63) // 64))
+    # a few chunks (contiguous batch ranges, one accumulator each) per thread: balance
+    nchunks = max(1, min(4 * numba.get_num_threads(), (block.size + BATCH - 1) // BATCH))
     force_tiv = adjoint_points(
         start, shape, grid_n, cell_cv, images.pos_iv, images.species_i, rc_s[images.species_i],
         rc_s, np.array(settings.weights), float(settings.rfac0), float(settings.rmin0),
