@@ -1,11 +1,15 @@
-"""Shared fixtures: where MALA's public Be2 test data lives, and small helpers."""
+"""Shared fixtures: where MALA's public Be2 test data and the Quantum ESPRESSO Al references
+(tests/data/al_qe, its pseudopotential) live, and small helpers."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+
+from tests.energy._qe import AL_DIR, QE_PSEUDO
 
 ROOT = Path(__file__).resolve().parents[1]
 MALA_DATA = Path(os.environ.get("MLSCALE_MALA_DATA", ROOT.parent / "shared" / "mala-test-data"))
@@ -18,6 +22,19 @@ def be2() -> Path:
     if not (path / "Be_snapshot0.in.npy").exists():
         pytest.skip(f"MALA test data not found at {path} (set MLSCALE_MALA_DATA)")
     return path
+
+
+@pytest.fixture(scope="module")
+def al_qe():
+    return json.loads((AL_DIR / "al.qe.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def al_pseudo(tmp_path_factory):
+    path = QE_PSEUDO / "Al.pz-vbc.UPF"
+    if not path.is_file():
+        pytest.skip(f"{path} not installed (Quantum ESPRESSO pseudopotentials)")
+    return {"Al": path}
 
 
 @pytest.fixture(scope="session")
