@@ -11,6 +11,7 @@ import hashlib
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -25,7 +26,7 @@ from .timing import Timings, peak_rss_mib
 
 
 def prediction_results(prediction: Prediction, atoms: Atoms, *, backend: str,
-                       method: str) -> dict:
+                       method: str) -> dict[str, Any]:
     """results.json of a prediction, without timings: scalars, structure, grid, settings."""
     dgrid = prediction.dgrid
     results = {
@@ -46,7 +47,7 @@ def prediction_results(prediction: Prediction, atoms: Atoms, *, backend: str,
     return results
 
 
-def provenance(comm: Comm, **files: Path | None) -> dict:
+def provenance(comm: Comm, **files: Path | None) -> dict[str, Any]:
     """Who made a result: mlscale's version, the UTC date, the command line, the ranks, and
     for each named input file its path and SHA-256 (None: a built-in input). Rank 0
     hashes the files; every rank gets the same dict."""
@@ -57,7 +58,7 @@ def provenance(comm: Comm, **files: Path | None) -> dict:
     return comm.broadcast(info)
 
 
-def _provenance_on_root(ranks: int, files: dict) -> dict:
+def _provenance_on_root(ranks: int, files: dict[str, Path | None]) -> dict[str, Any]:
     return {"mlscale_version": __version__,
             "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "ranks": ranks,
@@ -74,7 +75,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def timing_results(timings: Timings, comm: Comm) -> dict:
+def timing_results(timings: Timings, comm: Comm) -> dict[str, Any]:
     """Wall and CPU seconds per phase and the peak memory per rank, maxima over ranks."""
     return {
         "timings_s": {name: comm.max(s) for name, s in timings.seconds.items()},
@@ -93,16 +94,16 @@ def write_fields(output_dir: Path, energies_e: np.ndarray, dos_e: np.ndarray,
         with atomic_path(output_dir / "density_block.npy") as tmp:
             np.save(tmp, density_b)
     else:
+        units: dict[str, Any] = DENSITY_UNITS  # openpmd_io types it dict[str, object]
         write_openpmd(output_dir / "density.h5", "Density", density_b, dgrid,
-                      unit_si=DENSITY_UNITS["unit_si"],
-                      unit_dimension=DENSITY_UNITS["unit_dimension"])
+                      unit_si=units["unit_si"], unit_dimension=units["unit_dimension"])
     if comm.rank == 0:
         lines = ["energy_eV,dos_per_eV"] + [f"{e:.10g},{d:.12g}"
                                             for e, d in zip(energies_e, dos_e)]
         write_text_atomic(output_dir / "dos.csv", "\n".join(lines) + "\n")
 
 
-def write_results(output_dir: Path, results: dict, comm: Comm) -> None:
+def write_results(output_dir: Path, results: dict[str, Any], comm: Comm) -> None:
     """results.json on rank 0, atomically: the last file of a run."""
     if comm.rank == 0:
         write_json_atomic(output_dir / "results.json", results)
