@@ -8,7 +8,10 @@ units; writers are collective over the distributed grid.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +26,8 @@ SUFFIXES = {".npy": "npy", ".h5": "openpmd", ".bp": "openpmd", ".json": "openpmd
 WRITABLE = ("npy", "openpmd")
 
 
-def grid_array_format(path, allowed=tuple(sorted(set(SUFFIXES.values()))),
+def grid_array_format(path: str | os.PathLike[str],
+                      allowed: Collection[str] = tuple(sorted(set(SUFFIXES.values()))),
                       what: str = "grid array") -> str:
     """``"npy"``, ``"openpmd"`` or ``"cube"`` by the extension of ``path``; MlscaleError
     (naming ``what`` the file holds) for another extension or a format not in ``allowed``."""
@@ -36,7 +40,7 @@ def grid_array_format(path, allowed=tuple(sorted(set(SUFFIXES.values()))),
     return kind
 
 
-def grid_array_shape(path, mesh: str) -> tuple[int, ...]:
+def grid_array_shape(path: str | os.PathLike[str], mesh: str) -> tuple[int, ...]:
     """Global shape of the array in ``path`` (openPMD: of mesh ``mesh``, components last
     if there are several), without reading its data."""
     path = Path(path)
@@ -56,7 +60,7 @@ def grid_array_shape(path, mesh: str) -> tuple[int, ...]:
     return shape
 
 
-def read_grid_block(path, block: Block, mesh: str) -> np.ndarray:
+def read_grid_block(path: str | os.PathLike[str], block: Block, mesh: str) -> np.ndarray:
     """``block`` of the grid array in ``path``, in the file's units."""
     path = Path(path)
     kind = grid_array_format(path)
@@ -69,8 +73,8 @@ def read_grid_block(path, block: Block, mesh: str) -> np.ndarray:
     return read_cube_block(path, block)[0]
 
 
-def write_grid_array(path, mesh: str, local_array: np.ndarray, dgrid: DistributedGrid,
-                     **openpmd) -> None:
+def write_grid_array(path: str | os.PathLike[str], mesh: str, local_array: np.ndarray,
+                     dgrid: DistributedGrid, **openpmd: Any) -> None:
     """Write the rank's block of a grid array to ``.npy`` or openPMD by extension.
 
     openpmd: ``unit_si``, ``unit_dimension``, ``attributes`` for openPMD files.
