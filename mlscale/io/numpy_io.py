@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid
-from .atomic import remove_quietly, temporary_path
+from .atomic import check_free_space, commit, remove_quietly, temporary_path, write_error
 
 N_COORDINATE_COLUMNS = 3
 
@@ -235,14 +235,25 @@ def write_npy_distributed(path, local_array: np.ndarray, dgrid: DistributedGrid,
     try:
         with comm.collective():
             if comm.rank == 0:
-                np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype),
-                                          shape=global_shape).flush()
+                _create(tmp, path, np.dtype(dtype), global_shape)
         with comm.collective():
-            _write_block(tmp, local, block, global_shape)
+            try:
+                _write_block(tmp, local, block, global_shape)
+            except OSError as error:
+                raise write_error(path, error) from None
         with comm.collective():
             if comm.rank == 0:
-                os.replace(tmp, path)
-    except MlscaleError:
+                commit(tmp, path)
+    except BaseException:
         if comm.rank == 0:
             remove_quietly(tmp)
         raise
+
+
+def _create(tmp, path, dtype: np.dtype, global_shape: tuple[int, ...]) -> None:
+    """The (sparse) .npy file ``tmp`` for ``path``, after checking the disk has room."""
+    check_free_space(path, int(np.prod(global_shape, dtype=np.int64)) * dtype.itemsize)
+    try:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=global_shape).flush()
+    except OSError as error:
+        raise write_error(path, error) from None

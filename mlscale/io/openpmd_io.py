@@ -11,6 +11,12 @@ also carries the true grid spacing (Å, ``gridUnitSI = 1e-10``), ``position = 0`
 The installed openpmd-api has no MPI support, so ranks write in turn: rank 0
 creates the file (under a temporary name) and declares every dataset, then each
 rank opens it and stores its own chunk; rank 0 renames the file at the end.
+
+openPMD/HDF5 report a failed write (a full disk) only as messages on stderr, and the
+file then still opens. So rank 0 first checks the filesystem has room for the data,
+every rank re-opens the file after storing its chunk and compares what it reads back
+with what it wrote, and rank 0 checks the file's size and fsyncs it before the rename:
+a failed write raises MlscaleError naming the file and leaves nothing under its name.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ import openpmd_api as opmd
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, Grid
 from ..units import EV_JOULE
-from .atomic import remove_quietly, temporary_path
+from .atomic import (
+    check_free_space,
+    commit,
+    free_bytes,
+    remove_quietly,
+    temporary_path,
+    write_error,
+)
 from .numpy_io import check_finite
 
 ANGSTROM_SI = 1e-10
@@ -106,6 +119,36 @@ def _store(path, mesh_name, local_bm: np.ndarray, block: Block, iteration):
         series.flush()
 
 
+def _verify(tmp, path, mesh_name, local_bm: np.ndarray, block: Block, iteration):
+    """MlscaleError (naming ``path``) unless the file holds this rank's chunk exactly."""
+    try:
+        with _closing(opmd.Series(str(tmp), opmd.Access.read_only)) as series:
+            mesh = series.iterations[iteration].meshes[mesh_name]
+            chunks = [mesh[str(c)].load_chunk(list(block.start), list(block.shape))
+                      for c in range(local_bm.shape[3])]
+            series.flush()
+        same = all(np.array_equal(chunk, local_bm[..., c], equal_nan=True)
+                   for c, chunk in enumerate(chunks))
+    except Exception as error:  # noqa: BLE001 - openPMD raises several types
+        same, detail = False, f"{type(error).__name__}: {error}"
+    else:
+        detail = "the data read back differ from those written"
+    if not same:
+        raise MlscaleError(f"cannot write {path}: HDF5 failed to store block {block.start}.."
+                           f"{block.stop} of mesh {mesh_name!r} ({detail}; "
+                           f"{free_bytes(Path(path).parent) / 2**20:.1f} MiB free on the "
+                           f"filesystem)")
+
+
+def _finish(tmp, path, nbytes: int) -> None:
+    """Check the size of the written file, fsync it and rename it to ``path``."""
+    size = os.path.getsize(tmp)
+    if size < nbytes:
+        raise MlscaleError(f"cannot write {path}: the HDF5 file has {size} bytes, less "
+                           f"than its {nbytes} bytes of data (disk full?)")
+    commit(tmp, path)
+
+
 def write_openpmd(path, mesh_name: str, local_array: np.ndarray, dgrid: DistributedGrid,
                   unit_si: float = 1.0, unit_dimension: dict | None = None,
                   attributes: dict | None = None, iteration: int = 0) -> None:
@@ -137,22 +180,38 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, dgrid: Distribu
         if comm.rank == 0:
             tmp = str(temporary_path(path))
     tmp = comm.broadcast(tmp)
+    nbytes = int(np.prod(grid.shape)) * layout[0] * np.dtype(layout[1]).itemsize
     try:
-        with comm.collective():
+        with comm.collective(), _naming(path):
             if comm.rank == 0:
+                check_free_space(path, nbytes)
                 _declare(tmp, mesh_name, layout[0], layout[1], grid, unit_si, dimension,
                          attributes, iteration)
         for turn in range(comm.size):  # serial openPMD: one rank at a time
-            with comm.collective():
+            with comm.collective(), _naming(path):
                 if comm.rank == turn:
                     _store(tmp, mesh_name, local_bm, block, iteration)
-        with comm.collective():
+                    _verify(tmp, path, mesh_name, local_bm, block, iteration)
+        with comm.collective(), _naming(path):
             if comm.rank == 0:
-                os.replace(tmp, path)
-    except MlscaleError:
+                _finish(tmp, path, nbytes)
+    except BaseException:
         if comm.rank == 0:
             remove_quietly(tmp)
         raise
+
+
+@contextmanager
+def _naming(path):
+    """Turn openPMD's and the system's errors into MlscaleErrors naming ``path``."""
+    try:
+        yield
+    except MlscaleError:
+        raise
+    except OSError as error:
+        raise write_error(path, error) from None
+    except Exception as error:  # noqa: BLE001 - openPMD raises several types
+        raise MlscaleError(f"cannot write {path}: {type(error).__name__}: {error}") from None
 
 
 @contextmanager
