@@ -6,7 +6,9 @@ A record ``<name>`` is two files in its directory:
   (i, j, k) of the subsampled points (every ``stride``-th point per axis, starting at 0);
   ``ldos_ge`` [point, energy] the LDOS at those points in 1/(eV·Å³), in ``dtype``
   (float16 by default); ``density_b`` float32 [nx, ny, nz], the valence density at all
-  points in 1/Å³.
+  points in 1/Å³; ``dos_e`` float64 [energy], the DOS Σ_r LDOS(r, ε)·ΔV of the full
+  float32 LDOS (all points) in 1/eV, the reference for DOS and band energies
+  integrated from the DFT LDOS.
 - ``<name>.info.json``: the snapshot's full info (DFT scalars, forces, structure, grid,
   settings, as :func:`mlscale.datagen.convert.snapshot_info`) plus ``"compact"``:
   version, stride, dtype, number of points; written last, atomically, so its presence
@@ -71,15 +73,18 @@ def write_compact_record(full_stem, record_dir, name: str, settings: CompactSett
         raise MlscaleError(f"cannot read the full snapshot {full_stem}: {error}") from None
     index_gc = subsample_indices(ldos.shape[:3], settings.stride)
     ldos_ge = np.asarray(ldos[tuple(index_gc.T.astype(np.intp))], dtype=settings.dtype)
+    voxel = abs(np.linalg.det(np.asarray(info["cell"], dtype=float))) / np.prod(ldos.shape[:3])
+    dos_e = sum(plane.sum(axis=(0, 1), dtype=np.float64) for plane in ldos) * voxel
     record_dir.mkdir(parents=True, exist_ok=True)
     partial = record_dir / f"{name}.partial.npz"
     np.savez_compressed(partial, index_gc=index_gc, ldos_ge=ldos_ge,
-                        density_b=density_b.astype(np.float32))
+                        density_b=density_b.astype(np.float32), dos_e=dos_e)
     os.replace(partial, record_dir / f"{name}.npz")
     info["compact"] = {"version": COMPACT_VERSION, "stride": int(settings.stride),
                        "dtype": settings.dtype, "points": int(len(index_gc)),
                        "ldos": "ldos_ge at index_gc, 1/(eV*angstrom^3)",
-                       "density": "density_b at all points, 1/angstrom^3"}
+                       "density": "density_b at all points, 1/angstrom^3",
+                       "dos": "dos_e of the full LDOS, 1/eV"}
     info["files"] = {"record": f"{name}.npz"}
     path = record_dir / f"{name}.info.json"
     write_json_atomic(path, info)
@@ -88,12 +93,12 @@ def write_compact_record(full_stem, record_dir, name: str, settings: CompactSett
 
 def read_compact_record(record_dir, name: str) -> tuple[dict, dict]:
     """(info, arrays) of record ``name``: arrays ``index_gc``, ``ldos_ge`` (float32),
-    ``density_b``; MlscaleError when missing or inconsistent."""
+    ``density_b``, ``dos_e``; MlscaleError when missing or inconsistent."""
     record_dir = Path(record_dir)
     try:
         info = json.loads((record_dir / f"{name}.info.json").read_text())
         with np.load(record_dir / f"{name}.npz", allow_pickle=False) as data:
-            arrays = {key: data[key] for key in ("index_gc", "ldos_ge", "density_b")}
+            arrays = {key: data[key] for key in ("index_gc", "ldos_ge", "density_b", "dos_e")}
     except (OSError, ValueError, KeyError) as error:
         raise MlscaleError(f"cannot read compact record {record_dir / name}: {error}") from None
     arrays["ldos_ge"] = arrays["ldos_ge"].astype(np.float32)

@@ -30,7 +30,8 @@ def full_snapshot(tmp_path):
     density = rng.uniform(0, 0.1, size=(*SHAPE, 1))
     np.save(tmp_path / "s_00.out.npy", ldos)
     np.save(tmp_path / "s_00.dens.npy", density)
-    info = {"fermi_energy_dft": 7.7, "grid_dimensions": list(SHAPE), "files": {"ldos": "x"}}
+    info = {"fermi_energy_dft": 7.7, "grid_dimensions": list(SHAPE), "files": {"ldos": "x"},
+            "cell": (np.diag([2.0, 3.0, 4.0]) + 0.5 * np.eye(3, k=1)).tolist()}
     (tmp_path / "s_00.info.json").write_text(json.dumps(info))
     return tmp_path / "s_00", ldos, density[..., 0]
 
@@ -53,6 +54,9 @@ def test_record_holds_the_ldos_at_the_subsampled_points(tmp_path, full_snapshot,
     expected = ldos[i, j, k].reshape(-1, NE)
     np.testing.assert_allclose(arrays["ldos_ge"], expected, rtol=rtol, atol=2**-25)  # subnormals
     np.testing.assert_allclose(arrays["density_b"], density, rtol=2**-24)
+    voxel = 2.0 * 3.0 * 4.0 / np.prod(SHAPE)  # det of the (upper triangular) cell
+    np.testing.assert_allclose(arrays["dos_e"], ldos.astype(np.float64).sum(axis=(0, 1, 2)) * voxel,
+                               rtol=1e-12)
     assert info["fermi_energy_dft"] == 7.7
     assert info["compact"]["stride"] == 2 and info["compact"]["dtype"] == dtype
     assert info["compact"]["points"] == len(expected)
@@ -97,7 +101,7 @@ def test_training_arrays_have_the_descriptors_of_the_subsampled_points(tmp_path)
 def test_training_arrays_need_a_stride_that_divides_the_grid(tmp_path, full_snapshot):
     stem, _, _ = full_snapshot
     info = json.loads(stem.with_suffix(".info.json").read_text())
-    info.update(cell=np.eye(3).tolist(), symbols=["Al"], positions=[[0, 0, 0]])
+    info.update(symbols=["Al"], positions=[[0, 0, 0]])
     stem.with_suffix(".info.json").write_text(json.dumps(info))
     write_compact_record(stem, tmp_path / "rec", "s_00", CompactSettings(2))
     with pytest.raises(MlscaleError, match="does not divide"):
