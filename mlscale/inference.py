@@ -4,6 +4,7 @@
           ──► network ──► LDOS of the rank's points (float32)       :func:`ldos_on_grid`
           ──► DOS (Allreduce) ──► μ, E_band, −TS ──► n(r) of the block :func:`electrons_from_ldos`
           ──► E_H, E_xc, E_Ewald, −∫ n v_Hxc (distributed FFT)      :func:`energy_terms`
+          ──► forces −dE/dR (optional; keeps the LDOS until done)   :mod:`mlscale.forces`
 
 :func:`predict` composes these stages and returns a :class:`Prediction`; it writes
 nothing (the command writes the outputs, :mod:`mlscale.output`). Nothing global is
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from ase import Atoms
 
-from . import electrons, energy  # energy: its libraries load on first use
+from . import electrons, energy, forces  # energy, forces: libraries load on first use
 from .descriptors import check_atoms, compute_descriptors, descriptor_blocks
 from .errors import MlscaleError
 from .grid import DistributedGrid, Grid, qe_fft_shape
@@ -57,6 +58,7 @@ class Prediction:
     density_b: np.ndarray
     energy_terms: dict | None = None
     total_energy_eV: float | None = None
+    forces: forces.Forces | None = None  # eV/Å, replicated (predict(..., forces=True))
 
     def scalars(self) -> dict:
         """The electronic-structure and energy numbers under their results.json keys."""
@@ -116,9 +118,11 @@ def setup(atoms: Atoms, info: ModelInfo, comm: Comm, *, shape=None, n_electrons=
 
 # -- stages -------------------------------------------------------------------------------
 def ldos_on_grid(atoms: Atoms, model: Model, dgrid: DistributedGrid, backend: str,
-                 chunk_points: int, timings: Timings) -> tuple[np.ndarray, np.ndarray]:
-    """LDOS of the rank's points, float32 ``[points, energies]`` in 1/(eV·Å³) (C order of
-    the block), and the rank's partial DOS (1/eV), accumulated slab by slab.
+                 chunk_points: int, timings: Timings, dtype=np.float32
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """LDOS of the rank's points, ``dtype`` (float32; float64 for derivative checks)
+    ``[points, energies]`` in 1/(eV·Å³) (C order of the block), and the rank's partial
+    DOS (1/eV), accumulated slab by slab.
 
     Memory: the float32 LDOS (4·energies bytes per point) plus one slab's descriptors
     and activations (native backend; LAMMPS computes the whole block in one call).
@@ -130,7 +134,7 @@ def ldos_on_grid(atoms: Atoms, model: Model, dgrid: DistributedGrid, backend: st
             near = dgrid.atoms_near(atoms.positions @ np.linalg.inv(dgrid.cell_cv),
                                     settings.cutoff)
             local_atoms = atoms[near] if len(near) else atoms[:1]
-    ldos_pe = np.empty((dgrid.local_points, model.n_energies), dtype=np.float32)
+    ldos_pe = np.empty((dgrid.local_points, model.n_energies), dtype=dtype)
     dos_e = np.zeros(model.n_energies)
     offset = 0
     for chunk in descriptor_blocks(dgrid, backend, chunk_points):
@@ -198,23 +202,36 @@ def energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
 def predict(atoms: Atoms, model: Model, dgrid: DistributedGrid, n_electrons: float, *,
             backend: str = "native", method: str = "analytical",
             chunk_points: int = DEFAULT_CHUNK_POINTS, pseudopotentials: dict | None = None,
-            fermi_energy: float | None = None, timings: Timings | None = None) -> Prediction:
+            fermi_energy: float | None = None, timings: Timings | None = None,
+            with_forces: bool = False, ldos_dtype=np.float32) -> Prediction:
     """Predict the electronic structure of ``atoms`` on ``dgrid`` (see :func:`setup`).
 
+    with_forces: also −dE_total/dR (needs pseudopotentials and the Fermi level solved for
+    the electron count). ldos_dtype: the stored LDOS (float64 for derivative checks).
     Collective over ``dgrid.comm``; the phases are timed into ``timings``.
     """
     timings = Timings() if timings is None else timings
     info = model.info
     energies_e = info.energy_grid.energies
-    ldos_pe, local_dos_e = ldos_on_grid(atoms, model, dgrid, backend, chunk_points, timings)
+    if with_forces and (pseudopotentials is None or fermi_energy is not None):
+        raise MlscaleError("forces need pseudopotentials and the Fermi level of the "
+                           "electron count (no --fermi-energy)")
+    ldos_pe, local_dos_e = ldos_on_grid(atoms, model, dgrid, backend, chunk_points, timings,
+                                        ldos_dtype)
     with timings.phase("electrons"):
         scalars, dos_e, density_b = electrons_from_ldos(
             ldos_pe, dgrid, energies_e, n_electrons, info.temperature_K, method, fermi_energy,
             local_dos_e)
-    del ldos_pe
+    if not with_forces:
+        del ldos_pe
     result = Prediction(info, dgrid, n_electrons, energies_e, dos_e, scalars, density_b)
     if pseudopotentials is not None:
         with timings.phase("energy"):
             result.energy_terms, result.total_energy_eV = energy_terms(
                 density_b, dgrid, atoms, pseudopotentials, info, scalars)
+    if with_forces:
+        result.forces = forces.prediction_forces(
+            atoms, model, dgrid, ldos_pe, dos_e, scalars.fermi_energy_eV, density_b,
+            pseudopotentials, backend=backend, method=method, chunk_points=chunk_points,
+            timings=timings)
     return result
