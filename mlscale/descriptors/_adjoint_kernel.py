@@ -19,6 +19,10 @@ The force on an image is F = -∂E/∂R = +∂E/∂d (R enters through d = x - R
 split into one contiguous range per chunk, each chunk with its own accumulator row (no
 races); the caller sums the chunks and the images of each atom. ∂B/∂R is never stored.
 Lane layout as in ``_native_kernel``: real parts in columns ``0:n``, imaginary in ``n:2n``.
+
+Caching: numba's cache checks only the file of the cached function, so after a change
+to ``_native_kernel.py`` (whose position, candidate and U stages are compiled into this
+kernel) touch this file too, or the cached adjoint keeps the old stages.
 """
 
 from __future__ import annotations
