@@ -6,17 +6,21 @@ openPMD (.h5, mesh "Bispectrum"); every rank computes and writes its own block.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+from ase import Atoms
 
 from ..config import BispectrumSettings
 from ..descriptors import compute_descriptors
 from ..grid import DistributedGrid, Grid
 from ..io.grid_arrays import WRITABLE, grid_array_format, write_grid_array
 from ..io.structure import read_structure
+from ..parallel import Comm
 from ._common import add_descriptor_backend
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("structure", help="any ASE-readable file (QE input/output too)")
     parser.add_argument("--grid", nargs=3, type=int, required=True, metavar=("NX", "NY", "NZ"))
     parser.add_argument("-o", "--output", required=True, help="output file (.npy or .h5)")
@@ -31,13 +35,13 @@ def add_arguments(parser):
     add_descriptor_backend(parser)
 
 
-def settings_from_args(args, atoms) -> BispectrumSettings:
+def settings_from_args(args: argparse.Namespace, atoms: Atoms) -> BispectrumSettings:
     species = args.species or sorted(set(atoms.get_chemical_symbols()))
     base = BispectrumSettings(twojmax=args.twojmax, rcutfac=args.rcutfac, rfac0=args.rfac0)
     return base.with_species(species, args.radii, args.weights)
 
 
-def run(args, comm) -> int:
+def run(args: argparse.Namespace, comm: Comm) -> int:
     output = Path(args.output)
     with comm.collective():
         grid_array_format(output, WRITABLE)

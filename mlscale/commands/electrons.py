@@ -6,22 +6,23 @@ density (openPMD). Every rank reads only its block of the LDOS.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import argparse
 from dataclasses import asdict
+from pathlib import Path
 
 from ..config import EnergyGrid
 from ..errors import MlscaleError
-from ..grid import DistributedGrid, Grid
+from ..grid import DistributedGrid, Grid, grid_shape
 from ..inference import electrons_from_ldos
 from ..io.grid_arrays import grid_array_shape, read_grid_block
 from ..io.numpy_io import check_finite
 from ..io.structure import read_structure
 from ..output import write_fields, write_results
+from ..parallel import Comm
 from ._common import add_integration, print_json
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ldos", help="LDOS [nx,ny,nz,energies] in 1/(eV·Å³): .npy or openPMD .h5")
     parser.add_argument("--energy-grid", nargs=3, type=float, required=True,
                         metavar=("START", "STEP", "COUNT"), help="energies in eV")
@@ -33,7 +34,7 @@ def add_arguments(parser):
     add_integration(parser)
 
 
-def run(args, comm) -> int:
+def run(args: argparse.Namespace, comm: Comm) -> int:
     start, step, count = args.energy_grid
     if count != int(count):
         raise MlscaleError(f"energy count must be an integer, got {count}")
@@ -41,7 +42,8 @@ def run(args, comm) -> int:
     path = Path(args.ldos)
     with comm.collective():
         atoms = read_structure(args.cell_from)
-        dgrid = DistributedGrid(Grid(atoms.cell[:], grid_array_shape(path, "LDOS")[:3]), comm)
+        shape = grid_shape(grid_array_shape(path, "LDOS")[:3])
+        dgrid = DistributedGrid(Grid(atoms.cell[:], shape), comm)
     with comm.collective():
         ldos_be = read_grid_block(path, dgrid.block, mesh="LDOS")
         if ldos_be.ndim != 4 or ldos_be.shape[3] != energy_grid.count:

@@ -7,6 +7,7 @@ The cell is the structure's; each rank reads only its block of the grid.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -14,17 +15,19 @@ import numpy as np
 
 from ..energy import density_energy_terms, find_pseudopotentials
 from ..errors import MlscaleError
-from ..grid import Block, DistributedGrid, Grid
+from ..grid import Block, DistributedGrid, Grid, grid_shape
 from ..io.cube import read_cube_block
 from ..io.grid_arrays import grid_array_format, grid_array_shape, read_grid_block
 from ..io.structure import read_structure
+from ..parallel import Comm
 from ..units import BOHR_ANGSTROM
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("density", metavar="DENSITY_FILE", help=".npy, openPMD (.h5/.bp) or .cube")
     parser.add_argument("--structure", required=True,
-                        help="atoms and cell: any ASE-readable file (QE input/output, xyz, cif ...)")
+                        help="atoms and cell: any ASE-readable file "
+                        "(QE input/output, xyz, cif ...)")
     parser.add_argument("--pseudopotentials", required=True, metavar="DIR",
                         help="directory with one UPF file per element")
     parser.add_argument("--ecutrho", type=float, metavar="RY",
@@ -34,7 +37,7 @@ def add_arguments(parser):
     parser.add_argument("--mesh", default="Density", help="openPMD mesh name (default Density)")
 
 
-def run(args, comm) -> int:
+def run(args: argparse.Namespace, comm: Comm) -> int:
     path = Path(args.density)
     with comm.collective():
         grid_array_format(path, what="density")
@@ -44,7 +47,7 @@ def run(args, comm) -> int:
         shape = grid_array_shape(path, args.mesh)
         if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
             raise MlscaleError(f"{path} has shape {shape}, expected one value per grid point")
-        dgrid = DistributedGrid(Grid(atoms.cell.array, shape[:3]), comm)
+        dgrid = DistributedGrid(Grid(atoms.cell.array, grid_shape(shape[:3])), comm)
     with comm.collective():
         density_b = _read_density(path, dgrid, args.mesh)
     terms = density_energy_terms(density_b, dgrid, atoms, pseudopotentials,
