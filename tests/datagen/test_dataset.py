@@ -200,7 +200,7 @@ def test_missing_pseudopotential_is_a_clear_error(tmp_path):
 def test_conversion_on_several_ranks_matches_cubes_and_serial_descriptors(tmp_path):
     """QE on rank 0, conversion split over all ranks: same arrays as the cubes / one rank."""
     from mlscale.descriptors import compute_descriptors
-    from mlscale.grid import Grid
+    from mlscale.grid import DistributedGrid, Grid
     from mlscale.parallel import world
 
     comm = world()
@@ -218,8 +218,37 @@ def test_conversion_on_several_ranks_matches_cubes_and_serial_descriptors(tmp_pa
                                    atol=1e-7 * np.abs(expected).max() / (RY_EV * BOHR_A**3))
         descriptors = np.load(out / "al_00.in.npy", allow_pickle=False)
         grid = Grid(atoms.cell, descriptors.shape[:3])
-        serial = compute_descriptors(atoms, grid, grid.full_block(), settings, self_comm())
+        serial = compute_descriptors(atoms, DistributedGrid(grid, self_comm()), settings,
+                                     "lammps")
         np.testing.assert_allclose(descriptors, serial.astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_one_pass_ldos_conversion_on_several_ranks_matches_pp_x_and_records(tmp_path):
+    """--ldos-tool wavefunctions on 2 ranks: the LDOS equals pp.x's cubes of the same
+    input to their 5 digits, and the compact record holds it at every 2nd point."""
+    from mlscale.datagen import CompactSettings, read_compact_record
+    from mlscale.parallel import world
+
+    comm = world()
+    out = Path(comm.broadcast(str(tmp_path) if comm.rank == 0 else None))
+    atoms, settings = tiny_cell(), BispectrumSettings(twojmax=2)
+    if comm.rank == 0:
+        run_qe(atoms, out / "pp" / "al_00", DFT, LDOS, RUNNER)
+        cubes = sorted((out / "pp" / "al_00").glob("tmp.pp*snapshot_ldos.cube"))
+        expected = np.stack([cube_data(p) for p in cubes], axis=-1) / (RY_EV * BOHR_A**3)
+    comm.barrier()
+    generate_dataset([atoms], out, DFT, LDOS, settings, RUNNER, comm, prefix="al",
+                     openpmd=False, ldos_tool="wavefunctions",
+                     records=(out / "records", CompactSettings(2, "float32")))
+    if comm.rank == 0:
+        ldos = np.load(out / "al_00.out.npy", allow_pickle=False)
+        np.testing.assert_allclose(ldos, expected, rtol=1e-4, atol=1e-5 * expected.max())
+        info, arrays = read_compact_record(out / "records", "al_00")
+        assert info["ldos_tool"] == "wavefunctions"
+        np.testing.assert_array_equal(arrays["ldos_ge"], ldos[::2, ::2, ::2].reshape(
+            -1, ldos.shape[-1]))
+        assert not (out / "qe" / "al_00" / "ldos.npy").exists()
 
 
 def test_cli_from_structure_file_and_settings_file(tmp_path, capsys):
