@@ -8,6 +8,8 @@ displacements 2.5e-4 and 5e-4 Å (truncation error ~1e-12 relative).
 
 from __future__ import annotations
 
+import json
+
 import numba
 import numpy as np
 import pytest
@@ -72,6 +74,20 @@ def test_forces_equal_finite_differences_for_al_in_a_cubic_cell(twojmax):
     block = Block((1, 0, 2), (3, 3, 5))     # 18 points, not at the origin
     settings = BispectrumSettings(twojmax=twojmax)
     beta_pf = random_beta(block, settings)
+    forces_av = bispectrum_forces(atoms, grid, block, settings, beta_pf)
+    assert_close_relative(forces_av, fd_forces(atoms, grid, block, settings, beta_pf))
+
+
+def test_forces_equal_finite_differences_for_mala_be2(be2):
+    """MALA's Be2 cell (18×18×27 grid, twojmax 10, Be: radius 0.5, weight 1), 12 points
+    around the atoms; the grid's own cell from MALA's reference data."""
+    info = json.loads((be2 / "Be_snapshot0.info.json").read_text())["atoms"]
+    atoms = Atoms(numbers=info["numbers"], positions=info["positions"], cell=info["cell"],
+                  pbc=True)
+    settings = BispectrumSettings(species=("Be",))
+    grid = Grid(atoms.cell.array, (18, 18, 27))
+    block = Block((4, 5, 8), (6, 7, 11))
+    beta_pf = random_beta(block, settings, seed=14)
     forces_av = bispectrum_forces(atoms, grid, block, settings, beta_pf)
     assert_close_relative(forces_av, fd_forces(atoms, grid, block, settings, beta_pf))
 
