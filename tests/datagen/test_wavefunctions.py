@@ -233,3 +233,14 @@ def test_run_qe_with_wavefunctions_keeps_them_until_the_ldos_is_read(tmp_path, p
     weights = [float(k.find("k_point").get("weight"))
                for k in ET.parse(run / "scf.xml").getroot().iter("ks_energies")]
     assert sum(weights) == pytest.approx(2.0)
+
+
+def test_default_ldos_tool_is_the_one_pass_for_norm_conserving_pseudopotentials():
+    from mlscale.datagen import default_ldos_tool
+
+    if not Path(f"{PSEUDO}/C.pbe-rrkjus.UPF").is_file():
+        pytest.skip("ultrasoft test pseudopotential not installed")
+    assert default_ldos_tool(DFTSettings(pseudopotentials={"Al": "Al.pz-vbc.UPF"})) == \
+        "wavefunctions"
+    mixed = DFTSettings(pseudopotentials={"Al": "Al.pz-vbc.UPF", "C": "C.pbe-rrkjus.UPF"})
+    assert default_ldos_tool(mixed) == "pp.x"
