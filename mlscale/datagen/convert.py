@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import BispectrumSettings
+from ..descriptors import compute_descriptors
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, Grid
 from ..io.atomic import write_json_atomic
@@ -36,8 +37,6 @@ def convert_snapshot(run_dir, out_dir, name: str, atoms, dft: DFTSettings, ldos:
     present, else from pp.x's cubes. Collective. Returns the info JSON path. Cube files
     and ``ldos.npy`` are deleted afterwards.
     """
-    from ..descriptors import compute_descriptors
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     header = None
     with comm.collective():
