@@ -18,6 +18,7 @@ from .. import inference, output
 from ..energy.upf import find_pseudopotentials
 from ..errors import MlscaleError
 from ..examples import builtin_example, shipped_model_path
+from ..io.run_directory import claim_directory
 from ..io.structure import read_structure
 from ..model import DEFAULT_CHUNK_POINTS, load_model
 from ..timing import Timings
@@ -36,6 +37,9 @@ def add_arguments(parser):
                         help="number of electrons; default: from the model's valence counts")
     parser.add_argument("--pseudopotentials", metavar="DIR",
                         help="directory with UPF files: also compute the total energy")
+    parser.add_argument("--forces", action="store_true",
+                        help="also compute the forces −dE/dR (eV/Å) into results.json "
+                        "(needs --pseudopotentials; docs/forces.md)")
     parser.add_argument("--chunk-points", type=int, default=DEFAULT_CHUNK_POINTS,
                         help="grid points per chunk of descriptors, network and LDOS "
                         "(bounds memory; default: %(default)s)")
@@ -70,13 +74,16 @@ def run(args, comm) -> int:
     dgrid, n_electrons = inference.setup(
         atoms, model.info, comm, shape=args.grid, n_electrons=args.electrons, share=share,
         backend=args.backend, with_energy=pseudopotentials is not None)
+    out = Path(args.output)
+    claim = claim_directory(out, comm)  # before the work: probe, lock, old results removed
     prediction = inference.predict(
         atoms, model, dgrid, n_electrons, backend=args.backend, method=args.integration,
         chunk_points=args.chunk_points, pseudopotentials=pseudopotentials,
-        fermi_energy=args.fermi_energy, timings=timings)
-    out = Path(args.output)
+        fermi_energy=args.fermi_energy, timings=timings, with_forces=args.forces)
     results = output.prediction_results(prediction, atoms, backend=args.backend,
                                         method=args.integration)
+    if prediction.forces is not None:
+        results["forces_eV_per_A"] = prediction.forces.total_av.tolist()
     with timings.phase("output"):
         output.write_fields(out, prediction.energies_e, prediction.dos_e, prediction.density_b,
                             dgrid)
@@ -85,6 +92,7 @@ def run(args, comm) -> int:
         comm, model=Path(args.model) if args.model else shipped_model_path(),
         structure=Path(args.structure) if args.structure else None)
     output.write_results(out, results, comm)
+    claim.release()
     _report(comm, results, share, out)
     return 0
 
@@ -99,6 +107,8 @@ def _inputs(args, comm):
         if args.pseudopotentials:
             pseudopotentials = find_pseudopotentials(args.pseudopotentials,
                                                      set(atoms.get_chemical_symbols()))
+        if args.forces and not args.pseudopotentials:
+            raise MlscaleError("--forces needs --pseudopotentials (the total energy)")
         if args.chunk_points < 1:
             raise MlscaleError("--chunk-points must be positive")
         share = parse_share(args.only_rank) if args.only_rank else None
