@@ -14,15 +14,18 @@ scalars are the only reduced quantities.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from ase import Atoms
+from numpy.typing import DTypeLike
 
 from . import electrons, energy, forces  # energy, forces: libraries load on first use
 from .descriptors import check_atoms, compute_descriptors, descriptor_blocks
 from .errors import MlscaleError
-from .grid import DistributedGrid, Grid, qe_fft_shape
+from .grid import DistributedGrid, Grid, grid_shape, qe_fft_shape
 from .model import DEFAULT_CHUNK_POINTS, Model, ModelInfo
 from .parallel import Comm
 from .timing import Timings
@@ -56,11 +59,11 @@ class Prediction:
     dos_e: np.ndarray
     electrons: ElectronicStructure
     density_b: np.ndarray
-    energy_terms: dict | None = None
+    energy_terms: dict[str, Any] | None = None
     total_energy_eV: float | None = None
     forces: forces.Forces | None = None  # eV/Å, replicated (predict(..., forces=True))
 
-    def scalars(self) -> dict:
+    def scalars(self) -> dict[str, Any]:
         """The electronic-structure and energy numbers under their results.json keys."""
         out = asdict(self.electrons)
         if self.energy_terms is not None:
@@ -70,7 +73,7 @@ class Prediction:
 
 
 # -- setup --------------------------------------------------------------------------------
-def number_of_electrons(atoms: Atoms, valence_electrons: dict) -> float:
+def number_of_electrons(atoms: Atoms, valence_electrons: Mapping[str, float]) -> float:
     """Electron count of a structure from valence electrons per species."""
     symbols = atoms.get_chemical_symbols()
     unknown = sorted(set(symbols) - set(valence_electrons))
@@ -81,18 +84,18 @@ def number_of_electrons(atoms: Atoms, valence_electrons: dict) -> float:
     return float(sum(valence_electrons[s] for s in symbols))
 
 
-def grid_for(atoms: Atoms, info: ModelInfo, shape=None) -> Grid:
+def grid_for(atoms: Atoms, info: ModelInfo, shape: Sequence[int] | None = None) -> Grid:
     """The grid of a prediction: given explicitly, or QE's FFT grid at the model's ecutrho."""
     if shape is None:
         if info.ecutrho_Ry is None:
             raise MlscaleError("the model does not record ecutrho_Ry; pass --grid NX NY NZ")
         shape = qe_fft_shape(atoms.cell[:], info.ecutrho_Ry)
-    return Grid(np.array(atoms.cell[:]), tuple(shape))
+    return Grid(np.array(atoms.cell[:]), grid_shape(tuple(shape)))
 
 
-def setup(atoms: Atoms, info: ModelInfo, comm: Comm, *, shape=None, n_electrons=None,
-          share: tuple[int, int] | None = None, backend: str = "native",
-          with_energy: bool = False) -> tuple[DistributedGrid, float]:
+def setup(atoms: Atoms, info: ModelInfo, comm: Comm, *, shape: Sequence[int] | None = None,
+          n_electrons: float | None = None, share: tuple[int, int] | None = None,
+          backend: str = "native", with_energy: bool = False) -> tuple[DistributedGrid, float]:
     """The distributed grid of a prediction and its electron count, checked on all ranks.
 
     share=(R, P): rank R's block of a P-rank job on this one process (``comm`` of one
@@ -118,7 +121,7 @@ def setup(atoms: Atoms, info: ModelInfo, comm: Comm, *, shape=None, n_electrons=
 
 # -- stages -------------------------------------------------------------------------------
 def ldos_on_grid(atoms: Atoms, model: Model, dgrid: DistributedGrid, backend: str,
-                 chunk_points: int, timings: Timings, dtype=np.float32
+                 chunk_points: int, timings: Timings, dtype: DTypeLike = np.float32
                  ) -> tuple[np.ndarray, np.ndarray]:
     """LDOS of the rank's points, ``dtype`` (float32; float64 for derivative checks)
     ``[points, energies]`` in 1/(eV·Å³) (C order of the block), and the rank's partial
@@ -179,7 +182,8 @@ def electrons_from_ldos(ldos_pe: np.ndarray, dgrid: DistributedGrid, energies_e:
     return scalars, dos_e, density_p.reshape(dgrid.local_shape)
 
 
-def _at_fermi_level(dos_e, energies_e, fermi_energy, temperature_K, method) -> dict:
+def _at_fermi_level(dos_e: np.ndarray, energies_e: np.ndarray, fermi_energy: float,
+                    temperature_K: float, method: str) -> dict[str, float]:
     args = (dos_e, energies_e, fermi_energy, temperature_K, method)
     return {"fermi_energy_eV": float(fermi_energy),
             "band_energy_eV": electrons.band_energy(*args),
@@ -188,22 +192,24 @@ def _at_fermi_level(dos_e, energies_e, fermi_energy, temperature_K, method) -> d
 
 
 def energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
-                 pseudopotentials: dict, info: ModelInfo, scalars: ElectronicStructure
-                 ) -> tuple[dict, float]:
+                 pseudopotentials: dict[str, Any], info: ModelInfo,
+                 scalars: ElectronicStructure) -> tuple[dict[str, Any], float]:
     """Density-dependent energy terms (eV, without their electron count) and the total
     energy (eV) of a prediction. Collective."""
     terms = energy.density_energy_terms(density_b, dgrid, atoms, pseudopotentials,
-                                 ecutrho_Ry=info.ecutrho_Ry)
+                                        ecutrho_Ry=info.ecutrho_Ry)
     del terms["number_of_electrons"]  # ∫n dV: already number_of_electrons_from_density
-    return terms, energy.total_energy(scalars.band_energy_eV, scalars.entropy_contribution_eV, terms)
+    return terms, energy.total_energy(scalars.band_energy_eV, scalars.entropy_contribution_eV,
+                                      terms)
 
 
 # -- the pipeline -------------------------------------------------------------------------
 def predict(atoms: Atoms, model: Model, dgrid: DistributedGrid, n_electrons: float, *,
             backend: str = "native", method: str = "analytical",
-            chunk_points: int = DEFAULT_CHUNK_POINTS, pseudopotentials: dict | None = None,
-            fermi_energy: float | None = None, timings: Timings | None = None,
-            with_forces: bool = False, ldos_dtype=np.float32) -> Prediction:
+            chunk_points: int = DEFAULT_CHUNK_POINTS,
+            pseudopotentials: dict[str, Any] | None = None, fermi_energy: float | None = None,
+            timings: Timings | None = None, with_forces: bool = False,
+            ldos_dtype: DTypeLike = np.float32) -> Prediction:
     """Predict the electronic structure of ``atoms`` on ``dgrid`` (see :func:`setup`).
 
     with_forces: also −dE_total/dR (needs pseudopotentials and the Fermi level solved for
@@ -229,7 +235,7 @@ def predict(atoms: Atoms, model: Model, dgrid: DistributedGrid, n_electrons: flo
         with timings.phase("energy"):
             result.energy_terms, result.total_energy_eV = energy_terms(
                 density_b, dgrid, atoms, pseudopotentials, info, scalars)
-    if with_forces:
+    if with_forces and pseudopotentials is not None:  # forces without them raised above
         result.forces = forces.prediction_forces(
             atoms, model, dgrid, ldos_pe, dos_e, scalars.fermi_energy_eV, density_b,
             pseudopotentials, backend=backend, method=method, chunk_points=chunk_points,
