@@ -77,7 +77,7 @@ def read_wavefunctions(path) -> Wavefunctions:
         with FortranFile(path, "r", header_dtype="<u4") as f:
             k_index, xk_v, spin, gamma, scale = f.read_record("<i4", ("<f8", 3), "<i4",
                                                               "<i4", "<f8")
-            ngw, igwx, npol, nbnd = (int(n) for n in f.read_record("<i4"))
+            _ngw, igwx, npol, nbnd = (int(n) for n in f.read_record("<i4"))
             bvectors_cv = f.read_record("<f8").reshape(3, 3)
             miller_qc = f.read_record("<i4").reshape(igwx, 3)
             if npol != 1:
@@ -128,10 +128,19 @@ def is_norm_conserving(upf_path) -> bool:
 
 
 def check_norm_conserving(save_dir):
-    """MlscaleError when a pseudopotential in pw.x's save directory has augmentation charges."""
-    for path in sorted(Path(save_dir).glob("*")):
-        if path.name.lower().endswith(".upf") and not is_norm_conserving(path):
-            raise MlscaleError(f"{path.name} is ultrasoft/PAW (augmentation charges): the "
+    """MlscaleError unless every pseudopotential of the run (the XML's ``pseudo_file``,
+    copied into pw.x's save directory) is norm-conserving."""
+    save_dir = Path(save_dir)
+    try:
+        root = ET.parse(save_dir / "data-file-schema.xml").getroot()
+        names = [e.text.strip() for e in root.find("output").iter("pseudo_file")]
+    except (OSError, ET.ParseError, AttributeError) as error:
+        raise MlscaleError(f"cannot read the pseudopotentials of {save_dir}: {error}") from None
+    for name in names:
+        if not (save_dir / name).is_file():
+            raise MlscaleError(f"pseudopotential {name} is not in {save_dir}")
+        if not is_norm_conserving(save_dir / name):
+            raise MlscaleError(f"{name} is ultrasoft/PAW (augmentation charges): the "
                                "one-pass LDOS from wavefunctions is exact only for "
                                "norm-conserving pseudopotentials; use --ldos-tool pp.x")
 

@@ -127,6 +127,9 @@ def test_ultrasoft_pseudopotential_raises_and_names_pp_x(tmp_path):
     if not Path(path).is_file():
         pytest.skip(f"{path} not installed")
     shutil.copy(path, tmp_path)
+    (tmp_path / "data-file-schema.xml").write_text(
+        "<qes><output><atomic_species><species name='C'>"
+        "<pseudo_file>C.pbe-rrkjus.UPF</pseudo_file></species></atomic_species></output></qes>")
     with pytest.raises(MlscaleError, match="ultrasoft/PAW.*pp.x"):
         check_norm_conserving(tmp_path)
     with pytest.raises(MlscaleError, match="ultrasoft/PAW.*pp.x"):
