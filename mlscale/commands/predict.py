@@ -7,11 +7,14 @@ built-in example (a thermally displaced Al supercell) with the shipped Al model.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numba
+from ase import Atoms
 from threadpoolctl import threadpool_limits
 
 from .. import inference, output
@@ -20,12 +23,13 @@ from ..errors import MlscaleError
 from ..examples import builtin_example, shipped_model_path
 from ..io.run_directory import claim_directory
 from ..io.structure import read_structure
-from ..model import DEFAULT_CHUNK_POINTS, load_model
+from ..model import DEFAULT_CHUNK_POINTS, Model, load_model
+from ..parallel import Comm
 from ..timing import Timings
 from ._common import add_descriptor_backend, add_integration
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("structure", nargs="?", help="any ASE-readable file (QE output too); "
                         "default: the built-in Al example")
     parser.add_argument("--model", help="model file (.safetensors); default: the shipped Al model")
@@ -56,7 +60,7 @@ def add_arguments(parser):
     add_integration(parser)
 
 
-def parse_share(text):
+def parse_share(text: str) -> tuple[int, int]:
     """'R/P' -> (R, P) with 0 <= R < P."""
     try:
         rank, nranks = (int(part) for part in text.split("/"))
@@ -67,7 +71,7 @@ def parse_share(text):
     return rank, nranks
 
 
-def run(args, comm) -> int:
+def run(args: argparse.Namespace, comm: Comm) -> int:
     model, atoms, pseudopotentials, share = _inputs(args, comm)
     set_threads(comm)  # after loading: torch's threads too with --network torch
     timings = Timings()
@@ -97,13 +101,14 @@ def run(args, comm) -> int:
     return 0
 
 
-def _inputs(args, comm):
+def _inputs(args: argparse.Namespace, comm: Comm
+            ) -> tuple[Model, Atoms, dict[str, Path] | None, tuple[int, int] | None]:
     """The model, atoms, pseudopotentials and share of the command line (collective)."""
     with comm.collective():
         atoms = read_structure(args.structure) if args.structure else builtin_example()
         model_path = Path(args.model) if args.model else shipped_model_path()
         model = load_model(model_path, args.network)  # "numpy": no torch in the ranks
-        pseudopotentials = None
+        pseudopotentials: dict[str, Path] | None = None
         if args.pseudopotentials:
             pseudopotentials = find_pseudopotentials(args.pseudopotentials,
                                                      set(atoms.get_chemical_symbols()))
@@ -115,7 +120,8 @@ def _inputs(args, comm):
     return model, atoms, pseudopotentials, share
 
 
-def _report(comm, results: dict, share, out: Path) -> None:
+def _report(comm: Comm, results: dict[str, Any], share: tuple[int, int] | None,
+            out: Path) -> None:
     comm.print(f"atoms {results['atoms']}, grid {results['grid']}, ranks {results['ranks']}")
     comm.print(f"Fermi level      {results['fermi_energy_eV']:.6f} eV")
     comm.print(f"band energy      {results['band_energy_eV']:.6f} eV")
@@ -129,7 +135,7 @@ def _report(comm, results: dict, share, out: Path) -> None:
                    f"results in {out / 'results.json'}")
 
 
-def set_threads(comm):
+def set_threads(comm: Comm) -> None:
     """Threads per rank for BLAS (the network), torch if loaded, and numba: the node's
     cores shared among its ranks, unless OMP_NUM_THREADS / NUMBA_NUM_THREADS say
     otherwise."""
@@ -139,4 +145,6 @@ def set_threads(comm):
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
     if "NUMBA_NUM_THREADS" not in os.environ:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        # numba.config sets NUMBA_NUM_THREADS through globals() at import: mypy cannot see it
+        numba_max = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        numba.set_num_threads(min(threads, numba_max))
