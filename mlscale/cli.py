@@ -3,7 +3,8 @@
 Every sub-command runs on all ranks of the job (``mpiexec -n N mlscale ...``).
 User errors (:class:`MlscaleError`) print one line ``mlscale: error: ...`` on rank 0
 and exit with status 1 on every rank; an unexpected exception aborts the whole MPI
-job so that no rank hangs.
+job so that no rank hangs, and so does SIGINT or SIGTERM on any rank of a multi-rank
+job (:mod:`mlscale.signals`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import traceback
 from . import __version__
 from .errors import MlscaleError
 from .parallel import fail_all, world
+from .signals import abort_on_signals
 
 # sub-command name -> module in mlscale.commands (each has add_arguments(parser), run(args, comm))
 COMMANDS = {
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
     comm = world()
+    abort_on_signals(comm)  # SIGINT/SIGTERM on one rank: MPI_Abort, no rank left waiting
     try:
         status = args._module.run(args, comm)
     except MlscaleError as error:

@@ -2,7 +2,10 @@
 
 ``DIR/dos.csv`` (rank 0), ``DIR/density.h5`` (openPMD, each rank its block; one rank's
 share of a job: ``DIR/density_block.npy``) and, last, ``DIR/results.json`` (rank 0), so
-that a results.json beside them means the run completed.
+that a results.json beside them means the run completed. A command claims DIR first
+(:func:`mlscale.io.run_directory.claim_directory`: lock, previous results.json removed,
+stale temporaries deleted); results.json lists the SHA-256 of each file beside it
+(``output_files``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .grid import DistributedGrid
 from .inference import Prediction
 from .io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from .io.openpmd_io import DENSITY_UNITS, write_openpmd
+from .io.run_directory import output_files
 from .parallel import Comm
 from .timing import Timings, peak_rss_mib
 
@@ -104,6 +108,8 @@ def write_fields(output_dir: Path, energies_e: np.ndarray, dos_e: np.ndarray,
 
 
 def write_results(output_dir: Path, results: dict[str, Any], comm: Comm) -> None:
-    """results.json on rank 0, atomically: the last file of a run."""
+    """results.json on rank 0, atomically: the last file of a run, with the SHA-256 and
+    size of each output file beside it under ``output_files``."""
     if comm.rank == 0:
-        write_json_atomic(output_dir / "results.json", results)
+        write_json_atomic(output_dir / "results.json",
+                          {**results, "output_files": output_files(output_dir)})

@@ -6,10 +6,15 @@ the cases."""
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +24,11 @@ from mlscale.errors import MlscaleError
 from mlscale.grid import DistributedGrid, Grid
 from mlscale.io import atomic as atomic_module
 from mlscale.io import read_openpmd, write_json_atomic, write_npy_distributed, write_openpmd
+from mlscale.io.run_directory import check_run_directory, claim_directory
 from mlscale.parallel import self_comm
 
 ROOT = Path(__file__).resolve().parents[1]
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 
 # -- a small full filesystem -----------------------------------------------------------
@@ -132,3 +139,256 @@ def test_npy_write_on_a_full_filesystem_names_the_file(small_fs, monkeypatch):
     with pytest.raises(MlscaleError, match=f"cannot write {target}: No space.*disk full"):
         write_npy_distributed(target, np.ones(dgrid.local_shape), dgrid)
     assert _names(small_fs) == []
+
+
+# -- 2. a run claims its output directory ---------------------------------------------------
+# A wrapper around the CLI for fault injection from outside: it prints OUTPUT-PHASE when the
+# output phase starts (with its rank and pid), may hold there (HOLD seconds; on rank
+# HOLD_RANK only if set), and slows each rename (SLOW seconds) so that random kill moments
+# spread over the whole output phase.
+WRAPPER = textwrap.dedent("""
+    import os, sys, time
+    import mlscale.io.atomic as atomic
+    import mlscale.io.numpy_io as numpy_io
+    import mlscale.io.openpmd_io as openpmd_io
+    import mlscale.output as output
+    from mlscale.cli import main
+
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    hold, slow = float(os.environ.get("HOLD", 0)), float(os.environ.get("SLOW", 0))
+    if int(os.environ.get("HOLD_RANK", rank)) != rank:
+        hold = 0.0
+    commit, write_fields = atomic.commit, output.write_fields
+
+    def slow_commit(tmp, path):
+        time.sleep(slow)
+        commit(tmp, path)
+        time.sleep(slow)
+
+    def marked_write_fields(*args, **kwargs):
+        print("OUTPUT-PHASE", rank, os.getpid(), flush=True)
+        time.sleep(hold)
+        write_fields(*args, **kwargs)
+
+    atomic.commit = numpy_io.commit = openpmd_io.commit = slow_commit
+    output.write_fields = marked_write_fields
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 4-atom Al cell and an untrained 5-8-11 model (twojmax 2) whose LDOS is near
+    0.05/(eV·Å³): a 12³-grid prediction takes about a second."""
+    import ase.build
+    import ase.io
+    import torch
+
+    from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings
+    from mlscale.model import LDOSModel, save_model
+
+    directory = tmp_path_factory.mktemp("tiny")
+    settings = BispectrumSettings(twojmax=2).with_species(["Al"], None, None)
+    torch.manual_seed(1)
+    model = LDOSModel(ModelSettings(layers=(settings.n_features, 8, 11), activation="Tanh"))
+    model.set_scaling(np.zeros(settings.n_features), np.ones(settings.n_features),
+                      np.full(11, 0.05), np.full(11, 1e-3))
+    metadata = {"descriptors": settings.to_dict(), "energy_grid": EnergyGrid(-5, 1, 11).to_dict(),
+                "temperature_K": 298.0, "species": ["Al"], "valence_electrons": {"Al": 3},
+                "ecutrho_Ry": 40.0}
+    save_model(directory / "tiny.safetensors", model, metadata)
+    ase.io.write(directory / "al.xyz", ase.build.bulk("Al", "fcc", a=4.05, cubic=True),
+                 format="extxyz")
+    return {"model": directory / "tiny.safetensors", "structure": directory / "al.xyz",
+            "dir": directory}
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **{k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _predict_command(tiny, out, *extra) -> list[str]:
+    return [sys.executable, "-c", WRAPPER, "predict", str(tiny["structure"]), "--model",
+            str(tiny["model"]), "--grid", "12", "12", "12", "-o", str(out), *map(str, extra)]
+
+
+def _predict(tiny, out, *extra, timeout=120, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(_predict_command(tiny, out, *extra), capture_output=True, text=True,
+                          timeout=timeout, env=_env(**env), cwd=ROOT)
+
+
+def test_rerun_removes_the_previous_results_and_stale_temporaries_and_says_so(tiny, tmp_path):
+    out = tmp_path / "run"
+    first = _predict(tiny, out)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert check_run_directory(out) == "complete"
+    before = (out / "results.json").read_bytes()
+    bad = _predict(tiny, out, "--grid", "0", "12", "12")  # fails in the checks: nothing removed
+    assert bad.returncode == 1 and "removed" not in bad.stderr
+    assert (out / "results.json").read_bytes() == before
+    (out / f"{atomic_module.TEMPORARY_PREFIX}999-dead-density.h5").write_bytes(b"stale")
+    rerun = _predict(tiny, out)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert (f"{out}: removed the previous run's results.json, dos.csv, density.h5, 1 temporary "
+            "file(s) of interrupted runs") in rerun.stderr
+    assert _names(out) == [".mlscale-lock", "density.h5", "dos.csv", "results.json"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["output_files"]["dos.csv"]["sha256"] == hashlib.sha256(
+        (out / "dos.csv").read_bytes()).hexdigest()
+    assert check_run_directory(out) == "complete"
+
+
+def _start(tiny, out, **env) -> subprocess.Popen:
+    """Start a wrapped predict; return once it printed OUTPUT-PHASE (or ended)."""
+    proc = subprocess.Popen(_predict_command(tiny, out), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(**env), cwd=ROOT)
+    for line in proc.stdout:
+        if line.startswith("OUTPUT-PHASE"):
+            break
+    return proc
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_of_the_output_phase_never_leaves_a_foreign_results_json(
+        tiny, tmp_path):
+    """After each kill -9 the directory is either visibly incomplete (no results.json) or
+    complete: a results.json of *this* run whose hashes are those of the files beside it."""
+    out = tmp_path / "run"
+    proc = _start(tiny, out, SLOW=0.02)
+    began = time.monotonic()
+    proc.communicate(timeout=120)
+    phase_s = time.monotonic() - began  # output phase and exit
+    assert proc.returncode == 0 and check_run_directory(out) == "complete"
+    rng = np.random.default_rng(14)
+    outcomes: dict[str, int] = {"complete": 0, "incomplete": 0}
+    kills = 0
+    for _ in range(40):
+        results = out / "results.json"
+        previous = results.read_bytes() if results.exists() else None
+        proc = _start(tiny, out, SLOW=0.02)
+        delay_s = rng.uniform(0.0, phase_s)
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        kills += proc.returncode == -signal.SIGKILL
+        state = check_run_directory(out)  # raises if results.json does not fit the files
+        if state == "complete" and previous is not None:
+            assert (out / "results.json").read_bytes() != previous, (
+                f"the previous run's results.json survived a rerun killed after {delay_s} s")
+        outcomes[state] += 1
+        if kills >= 20:
+            break
+    assert kills >= 20, f"only {kills} runs were still running when killed ({outcomes})"
+    assert outcomes["incomplete"] >= 3 and outcomes["complete"] >= 1, outcomes
+    final = _predict(tiny, out)
+    assert final.returncode == 0 and check_run_directory(out) == "complete"
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_a_second_concurrent_run_into_the_same_directory_fails_with_a_clear_message(
+        tiny, tmp_path):
+    out = tmp_path / "run"
+    holder = _start(tiny, out, HOLD=30)  # claimed the directory, holds in the output phase
+    try:
+        second = _predict(tiny, out)
+    finally:
+        holder.kill()
+        holder.communicate(timeout=60)
+    assert second.returncode == 1
+    assert (f"mlscale: error: {out} is in use by another mlscale run (pid {holder.pid} on "
+            in second.stderr), second.stderr[-2000:]
+    assert check_run_directory(out) == "incomplete"
+    third = _predict(tiny, out)  # the kernel dropped the killed holder's lock
+    assert third.returncode == 0 and check_run_directory(out) == "complete"
+
+
+def test_the_lock_is_held_until_released(tmp_path):
+    claim = claim_directory(tmp_path / "run", self_comm())
+    with pytest.raises(MlscaleError, match=f"{tmp_path / 'run'} is in use by another mlscale "
+                       f"run \\(pid {os.getpid()} on"):
+        claim_directory(tmp_path / "run", self_comm())
+    claim.release()
+    claim_directory(tmp_path / "run", self_comm()).release()
+
+
+def test_an_output_path_that_is_a_file_fails_before_the_work(tiny, tmp_path):
+    out = tmp_path / "results"
+    out.write_text("not a directory")
+    run = _predict(tiny, out)
+    assert run.returncode == 1 and "OUTPUT-PHASE" not in run.stdout
+    assert f"mlscale: error: --output {out} is an existing file, not a directory" in run.stderr
+
+
+@pytest.fixture
+def read_only_fs(tmp_path):
+    """A read-only tmpfs (root bypasses file modes, not a read-only mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_read_only_output_directory_fails_before_the_work(tiny, read_only_fs):
+    run = _predict(tiny, read_only_fs)
+    assert run.returncode == 1 and "OUTPUT-PHASE" not in run.stdout
+    assert (f"mlscale: error: cannot write into --output directory {read_only_fs}: Read-only "
+            "file system") in run.stderr, run.stderr[-2000:]
+
+
+def test_predict_into_a_full_filesystem_fails_naming_the_density_and_leaves_no_results(
+        tiny, small_fs):
+    run = _predict(tiny, small_fs, "--grid", "40", "40", "40")  # 500 KiB of density
+    assert run.returncode == 1
+    assert f"mlscale: error: cannot write {small_fs / 'density.h5'}" in run.stderr
+    assert check_run_directory(small_fs) == "incomplete"
+    assert _names(small_fs) == [".mlscale-lock"]
+
+
+# -- 3. signals end every rank ---------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, target", [(signal.SIGINT, 1), (signal.SIGTERM, 1),
+                                            (signal.SIGINT, 0)])
+def test_a_signal_to_one_rank_of_a_two_rank_predict_ends_both_ranks_promptly(
+        tiny, tmp_path, signum, target):
+    """Rank 0 holds for a minute before its output; rank 1 waits for it inside the output's
+    first collective call (blocked in MPI, where no Python handler can run)."""
+    if MPIEXEC is None:
+        pytest.skip("mpiexec not found")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", *_predict_command(tiny, out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(HOLD=60, HOLD_RANK=0), cwd=ROOT)
+    pids = {}
+    for line in proc.stdout:
+        if line.startswith("OUTPUT-PHASE"):
+            _, rank, pid = line.split()
+            pids[int(rank)] = int(pid)
+            if len(pids) == 2:
+                break
+    time.sleep(1.0)  # rank 1 is now blocked in the collective
+    began = time.monotonic()
+    os.kill(pids[target], signum)
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"{signal.Signals(signum).name} to rank {target}: the job still ran 30 s later")
+    elapsed_s = time.monotonic() - began
+    assert proc.returncode != 0
+    assert (f"mlscale: {signal.Signals(signum).name} on rank {target}: aborting all 2 ranks"
+            in stderr), stderr[-2000:]
+    assert elapsed_s < 15, elapsed_s
+    assert check_run_directory(out) == "incomplete"

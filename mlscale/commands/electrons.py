@@ -16,6 +16,7 @@ from ..grid import DistributedGrid, Grid, grid_shape
 from ..inference import electrons_from_ldos
 from ..io.grid_arrays import grid_array_shape, read_grid_block
 from ..io.numpy_io import check_finite
+from ..io.run_directory import claim_directory
 from ..io.structure import read_structure
 from ..output import write_fields, write_results
 from ..parallel import Comm
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
         atoms = read_structure(args.cell_from)
         shape = grid_shape(grid_array_shape(path, "LDOS")[:3])
         dgrid = DistributedGrid(Grid(atoms.cell[:], shape), comm)
+    claim = claim_directory(Path(args.output), comm) if args.output else None
     with comm.collective():
         ldos_be = read_grid_block(path, dgrid.block, mesh="LDOS")
         if ldos_be.ndim != 4 or ldos_be.shape[3] != energy_grid.count:
@@ -58,9 +60,9 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     results = {**asdict(scalars), "atoms": len(atoms), "grid": list(dgrid.shape),
                "ranks": comm.size, "temperature_K": args.temperature,
                "integration": args.integration}
-    if args.output:
-        out = Path(args.output)
-        write_fields(out, energies_e, dos_e, density_b, dgrid)
-        write_results(out, results, comm)
+    if claim is not None:
+        write_fields(claim.path, energies_e, dos_e, density_b, dgrid)
+        write_results(claim.path, results, comm)
+        claim.release()
     print_json(comm, results)
     return 0
