@@ -14,8 +14,8 @@ HARTREE_EV = 27.211386245988
 RYDBERG_EV = HARTREE_EV / 2
 """One Rydberg in eV."""
 
-KB_EV_PER_K = 8.617333262e-5
-"""Boltzmann's constant in eV/K."""
-
 EV_JOULE = 1.602176634e-19
-"""One eV in J (the elementary charge in C)."""
+"""One eV in J (the elementary charge in C; exact since the 2019 SI)."""
+
+KB_EV_PER_K = 1.380649e-23 / EV_JOULE
+"""Boltzmann's constant in eV/K: k_B (J/K, exact) over e, 8.617333262...e-5."""

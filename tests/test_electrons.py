@@ -25,8 +25,19 @@ BE2_ENERGIES = -5.0 + 2.5 * np.arange(11)
 METHODS = ("analytical", "quadrature")
 
 
+# MALA computed the reference with ase.units.kB (CODATA 2014); mlscale uses CODATA 2018.
+# The same k_B·T is mlscale's temperature T·MALA_KB/KB_EV_PER_K (3.6e-7 relative apart).
+MALA_KB = 8.617330337217213e-05
+
+
+def same_kT(temperature_K):
+    """mlscale's temperature with the k_B·T of MALA's ``temperature_K``."""
+    return temperature_K * MALA_KB / KB_EV_PER_K
+
+
 def snapshot(index):
-    return REFERENCE["snapshots"][index]
+    return {**REFERENCE["snapshots"][index],
+            "temperature_K": same_kT(REFERENCE["snapshots"][index]["temperature_K"])}
 
 
 def load_ldos(be2, ref):
@@ -61,7 +72,7 @@ def test_fermi_function_is_safe_for_large_arguments():
 @pytest.mark.parametrize("case", REFERENCE["analytical_weights"], ids=lambda c: f"mu{c['mu_eV']}_T{c['temperature_K']:.0f}")
 def test_analytical_weights_match_mala(case):
     energies_e = case["start_eV"] + case["step_eV"] * np.arange(case["count"])
-    mu, T = case["mu_eV"], case["temperature_K"]
+    mu, T = case["mu_eV"], same_kT(case["temperature_K"])
     w_occ = el.occupation_weights(energies_e, mu, T)
     # MALA cancels large polylog terms (mpmath at 15 digits): its weights carry round-off
     # up to ~4e-12 (e.g. -3.5e-12 for an entropy weight that is 0 to 1e-300)
