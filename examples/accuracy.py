@@ -94,9 +94,9 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
     from mlscale.energy import density_energy_terms, total_energy
     from mlscale.grid import DistributedGrid
     from mlscale.inference import grid_for, number_of_electrons, predict
-    from mlscale.output import write_fields
     from mlscale.io import read_npy_block
     from mlscale.model import ModelInfo
+    from mlscale.output import write_fields
 
     data_dir = Path(data_dir)
     with comm.collective():

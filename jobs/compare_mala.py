@@ -51,9 +51,9 @@ def peak_rss_mib() -> float:
 # -- MALA worker (runs in MALA's venv; imports nothing from mlscale) -----------------------
 def worker_mala(args) -> None:
     start = time.perf_counter()
-    from mpi4py import MPI
     import ase.io
     import mala
+    from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     archive = Path(args.archive)

@@ -176,7 +176,8 @@ def weak(args):
     for p in (4, 8):
         records[p].append(run(args, f"weak-{p}r", structure(args.out, reps[p]), p))
     table(records, "ranks")
-    print("\n| ranks | atoms | band energy / atom (eV) | Fermi level (eV) | electrons from density |")
+    print("\n| ranks | atoms | band energy / atom (eV) | Fermi level (eV) "
+          "| electrons from density |")
     print("|---:|---:|---:|---:|---:|")
     for p, recs in records.items():
         r = recs[0]
@@ -245,8 +246,11 @@ def table(records: dict, key: str):
           " network | electrons | output | peak MiB per rank | load |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k, recs in records.items():
-        med = lambda f: statistics.median(f(r) for r in recs)  # noqa: E731
-        cpu = lambda phase: med(lambda r: r["cpu_timings_s"].get(phase, 0.0))  # noqa: E731
+        def med(f, recs=recs):
+            return statistics.median(f(r) for r in recs)
+
+        def cpu(phase, med=med):
+            return med(lambda r: r["cpu_timings_s"].get(phase, 0.0))
         print(f"| {k} | {recs[0]['atoms']} | {block_points(recs[0]):,} | "
               f"{med(lambda r: r['wall_s']):.1f} | {cpu('descriptors'):.2f} | "
               f"{cpu('network'):.2f} | {cpu('electrons'):.2f} | {cpu('output'):.2f} | "

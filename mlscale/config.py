@@ -156,7 +156,7 @@ class EnergyGrid:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EnergyGrid":
+    def from_dict(cls, data: dict) -> EnergyGrid:
         return _from_dict(cls, data, "energy grid")
 
 
@@ -228,7 +228,7 @@ class BispectrumSettings:
                 "radii/weights in the descriptor settings")
 
     def with_species(self, species: Sequence[str], radii: Sequence[float] | None = None,
-                     weights: Sequence[float] | None = None) -> "BispectrumSettings":
+                     weights: Sequence[float] | None = None) -> BispectrumSettings:
         """Copy with another species list (this radius and weight 1 where not given: such
         species are indistinguishable, see :meth:`indistinguishable_species`)."""
         species = tuple(species)
@@ -244,7 +244,7 @@ class BispectrumSettings:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BispectrumSettings":
+    def from_dict(cls, data: dict) -> BispectrumSettings:
         return _from_dict(cls, data, "bispectrum")
 
 
@@ -274,7 +274,7 @@ class ModelSettings:
                 "ldos_restriction": self.ldos_restriction}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelSettings":
+    def from_dict(cls, data: dict) -> ModelSettings:
         return _from_dict(cls, data, "model")
 
 
@@ -328,5 +328,5 @@ class TrainingSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainingSettings":
+    def from_dict(cls, data: dict) -> TrainingSettings:
         return _from_dict(cls, data, "training")

@@ -46,7 +46,7 @@ class SnapshotFiles:
     ldos: Path
 
     @classmethod
-    def parse(cls, text: str) -> "SnapshotFiles":
+    def parse(cls, text: str) -> SnapshotFiles:
         """``"DESCRIPTORS:LDOS"`` (e.g. ``Be_snapshot0.in.npy:Be_snapshot0.out.npy``)."""
         parts = str(text).rsplit(":", 1)
         if len(parts) != 2 or not all(parts):

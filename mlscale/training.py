@@ -35,8 +35,15 @@ import safetensors.torch
 import torch
 
 from .config import DEVICES, DISTRIBUTED_BACKENDS, SHUFFLES, ModelSettings, TrainingSettings
-from .data import (CHUNK_POINTS, SnapshotFiles, SnapshotSet, Statistics, cache_openpmd,
-                   open_snapshots, scaling_statistics)
+from .data import (
+    CHUNK_POINTS,
+    SnapshotFiles,
+    SnapshotSet,
+    Statistics,
+    cache_openpmd,
+    open_snapshots,
+    scaling_statistics,
+)
 from .distributed import data_parallel, select_device
 from .electrons import fermi_function
 from .errors import MlscaleError

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from dataclasses import fields
 
 import pytest
+import tomllib
 
-from mlscale.config import (BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings,
-                            checked_fields, field_doc)
+from mlscale.config import (
+    BispectrumSettings,
+    EnergyGrid,
+    ModelSettings,
+    TrainingSettings,
+    checked_fields,
+    field_doc,
+)
 from mlscale.datagen.settings import DFTSettings, LdosSettings
 from mlscale.errors import MlscaleError
 

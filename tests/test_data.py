@@ -9,8 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlscale.data import (Snapshot, SnapshotFiles, SnapshotSet, cache_openpmd, open_snapshots,
-                          scaling_statistics)
+from mlscale.data import (
+    Snapshot,
+    SnapshotFiles,
+    SnapshotSet,
+    cache_openpmd,
+    open_snapshots,
+    scaling_statistics,
+)
 from mlscale.errors import MlscaleError
 from mlscale.io.numpy_io import read_npy_header
 from mlscale.parallel import self_comm

@@ -7,8 +7,19 @@ import pytest
 from ase.build import bulk
 
 from mlscale.errors import MlscaleError
-from mlscale.grid import (Block, Decomposition, Grid, atoms_in_block, halo_atoms, halo_c,
-                          largest_block, process_grid, qe_fft_shape, slabs, split_axis)
+from mlscale.grid import (
+    Block,
+    Decomposition,
+    Grid,
+    atoms_in_block,
+    halo_atoms,
+    halo_c,
+    largest_block,
+    process_grid,
+    qe_fft_shape,
+    slabs,
+    split_axis,
+)
 
 
 @pytest.mark.parametrize("nranks", [1, 2, 3, 4, 5, 6, 7, 8, 12, 17])
@@ -19,7 +30,7 @@ def test_blocks_tile_the_grid_exactly(shape, nranks):
                  for pz in range(1, shape[2] + 1))
     if not exists:  # e.g. 17 ranks: a prime above every axis length
         with pytest.raises(MlscaleError, match="cannot split"):
-            Decomposition(shape, nranks).dims
+            Decomposition(shape, nranks).dims  # noqa: B018 - the property raises
         return
     decomposition = Decomposition(shape, nranks)
     owner = np.full(shape, -1)

@@ -13,12 +13,12 @@ import pytest
 import safetensors
 import torch
 
+from mlscale import training
 from mlscale.config import BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings
 from mlscale.data import SnapshotSet, open_snapshots, scaling_statistics
 from mlscale.errors import MlscaleError
 from mlscale.model import DEFAULT_CHUNK_POINTS, ModelInfo, TorchModel, save_model
 from mlscale.parallel import self_comm
-from mlscale import training
 from mlscale.training import TrainingInterrupted, shuffled_points, train
 from tests.snapshot_data import N_ENERGIES, N_FEATURES, full_arrays, write_snapshots
 

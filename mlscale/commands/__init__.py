@@ -1,1 +1,4 @@
-"""Sub-commands of the ``mlscale`` CLI: each module has ``add_arguments(parser)`` and ``run(args, comm)``."""
+"""Sub-commands of the ``mlscale`` CLI.
+
+Each module has ``add_arguments(parser)`` and ``run(args, comm)``.
+"""

@@ -21,9 +21,22 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import (DEVICES, DISTRIBUTED_BACKENDS, HIDDEN_LAYERS, OUTPUT_SCALINGS, SHUFFLES,
-                      BispectrumSettings, EnergyGrid, ModelSettings, TrainingSettings,
-                      checked_fields, field_default, field_doc, field_types, setting)
+from ..config import (
+    DEVICES,
+    DISTRIBUTED_BACKENDS,
+    HIDDEN_LAYERS,
+    OUTPUT_SCALINGS,
+    SHUFFLES,
+    BispectrumSettings,
+    EnergyGrid,
+    ModelSettings,
+    TrainingSettings,
+    checked_fields,
+    field_default,
+    field_doc,
+    field_types,
+    setting,
+)
 from ..errors import MlscaleError
 from ..parallel import Comm
 

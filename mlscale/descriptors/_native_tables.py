@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from math import factorial, sqrt
 
 import numpy as np
@@ -35,7 +35,7 @@ def bispectrum_triples(twojmax: int) -> list[tuple[int, int, int]]:
             if j >= j1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def clebsch_gordan(j1: int, m1: int, j2: int, m2: int, j: int, m: int) -> float:
     """<J1 M1 J2 M2 | J M> with doubled angular momenta, ``m`` indices 0..j (Racah).
 
@@ -102,7 +102,7 @@ def _row_products(j1, j2, j, m):
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def tables(twojmax: int) -> Tables:
     """The kernel tables for ``twojmax`` (built once per process)."""
     J = twojmax

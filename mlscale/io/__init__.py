@@ -7,8 +7,14 @@ each rank writes only its own block. Outputs are written atomically.
 
 from .atomic import atomic_path, write_json_atomic, write_text_atomic
 from .cube import ldos_cube_paths, read_cube, read_cube_block, read_ldos_cubes
-from .numpy_io import (check_finite, npy_shape, read_descriptors_npy, read_ldos_npy,
-                       read_npy_block, write_npy_distributed)
+from .numpy_io import (
+                       check_finite,
+                       npy_shape,
+                       read_descriptors_npy,
+                       read_ldos_npy,
+                       read_npy_block,
+                       write_npy_distributed,
+)
 from .openpmd_io import DENSITY_UNITS, LDOS_UNITS, openpmd_info, read_openpmd, write_openpmd
 from .qe import parse_pw_output
 from .structure import read_structure, write_structure

@@ -11,11 +11,15 @@ metadata (descriptor settings, energy grid, temperature, species, ...):
     ldos         = restrict(mlp(x_normalised) * output_scale + output_shift)
 
 Loading never unpickles anything. The metadata is parsed once, into :class:`ModelInfo`.
+Files written since issue 14 also record ``tensors_sha256`` (:func:`tensors_sha256`: the
+names, dtypes, shapes and bytes of all tensors), verified on load, so flipped bytes in
+the weights are refused; older files without it still load.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,14 +145,31 @@ def check_tensors(settings: ModelSettings, tensors: dict, source="model") -> Non
                            f"{list(settings.layers)} (expected {expected}, found {found})")
     if not all(np.isfinite(np.asarray(t)).all() for t in tensors.values()):
         raise MlscaleError(f"{source}: model tensors contain NaN or infinity")
+    if not np.any(np.asarray(tensors["output_scale"])):
+        raise MlscaleError(f"{source}: output_scale is zero for every energy, so the network "
+                           f"would predict the constant output_shift (a broken scaling)")
 
 
-def file_metadata(metadata: dict, settings: ModelSettings) -> str:
+def tensors_sha256(tensors: dict) -> str:
+    """SHA-256 (hex) over the tensors (NumPy arrays) in name order: each name, dtype,
+    shape and C-order bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def file_metadata(metadata: dict, settings: ModelSettings, tensors: dict | None = None) -> str:
     """The JSON string stored under METADATA_KEY: ``metadata`` (checked) plus ``format``,
-    ``format_version``, ``model`` and ``units``."""
+    ``format_version``, ``model``, ``units`` and, given the tensors (NumPy arrays, as
+    stored), their ``tensors_sha256``."""
     ModelInfo.from_metadata(metadata, settings)
     full = {**metadata, "format": FORMAT, "format_version": FORMAT_VERSION,
             "model": settings.to_dict(), "units": UNITS}
+    if tensors is not None:
+        full["tensors_sha256"] = tensors_sha256(tensors)
     try:
         return json.dumps(full, allow_nan=False)
     except (TypeError, ValueError) as error:
@@ -194,6 +215,10 @@ def read_model_file(path) -> tuple[ModelInfo, dict]:
     except MlscaleError as error:
         raise MlscaleError(f"{path}: {error}") from None
     check_tensors(info.settings, tensors, path)
+    recorded = metadata.get("tensors_sha256")
+    if recorded is not None and tensors_sha256(tensors) != recorded:
+        raise MlscaleError(f"{path} is corrupt: the SHA-256 of its tensors differs from the "
+                           f"one recorded when it was written (tensors_sha256 {recorded})")
     return info, tensors
 
 

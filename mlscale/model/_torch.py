@@ -172,13 +172,14 @@ def save_model(path, model: LDOSModel, metadata: dict) -> None:
     """Write ``model`` and ``metadata`` (JSON-serialisable) to one safetensors file, atomically.
 
     The stored metadata is ``metadata`` plus ``format``, ``format_version``, ``model``
-    (layers, activation, LDOS restriction) and ``units``.
+    (layers, activation, LDOS restriction), ``units`` and ``tensors_sha256``.
     """
     from ..io.atomic import atomic_path
 
-    text = file_metadata(metadata, model.settings)
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous()
                for name, t in model.state_dict().items()}
+    text = file_metadata(metadata, model.settings,
+                         {name: t.numpy() for name, t in tensors.items()})
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(safetensors.torch.save(tensors, metadata={METADATA_KEY: text}))
 

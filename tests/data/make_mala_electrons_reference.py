@@ -19,9 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import mala
+import numpy as np
 from mala.targets.calculation_helpers import analytical_integration
 
 HERE = Path(__file__).resolve().parent

@@ -18,10 +18,9 @@ import os
 import sys
 from pathlib import Path
 
+import mala
 import numpy as np
 import torch
-
-import mala
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("MLSCALE_MALA_DATA",
