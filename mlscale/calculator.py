@@ -79,6 +79,7 @@ class MlscaleCalculator(Calculator):
                                             pseudopotentials=pps,
                                             with_forces="forces" in properties,
                                             **self.options)
+        assert self.prediction.total_energy_eV is not None  # pseudopotentials were given
         energy = float(self.prediction.total_energy_eV)
         self.results = {"energy": energy, "free_energy": energy}
         if self.prediction.forces is not None:
@@ -87,7 +88,8 @@ class MlscaleCalculator(Calculator):
     def _pseudopotentials(self, atoms: Atoms) -> dict[str, Path | Pseudopotential]:
         if isinstance(self.pseudopotentials, dict):
             return dict(self.pseudopotentials)
-        return find_pseudopotentials(self.pseudopotentials, set(atoms.get_chemical_symbols()))
+        return {symbol: path for symbol, path in find_pseudopotentials(
+            self.pseudopotentials, set(atoms.get_chemical_symbols())).items()}
 
     def _check_same_atoms(self, atoms: Atoms) -> None:
         """MlscaleError (on every rank) unless all ranks hold the same structure."""

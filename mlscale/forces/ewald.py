@@ -57,7 +57,9 @@ def _reciprocal_gradient(frac_ac, charge_a, fft: DistributedFFT, eta: float,
     phi_b = fft.backward(4 * np.pi / fft.grid.volume * k_q * c_q**2 * s_q)
     block = fft.block
     shape = np.array(fft.grid.shape)
-    local, weight, slope = [], [], []
+    local: list[np.ndarray] = []
+    weight: list[np.ndarray] = []
+    slope: list[np.ndarray] = []
     for axis in range(3):
         k0_a, w_aj, dw_aj = bspline_weights_and_derivatives(frac_ac[:, axis] * shape[axis])
         index_aj = (k0_a[:, None] + np.arange(ORDER)) % shape[axis] - block.start[axis]
@@ -66,7 +68,9 @@ def _reciprocal_gradient(frac_ac, charge_a, fft: DistributedFFT, eta: float,
         weight.append(w_aj)
         slope.append(dw_aj)
     du_ac = np.zeros((len(charge_a), 3))
-    _gather_stencils(charge_a, *local, *weight, *slope, phi_b, du_ac)
+    (ix_aj, iy_aj, iz_aj), (wx_aj, wy_aj, wz_aj), (dx_aj, dy_aj, dz_aj) = local, weight, slope
+    _gather_stencils(charge_a, ix_aj, iy_aj, iz_aj, wx_aj, wy_aj, wz_aj, dx_aj, dy_aj, dz_aj,
+                     phi_b, du_ac)
     return du_ac
 
 
@@ -92,8 +96,10 @@ def bspline_weights_and_derivatives(x_a: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 @numba.njit(cache=True)
-def _gather_stencils(q_a, ix_aj, iy_aj, iz_aj, wx_aj, wy_aj, wz_aj, dx_aj, dy_aj, dz_aj,
-                     phi_b, out_ac):
+def _gather_stencils(q_a: np.ndarray, ix_aj: np.ndarray, iy_aj: np.ndarray, iz_aj: np.ndarray,
+                     wx_aj: np.ndarray, wy_aj: np.ndarray, wz_aj: np.ndarray,
+                     dx_aj: np.ndarray, dy_aj: np.ndarray, dz_aj: np.ndarray,
+                     phi_b: np.ndarray, out_ac: np.ndarray) -> None:
     """out[a] += q_a Σ φ[x, y, z] (dwx wy wz, wx dwy wz, wx wy dwz) over the stencil points
     in this block (index −1: not in this block)."""
     for a in range(q_a.shape[0]):
@@ -121,14 +127,15 @@ def _real_space_forces(frac_ac, charge_a, cell_cv, eta, cutoff, comm) -> np.ndar
     heights = volume / np.linalg.norm(np.cross(cell_cv[[1, 2, 0]], cell_cv[[2, 0, 1]]), axis=1)
     margin = cutoff / heights
     reach = np.ceil(margin).astype(int)
-    image_pos, image_charge = [], []
+    pos_parts: list[np.ndarray] = []
+    charge_parts: list[np.ndarray] = []
     for shift in np.ndindex(*(2 * reach + 1)):
         frac = frac_ac + (np.array(shift) - reach)
         keep = np.all((frac >= -margin) & (frac < 1 + margin), axis=1)
-        image_pos.append(frac[keep] @ cell_cv)
-        image_charge.append(charge_a[keep])
-    image_pos = np.concatenate(image_pos)
-    image_charge = np.concatenate(image_charge)
+        pos_parts.append(frac[keep] @ cell_cv)
+        charge_parts.append(charge_a[keep])
+    image_pos = np.concatenate(pos_parts)
+    image_charge = np.concatenate(charge_parts)
     tree = cKDTree(image_pos)
     natoms = len(charge_a)
     mine = np.arange(natoms * comm.rank // comm.size, natoms * (comm.rank + 1) // comm.size)
