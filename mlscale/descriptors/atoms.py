@@ -105,9 +105,9 @@ def closest_close_pair(cell_cv: np.ndarray, pos_av: np.ndarray, cutoff: float):
         members = order_a[first:first + _CROWDED + 1]
         dist_aa = np.linalg.norm(pos_av[members][None] - pos_av[members][:, None], axis=2)
         np.fill_diagonal(dist_aa, np.inf)
-        i, j = np.unravel_index(np.argmin(dist_aa), dist_aa.shape)
-        if dist_aa[i, j] < cutoff:
-            i, j = sorted((int(members[i]), int(members[j])))
+        row, col = np.unravel_index(np.argmin(dist_aa), dist_aa.shape)
+        if dist_aa[row, col] < cutoff:
+            i, j = sorted((int(members[row]), int(members[col])))
             return i, j, float(dist_aa.min())
 
     best = None
@@ -131,6 +131,6 @@ def closest_close_pair(cell_cv: np.ndarray, pos_av: np.ndarray, cutoff: float):
             dist_p[(i_p == j_p) & np.all(shift_pc == 0, axis=1)] = np.inf
             k = int(np.argmin(dist_p)) if len(dist_p) else 0
             if len(dist_p) and dist_p[k] < cutoff and (best is None or dist_p[k] < best[2]):
-                i, j = sorted((int(i_p[k]), int(j_p[k])))
-                best = (i, j, float(dist_p[k]))
+                first, second = sorted((int(i_p[k]), int(j_p[k])))
+                best = (first, second, float(dist_p[k]))
     return best

@@ -56,7 +56,7 @@ def _read_header(f, path) -> tuple[dict, Atoms]:
         raise MlscaleError(f"cube file {path} has a corrupt header")
     length = 1.0 if counts[0] < 0 else BOHR_ANGSTROM  # to Å
     shape = tuple(abs(n) for n in counts)
-    meta = {
+    meta: dict = {
         "comments": comments,
         "shape": shape,
         "origin_c": np.array(origin) * length,

@@ -49,7 +49,8 @@ def _last(pattern: str, text: str, path, what: str, required: bool = True):
 
 def _eigenvalues(section: str, n_bands: int, path) -> np.ndarray | None:
     """Eigenvalues ``[k, band]`` (eV) printed after 'End of self-consistent calculation'."""
-    bands, skipping = [], False
+    bands: list[list[float]] = []
+    skipping = False
     for line in section.splitlines():
         if re.match(r"\s*k =.*bands \(ev\)", line):
             bands.append([])
