@@ -119,6 +119,44 @@ def setup(atoms: Atoms, info: ModelInfo, comm: Comm, *, shape: Sequence[int] | N
     return dgrid, float(n_electrons)
 
 
+def check_pseudopotentials(info: ModelInfo, pseudopotentials: Mapping[str, Any]) -> None:
+    """Read each UPF (paths or :class:`~mlscale.energy.Pseudopotential`; MlscaleError for a
+    corrupt file, before any work) and compare its valence with the model's
+    ``valence_electrons``: another valence (a semicore UPF) gives another density and
+    total energy, so it is an error."""
+    for symbol, source in pseudopotentials.items():
+        pp = source if isinstance(source, energy.Pseudopotential) else energy.read_upf(source)
+        expected = info.valence_electrons.get(symbol)
+        if expected is not None and abs(pp.z_valence - expected) > 1e-6:
+            raise MlscaleError(
+                f"pseudopotential {pp.path} has {pp.z_valence:g} valence electrons for "
+                f"{symbol}, the model {expected:g}: use the pseudopotential of the model's "
+                f"training data")
+
+
+#: warn for grid spacings this much coarser (or twice this much finer) than the training grid
+SPACING_TOLERANCE = 1.25
+
+
+def grid_spacing_warning(grid: Grid, info: ModelInfo) -> str | None:
+    """A warning when ``grid``'s spacings are far from those of QE's grid at the model's
+    ecutrho (the grid its training data were computed on): more than 25 % coarser or 2.5×
+    finer along an axis. None without a recorded ecutrho or when the spacing fits."""
+    if info.ecutrho_Ry is None:
+        return None
+    reference = Grid(grid.cell_cv, qe_fft_shape(grid.cell_cv, info.ecutrho_Ry))
+    ratio_c = (np.linalg.norm(grid.voxel_cv, axis=1)
+               / np.linalg.norm(reference.voxel_cv, axis=1))
+    if ratio_c.max() <= SPACING_TOLERANCE and ratio_c.min() >= 1 / (2 * SPACING_TOLERANCE):
+        return None
+    spacing = ", ".join(f"{x:.3f}" for x in np.linalg.norm(grid.voxel_cv, axis=1))
+    trained = ", ".join(f"{x:.3f}" for x in np.linalg.norm(reference.voxel_cv, axis=1))
+    return (f"the grid {list(grid.shape)} has spacings {spacing} Å, "
+            f"{' '.join(f'{r:.2f}' for r in ratio_c)} times those of the model's training "
+            f"grid ({list(reference.shape)} at ecutrho {info.ecutrho_Ry:g} Ry: {trained} Å); "
+            f"the LDOS integrals are less accurate on a coarser grid")
+
+
 # -- stages -------------------------------------------------------------------------------
 def ldos_on_grid(atoms: Atoms, model: Model, dgrid: DistributedGrid, backend: str,
                  chunk_points: int, timings: Timings, dtype: DTypeLike = np.float32
@@ -222,6 +260,9 @@ def predict(atoms: Atoms, model: Model, dgrid: DistributedGrid, n_electrons: flo
     if with_forces and (pseudopotentials is None or fermi_energy is not None):
         raise MlscaleError("forces need pseudopotentials and the Fermi level of the "
                            "electron count (no --fermi-energy)")
+    if pseudopotentials is not None:
+        with dgrid.comm.collective():
+            check_pseudopotentials(info, pseudopotentials)
     ldos_pe, local_dos_e = ldos_on_grid(atoms, model, dgrid, backend, chunk_points, timings,
                                         ldos_dtype)
     with timings.phase("electrons"):

@@ -392,3 +392,170 @@ def test_a_signal_to_one_rank_of_a_two_rank_predict_ends_both_ranks_promptly(
             in stderr), stderr[-2000:]
     assert elapsed_s < 15, elapsed_s
     assert check_run_directory(out) == "incomplete"
+
+
+# -- 4. checks before the work and consistency checks ------------------------------------------
+def _flip_first_weight_bit(source: Path, target: Path) -> None:
+    """Copy a safetensors file flipping the lowest mantissa bit of its first tensor value
+    (still a finite float32, so only a checksum can tell)."""
+    data = bytearray(source.read_bytes())
+    header_bytes = int.from_bytes(data[:8], "little")
+    data[8 + header_bytes] ^= 0x01
+    target.write_bytes(bytes(data))
+
+
+def _rewrite_model(source: Path, target: Path, change_tensors=None, drop_checksum=False):
+    """Rewrite a model file's tensors and metadata (for old-format and broken files)."""
+    import safetensors
+    import safetensors.numpy
+
+    with safetensors.safe_open(str(source), framework="np") as handle:
+        metadata = json.loads(handle.metadata()["mlscale"])
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    if change_tensors:
+        tensors.update(change_tensors(tensors))
+    if drop_checksum:
+        del metadata["tensors_sha256"]
+    target.write_bytes(safetensors.numpy.save(tensors, {"mlscale": json.dumps(metadata)}))
+
+
+def test_a_model_file_with_one_flipped_bit_in_its_weights_is_refused(tiny, tmp_path):
+    from mlscale.model import load_model
+
+    load_model(tiny["model"])  # the intact file loads
+    broken = tmp_path / "flipped.safetensors"
+    _flip_first_weight_bit(tiny["model"], broken)
+    assert broken.read_bytes() != tiny["model"].read_bytes()
+    with pytest.raises(MlscaleError, match=f"{broken} is corrupt: the SHA-256 of its tensors"):
+        load_model(broken)
+
+
+def test_a_model_file_written_before_checksums_still_loads(tiny, tmp_path):
+    from mlscale.model import load_model
+
+    old = tmp_path / "old.safetensors"
+    _rewrite_model(tiny["model"], old, drop_checksum=True)
+    flipped = tmp_path / "old-flipped.safetensors"
+    _flip_first_weight_bit(old, flipped)
+    x_pf = np.random.default_rng(0).random((7, 5))
+    np.testing.assert_array_equal(load_model(old)(x_pf), load_model(tiny["model"])(x_pf))
+    load_model(flipped)  # nothing to verify against: accepted, as before
+
+
+def test_a_model_whose_output_scales_are_all_zero_is_refused(tiny, tmp_path):
+    from mlscale.model import load_model
+
+    zero = tmp_path / "zero.safetensors"
+    _rewrite_model(tiny["model"], zero, drop_checksum=True,
+                   change_tensors=lambda t: {"output_scale": np.zeros_like(t["output_scale"])})
+    with pytest.raises(MlscaleError, match="output_scale is zero for every energy"):
+        load_model(zero)
+
+
+@pytest.fixture(scope="module")
+def upf_dirs(tmp_path_factory):
+    """Al UPF directories: QE's Al.pz-vbc (3 valence electrons), the same with
+    z_valence 11 (as a semicore UPF), and one truncated after its header."""
+    source = Path("/usr/share/espresso/pseudo/Al.pz-vbc.UPF")
+    if not source.is_file():
+        pytest.skip(f"{source} not installed (Quantum ESPRESSO pseudopotentials)")
+    text = source.read_text()
+    dirs = {name: tmp_path_factory.mktemp(name) for name in ("good", "semicore", "corrupt")}
+    (dirs["good"] / source.name).write_text(text)
+    assert text.count('z_valence="3.000000000000e0"') == 1
+    (dirs["semicore"] / source.name).write_text(
+        text.replace('z_valence="3.000000000000e0"', 'z_valence="1.100000000000e1"'))
+    (dirs["corrupt"] / source.name).write_text(text[:text.index("<PP_R>")])
+    return dirs
+
+
+def test_a_pseudopotential_of_another_valence_than_the_model_fails_before_the_work(
+        tiny, upf_dirs, tmp_path):
+    run = _predict(tiny, tmp_path / "run", "--pseudopotentials", upf_dirs["semicore"])
+    assert run.returncode == 1 and "OUTPUT-PHASE" not in run.stdout
+    assert (f"mlscale: error: pseudopotential {upf_dirs['semicore'] / 'Al.pz-vbc.UPF'} has 11 "
+            "valence electrons for Al, the model 3") in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "run").exists()  # refused before the output directory was claimed
+
+
+def test_a_corrupt_pseudopotential_fails_before_the_work(tiny, upf_dirs, tmp_path):
+    run = _predict(tiny, tmp_path / "run", "--pseudopotentials", upf_dirs["corrupt"])
+    assert run.returncode == 1 and "OUTPUT-PHASE" not in run.stdout
+    assert ("mlscale: error: corrupt pseudopotential "
+            f"{upf_dirs['corrupt'] / 'Al.pz-vbc.UPF'}") in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_grid_far_coarser_than_the_training_grid_warns_stating_the_ratio(tiny, tmp_path):
+    import ase.io
+
+    from mlscale.grid import Grid
+    from mlscale.inference import grid_for, grid_spacing_warning
+    from mlscale.model import load_model
+
+    info = load_model(tiny["model"]).info
+    atoms = ase.io.read(tiny["structure"])
+    trained = grid_for(atoms, info)  # QE's grid at the model's ecutrho
+    assert grid_spacing_warning(trained, info) is None
+    n = trained.shape[0]
+    assert grid_spacing_warning(Grid(atoms.cell[:], (n - 1,) * 3), info) is None  # near
+    coarse = Grid(atoms.cell[:], (n // 2,) * 3)
+    ratio = f"{n / (n // 2):.2f}"  # cubic cell: spacing ratio = point-count ratio
+    warning = grid_spacing_warning(coarse, info)
+    assert warning is not None and f"{ratio} {ratio} {ratio} times those of the model's" in warning
+    run = _predict(tiny, tmp_path / "run", "--grid", *(n // 2,) * 3)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"mlscale: warning: the grid [{n // 2}, {n // 2}, {n // 2}] has spacings" in run.stderr
+
+
+def _energy_inputs(upf_dirs):
+    import ase.build
+
+    atoms = ase.build.bulk("Al", "fcc", a=4.05, cubic=True)
+    dgrid = DistributedGrid(Grid(atoms.cell[:], (12, 12, 12)), self_comm())
+    pps = {"Al": upf_dirs["good"] / "Al.pz-vbc.UPF"}
+    uniform_b = np.full(dgrid.local_shape, 12.0 / atoms.get_volume())  # 12 electrons
+    return atoms, dgrid, pps, uniform_b
+
+
+def test_energy_refuses_negative_and_non_finite_densities(upf_dirs):
+    from mlscale.energy import density_energy_terms
+    from mlscale.energy.total import _check_sign
+
+    atoms, dgrid, pps, uniform_b = _energy_inputs(upf_dirs)
+    with pytest.raises(MlscaleError, match="the density is not a density: 12 of its 12 electrons"):
+        density_energy_terms(-uniform_b, dgrid, atoms, pps)
+    dipped_b = uniform_b.copy()
+    dipped_b[0, 0, :3] = -0.5 * uniform_b[0, 0, 0]  # 1.5 points' worth of -0.5: ≈ 0.05 %
+    _check_sign(dipped_b, dgrid)  # a predicted density may dip slightly below zero
+    dipped_b[:2] = -uniform_b[:2]  # 2 of 12 planes negative: 1/6 of the charge
+    with pytest.raises(MlscaleError, match="at most 1% may be"):
+        _check_sign(dipped_b, dgrid)
+    nan_b = uniform_b.copy()
+    nan_b[3, 4, 5] = np.nan
+    with pytest.raises(MlscaleError, match="density contains NaN"):
+        density_energy_terms(nan_b, dgrid, atoms, pps)
+
+
+def test_energy_and_electrons_refuse_grid_files_of_another_cell(upf_dirs, tmp_path, capsys):
+    import ase.io
+
+    from mlscale.cli import main
+
+    atoms, dgrid, _, uniform_b = _energy_inputs(upf_dirs)
+    write_openpmd(tmp_path / "density.h5", "Density", uniform_b, dgrid)
+    write_openpmd(tmp_path / "ldos.h5", "LDOS", np.full(dgrid.local_shape + (5,), 0.05), dgrid)
+    strained = atoms.copy()
+    strained.set_cell(atoms.cell[:] * 1.03, scale_atoms=True)
+    ase.io.write(tmp_path / "strained.xyz", strained, format="extxyz")
+    status = main(["energy", str(tmp_path / "density.h5"), "--structure",
+                   str(tmp_path / "strained.xyz"), "--pseudopotentials", str(upf_dirs["good"])])
+    assert status == 1
+    assert (f"the cell recorded in {tmp_path / 'density.h5'} differs from the cell of the "
+            "structure by up to 0.1215 Å") in capsys.readouterr().err
+    status = main(["electrons", str(tmp_path / "ldos.h5"), "--energy-grid", "-2", "1", "5",
+                   "--temperature", "300", "--electrons", "12", "--cell-from",
+                   str(tmp_path / "strained.xyz")])
+    assert status == 1
+    assert (f"the cell recorded in {tmp_path / 'ldos.h5'} differs from the cell of "
+            f"{tmp_path / 'strained.xyz'}") in capsys.readouterr().err

@@ -14,8 +14,9 @@ from ..config import EnergyGrid
 from ..errors import MlscaleError
 from ..grid import DistributedGrid, Grid, grid_shape
 from ..inference import electrons_from_ldos
-from ..io.grid_arrays import grid_array_shape, read_grid_block
+from ..io.grid_arrays import grid_array_format, grid_array_shape, read_grid_block
 from ..io.numpy_io import check_finite
+from ..io.openpmd_io import check_recorded_cell
 from ..io.run_directory import claim_directory
 from ..io.structure import read_structure
 from ..output import write_fields, write_results
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
         atoms = read_structure(args.cell_from)
         shape = grid_shape(grid_array_shape(path, "LDOS")[:3])
         dgrid = DistributedGrid(Grid(atoms.cell[:], shape), comm)
+        if grid_array_format(path) == "openpmd":  # mlscale's files record the cell
+            check_recorded_cell(path, "LDOS", dgrid.cell_cv, args.cell_from)
     claim = claim_directory(Path(args.output), comm) if args.output else None
     with comm.collective():
         ldos_be = read_grid_block(path, dgrid.block, mesh="LDOS")

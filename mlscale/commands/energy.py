@@ -18,6 +18,7 @@ from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, Grid, grid_shape
 from ..io.cube import read_cube_block
 from ..io.grid_arrays import grid_array_format, grid_array_shape, read_grid_block
+from ..io.openpmd_io import check_recorded_cell
 from ..io.structure import read_structure
 from ..parallel import Comm
 from ..units import BOHR_ANGSTROM
@@ -68,4 +69,6 @@ def _read_density(path: Path, dgrid: DistributedGrid, mesh: str) -> np.ndarray:
         if not np.allclose(cube_cell, dgrid.cell_cv, rtol=0, atol=1e-4):
             raise MlscaleError(f"the cell of {path} differs from the structure's cell")
         density_b = density_b / BOHR_ANGSTROM**3
+    elif grid_array_format(path) == "openpmd":
+        check_recorded_cell(path, mesh, dgrid.cell_cv, "the structure")
     return density_b

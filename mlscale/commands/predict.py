@@ -78,6 +78,9 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     dgrid, n_electrons = inference.setup(
         atoms, model.info, comm, shape=args.grid, n_electrons=args.electrons, share=share,
         backend=args.backend, with_energy=pseudopotentials is not None)
+    warning = inference.grid_spacing_warning(dgrid.grid, model.info)
+    if warning:
+        comm.print(f"mlscale: warning: {warning}", file=sys.stderr)
     out = Path(args.output)
     claim = claim_directory(out, comm)  # before the work: probe, lock, old results removed
     prediction = inference.predict(
@@ -112,6 +115,7 @@ def _inputs(args: argparse.Namespace, comm: Comm
         if args.pseudopotentials:
             pseudopotentials = find_pseudopotentials(args.pseudopotentials,
                                                      set(atoms.get_chemical_symbols()))
+            inference.check_pseudopotentials(model.info, pseudopotentials)  # parsed up front
         if args.forces and not args.pseudopotentials:
             raise MlscaleError("--forces needs --pseudopotentials (the total energy)")
         if args.chunk_points < 1:

@@ -51,6 +51,7 @@ def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: A
     symbols = atoms.get_chemical_symbols()
     with dgrid.comm.collective():
         pps, name = _check_inputs(density_b, dgrid, atoms, pseudopotentials, functional)
+    _check_sign(density_b, dgrid)
     fft = DistributedFFT(dgrid.with_cell(dgrid.cell_cv / BOHR_ANGSTROM))
     g2_max = _sphere(fft, ecutrho_Ry, dgrid.shape)
 
@@ -102,6 +103,26 @@ def _check_inputs(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
     pps = _read_pseudopotentials(pseudopotentials, atoms.get_chemical_symbols())
     name = functional_name(functional if functional is not None else _common_functional(pps))
     return pps, name
+
+
+#: the largest negative charge a density may hold, relative to ∫|n| dV (a predicted
+#: density can dip slightly below zero where the LDOS model's error does)
+NEGATIVE_CHARGE_TOLERANCE = 0.01
+
+
+def _check_sign(density_b: np.ndarray, dgrid: DistributedGrid) -> None:
+    """MlscaleError (on every rank) if more than 1 % of the density's charge is negative
+    (a sign error or not a density: XC of n < 0 is undefined). Collective."""
+    negative = dgrid.sum(float(-np.minimum(density_b, 0.0).sum()))
+    absolute = dgrid.sum(float(np.abs(density_b).sum()))
+    if absolute == 0:
+        raise MlscaleError("the density is zero everywhere: no electrons")
+    if negative > NEGATIVE_CHARGE_TOLERANCE * absolute:
+        lowest = dgrid.comm.min(float(density_b.min()) if density_b.size else 0.0)
+        raise MlscaleError(
+            f"the density is not a density: {negative * dgrid.voxel_volume:.4g} of its "
+            f"{absolute * dgrid.voxel_volume:.4g} electrons (∫|n| dV) are negative "
+            f"(lowest n {lowest:.4g} 1/Å³); at most {NEGATIVE_CHARGE_TOLERANCE:.0%} may be")
 
 
 def _sphere(fft: DistributedFFT, ecutrho_Ry: float | None, shape: tuple[int, int, int]

@@ -296,3 +296,17 @@ def read_openpmd(path, mesh_name: str, block: Block | None = None,
     data = check_finite(np.stack(chunks, axis=-1).astype(np.float64, copy=False),
                         f"{path}: mesh {mesh_name!r}")
     return data[..., 0] if len(names) == 1 else data
+
+
+def check_recorded_cell(path, mesh_name: str, cell_cv: np.ndarray, source: str,
+                        atol: float = 1e-4) -> None:
+    """MlscaleError if the mesh records a ``cell`` (Å, as mlscale writes it) other than
+    ``cell_cv`` (the cell of ``source``, e.g. a structure file); nothing if none recorded."""
+    recorded = openpmd_info(path, mesh_name)["attributes"].get("cell")
+    if recorded is None:
+        return
+    recorded_cv = np.reshape(np.asarray(recorded, dtype=float), (3, 3))
+    if not np.allclose(recorded_cv, cell_cv, rtol=0, atol=atol):
+        worst = float(np.abs(recorded_cv - np.asarray(cell_cv)).max())
+        raise MlscaleError(f"the cell recorded in {path} differs from the cell of {source} "
+                           f"by up to {worst:.4g} Å: the grid data belong to another structure")
