@@ -15,7 +15,8 @@ training, and the weights of the best validation epoch are returned.
 
 Checkpoints (safetensors + JSON, no pickle; written atomically by rank 0) hold the
 model, the best weights, Adam's and the scheduler's state, the position (epoch,
-step), the early-stopping state and the history. The order is a function of
+step), the early-stopping state, the history and the SHA-256 of their tensors
+(verified on resume: a corrupted checkpoint is refused). The order is a function of
 (seed, epoch), so a resumed run on the same rank count continues bit for bit.
 SIGTERM finishes the current step on all ranks, writes a checkpoint and raises
 :class:`TrainingInterrupted`.
@@ -49,6 +50,7 @@ from .electrons import fermi_function
 from .errors import MlscaleError
 from .io.atomic import atomic_path
 from .model import LDOSModel, ModelInfo, read_safetensors
+from .model._format import tensors_sha256
 from .parallel import Comm
 
 CHECKPOINT_FORMAT = "mlscale-checkpoint"
@@ -485,7 +487,8 @@ def save_checkpoint(path: str | Path, state: TrainingState) -> None:
               "fingerprint": _fingerprint(state), "progress": state.progress.__dict__,
               "scheduler": state.scheduler.state_dict(),
               "optimizer_param_groups": optimizer_state["param_groups"],
-              "epochs": state.settings.epochs, "metadata": state.metadata}
+              "epochs": state.settings.epochs, "metadata": state.metadata,
+              "tensors_sha256": tensors_sha256({n: t.numpy() for n, t in tensors.items()})}
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(safetensors.torch.save(tensors,
                                                      metadata={"mlscale": json.dumps(header)}))
@@ -494,6 +497,11 @@ def save_checkpoint(path: str | Path, state: TrainingState) -> None:
 def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """``(tensors, header)`` of a checkpoint; tensors grouped into model/best/optimizer."""
     tensors, header = read_safetensors(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+    recorded = header.get("tensors_sha256")  # absent in checkpoints written before it
+    if recorded is not None and tensors_sha256(
+            {n: t.numpy() for n, t in tensors.items()}) != recorded:
+        raise MlscaleError(f"{path} is corrupt: the SHA-256 of its tensors differs from the "
+                           f"one recorded when it was written")
     groups: dict = {"model": {}, "best": {}, "optimizer_state": {}}
     try:
         for name, tensor in tensors.items():

@@ -562,3 +562,40 @@ def test_energy_and_electrons_refuse_grid_files_of_another_cell(upf_dirs, tmp_pa
     assert status == 1
     assert (f"the cell recorded in {tmp_path / 'ldos.h5'} differs from the cell of "
             f"{tmp_path / 'strained.xyz'}") in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_one_flipped_bit_is_refused_on_resume(tmp_path):
+    from mlscale.config import TrainingSettings
+    from mlscale.training import read_checkpoint
+    from tests.snapshot_data import write_snapshots
+    from tests.test_training import run
+
+    train_specs = write_snapshots(tmp_path, 1)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    checkpoint = tmp_path / "run.checkpoint.safetensors"
+    run(train_specs, validation_specs, TrainingSettings(epochs=1, batch_size=16),
+        checkpoint=checkpoint, checkpoint_every=1)
+    read_checkpoint(checkpoint)  # intact
+    broken = tmp_path / "flipped.checkpoint.safetensors"
+    _flip_first_weight_bit(checkpoint, broken)
+    with pytest.raises(MlscaleError, match=f"{broken} is corrupt: the SHA-256 of its tensors"):
+        read_checkpoint(broken)
+
+
+def test_train_into_an_unwritable_place_fails_before_the_first_epoch(read_only_fs, tmp_path,
+                                                                      capsys):
+    from mlscale.cli import main
+    from tests.snapshot_data import write_snapshots
+
+    train_specs = write_snapshots(tmp_path, 1)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    common = ["train", "--train", *train_specs, "--validation", *validation_specs,
+              "--energy-grid", "-5", "2.5", "4", "--temperature", "300", "--species", "Be",
+              "--layers", "5", "8", "4", "--epochs", "2"]
+    assert main([*common, "-o", str(read_only_fs / "model.safetensors")]) == 1
+    captured = capsys.readouterr()
+    assert "epoch" not in captured.out
+    assert (f"cannot write the model file (-o) {read_only_fs / 'model.safetensors'}: "
+            "Read-only file system") in captured.err
+    assert main([*common, "-o", str(tmp_path / "missing" / "model.safetensors")]) == 1
+    assert f"directory {tmp_path / 'missing'} does not exist" in capsys.readouterr().err

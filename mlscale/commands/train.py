@@ -38,6 +38,7 @@ from ..config import (
     setting,
 )
 from ..errors import MlscaleError
+from ..io.run_directory import probe_writable
 from ..parallel import Comm
 
 
@@ -286,6 +287,9 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     with comm.collective():
         options = resolve_options(args)
         job = job_from_options(options)
+        if comm.rank == 0:  # before the epochs, not after them
+            probe_writable(job.output, "the model file (-o)")
+            probe_writable(job.checkpoint, "the checkpoint")
         if options["threads"]:
             torch.set_num_threads(int(options["threads"]))
     warning = job.descriptors.species_warning()

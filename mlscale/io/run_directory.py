@@ -98,6 +98,20 @@ def _claim_on_root(path: Path, what: str) -> DirectoryClaim:
     return DirectoryClaim(path, handle, removed)
 
 
+def probe_writable(path: str | Path, what: str) -> None:
+    """MlscaleError unless the file ``path`` (``what`` it is, e.g. ``"-o"``) can be
+    written later: its directory exists and takes a new file (created and removed)."""
+    directory = Path(path).parent
+    if not directory.is_dir():
+        raise MlscaleError(f"cannot write {what} {path}: directory {directory} does not exist")
+    if Path(path).is_dir():
+        raise MlscaleError(f"cannot write {what} {path}: it is a directory")
+    try:
+        _probe(directory)
+    except OSError as error:
+        raise MlscaleError(f"cannot write {what} {path}: {error.strerror or error}") from None
+
+
 def _probe(path: Path) -> None:
     """Create and remove a file in ``path`` (OSError if the directory is not writable)."""
     probe = temporary_path(path / "probe")
