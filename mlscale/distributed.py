@@ -18,6 +18,12 @@ The DDP wrapper itself is not used because it changes its bucket layout after th
 first iteration, and Horovod's tensor fusion orders tensors as they become ready:
 on 3+ ranks either makes the summation order, hence the last bit of the weights,
 depend on the run's history, and a resumed run would not continue bit for bit.
+
+Watchdog (ddp): a rank waits at most ``MLSCALE_WATCHDOG_S`` seconds (default 120, well
+before the process group's 10-minute timeout) for a step's all-reduce; a peer that
+stalls (stopped, swapping, hung) then aborts the whole job with a message naming the
+wait, instead of a traceback after the timeout. The wait polls in Python, so signal
+handlers (SIGTERM's checkpoint, mlscale.signals) run while it waits.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -35,6 +43,22 @@ from .errors import MlscaleError
 from .parallel import Comm
 
 TIMEOUT = datetime.timedelta(minutes=10)
+#: seconds a step's gradient all-reduce may wait for the other ranks (environment
+#: variable MLSCALE_WATCHDOG_S overrides; 0 disables the watchdog)
+DEFAULT_WATCHDOG_S = 120.0
+
+
+def watchdog_seconds() -> float | None:
+    """The all-reduce watchdog in seconds from MLSCALE_WATCHDOG_S (None: disabled)."""
+    text = os.environ.get("MLSCALE_WATCHDOG_S", str(DEFAULT_WATCHDOG_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise MlscaleError(
+            f"MLSCALE_WATCHDOG_S must be a number of seconds, got {text!r}") from None
+    if not seconds >= 0:
+        raise MlscaleError(f"MLSCALE_WATCHDOG_S must be >= 0 seconds, got {text!r}")
+    return seconds or None
 
 
 def local_rank(comm: Comm) -> int:
@@ -92,7 +116,8 @@ class _TorchDistributed(_Averager):
     def __init__(self, comm: Comm, device: torch.device):
         import torch.distributed as dist
 
-        self.dist, self.size = dist, comm.size
+        self.dist, self.size, self.comm = dist, comm.size, comm
+        self.watchdog_s = watchdog_seconds()
         if dist.is_initialized():
             raise MlscaleError("a torch.distributed process group is already active")
         host, port, error = None, None, None
@@ -116,7 +141,25 @@ class _TorchDistributed(_Averager):
         self.store = store  # rank 0 serves the rendezvous while the group lives
 
     def _sum_(self, flat: torch.Tensor) -> None:
-        self.dist.all_reduce(flat)
+        if self.watchdog_s is None:
+            self.dist.all_reduce(flat)
+            return
+        work = self.dist.all_reduce(flat, async_op=True)
+        deadline = time.monotonic() + self.watchdog_s
+        while not work.is_completed():
+            if time.monotonic() > deadline:
+                self._stalled()
+            time.sleep(0.0002)
+        work.wait()  # raises the process group's error, if any
+
+    def _stalled(self) -> None:
+        """Abort the job: a peer has not joined the all-reduce within the watchdog."""
+        sys.stderr.write(f"mlscale: error on rank {self.comm.rank}: the gradient all-reduce "
+                         f"waited {self.watchdog_s:g} s for the other ranks: a rank is "
+                         f"stalled (stopped, swapping or hung); aborting all {self.size} "
+                         f"ranks (MLSCALE_WATCHDOG_S sets the limit)\n")
+        sys.stderr.flush()
+        self.comm.mpi.Abort(1)
 
     def close(self) -> None:
         self.dist.destroy_process_group()

@@ -157,6 +157,7 @@ WRAPPER = textwrap.dedent("""
     from mpi4py import MPI
 
     rank = MPI.COMM_WORLD.Get_rank()
+    print("STARTED", rank, os.getpid(), flush=True)
     hold, slow = float(os.environ.get("HOLD", 0)), float(os.environ.get("SLOW", 0))
     if int(os.environ.get("HOLD_RANK", rank)) != rank:
         hold = 0.0
@@ -599,3 +600,49 @@ def test_train_into_an_unwritable_place_fails_before_the_first_epoch(read_only_f
             "Read-only file system") in captured.err
     assert main([*common, "-o", str(tmp_path / "missing" / "model.safetensors")]) == 1
     assert f"directory {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+
+
+
+@pytest.mark.slow
+def test_a_stalled_training_rank_ends_the_job_at_the_watchdog_not_at_gloos_timeout(tmp_path):
+    """SIGSTOP one rank of a 2-rank `mlscale train` (ddp): the other aborts the job after
+    MLSCALE_WATCHDOG_S = 3 s with a message instead of waiting 10 minutes."""
+    if MPIEXEC is None:
+        pytest.skip("mpiexec not found")
+    from tests.snapshot_data import write_snapshots
+
+    train_specs = write_snapshots(tmp_path, 2)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    config = tmp_path / "train.toml"
+    config.write_text('layers = [5, 8, 4]\n\n[descriptors]\ntwojmax = 2\nspecies = ["Be"]\n')
+    command = [MPIEXEC, "-n", "2", sys.executable, "-c", WRAPPER, "train", "--config",
+               str(config), "--train", *train_specs, "--validation", *validation_specs,
+               "--energy-grid", "-5", "2.5", "4", "--temperature", "300", "--species", "Be",
+               "--epochs", "100000", "--batch-size", "4", "-o", str(tmp_path / "m.safetensors")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(MLSCALE_WATCHDOG_S=3), cwd=ROOT)
+    pids = {}
+    try:
+        for line in proc.stdout:
+            if line.startswith("STARTED"):
+                _, rank, pid = line.split()
+                pids[int(rank)] = int(pid)
+            if line.split()[:2] == ["epoch", "2"]:
+                break
+        os.kill(pids[1], signal.SIGSTOP)
+        began = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        elapsed_s = time.monotonic() - began
+    finally:
+        for pid in pids.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert ("mlscale: error on rank 0: the gradient all-reduce waited 3 s for the other ranks: "
+            "a rank is stalled") in stderr, stderr[-2000:]
+    assert elapsed_s < 30, elapsed_s
