@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
+from mpi4py import MPI
 from numpy.typing import DTypeLike
 
 from . import electrons, energy, forces  # energy, forces: libraries load on first use
@@ -104,9 +106,9 @@ def setup(atoms: Atoms, info: ModelInfo, comm: Comm, *, shape: Sequence[int] | N
     """
     with comm.collective():
         grid = grid_for(atoms, info, shape)
+        check_atoms(atoms, info.descriptors.species)  # unknown species: before the count
         if n_electrons is None:
             n_electrons = number_of_electrons(atoms, info.valence_electrons)
-        check_atoms(atoms, info.descriptors.species)
         if share is not None and (comm.size != 1 or backend != "native"):
             raise MlscaleError("running one rank's share needs one process and the native "
                                "descriptor backend")
@@ -155,6 +157,46 @@ def grid_spacing_warning(grid: Grid, info: ModelInfo) -> str | None:
             f"{' '.join(f'{r:.2f}' for r in ratio_c)} times those of the model's training "
             f"grid ({list(reference.shape)} at ecutrho {info.ecutrho_Ry:g} Ry: {trained} Å); "
             f"the LDOS integrals are less accurate on a coarser grid")
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this node can still give (bytes): MemAvailable, capped by the cgroup's
+    limit minus its use where one is set; None if unknown."""
+    values: list[int] = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            values += [int(line.split()[1]) * 1024 for line in handle
+                       if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="ascii").strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text(encoding="ascii").strip()
+        if limit != "max":
+            values.append(int(limit) - int(used))
+    except (OSError, ValueError):
+        pass
+    return min(values) if values else None
+
+
+def check_memory(dgrid: DistributedGrid, n_energies: int,
+                 available_bytes: int | None = None) -> None:
+    """MlscaleError on every rank if the LDOS and density blocks the ranks of a node will
+    hold (at least 4 bytes per point and energy, float32 LDOS, plus 8 per point) exceed
+    the node's available memory (default :func:`available_memory_bytes`). Collective."""
+    need = dgrid.local_points * (4 * n_energies + 8)
+    node = dgrid.comm.mpi.Split_type(MPI.COMM_TYPE_SHARED)
+    node_need, node_ranks = node.allreduce(need), node.Get_size()
+    node.Free()
+    available = available_memory_bytes() if available_bytes is None else available_bytes
+    with dgrid.comm.collective():
+        if available is not None and node_need > available:
+            raise MlscaleError(
+                f"the grid {list(dgrid.shape)} needs at least {need / 2**30:.3g} GiB per rank "
+                f"({dgrid.local_points} points × {n_energies} LDOS energies × 4 bytes + the "
+                f"density), {node_need / 2**30:.3g} GiB for the {node_ranks} rank(s) on this "
+                f"node, which has {available / 2**30:.3g} GiB available: use more nodes or "
+                f"a coarser --grid (`mlscale plan` estimates the ranks)")
 
 
 # -- stages -------------------------------------------------------------------------------

@@ -646,3 +646,35 @@ def test_a_stalled_training_rank_ends_the_job_at_the_watchdog_not_at_gloos_timeo
     assert ("mlscale: error on rank 0: the gradient all-reduce waited 3 s for the other ranks: "
             "a rank is stalled") in stderr, stderr[-2000:]
     assert elapsed_s < 30, elapsed_s
+
+
+def test_a_grid_too_large_for_the_memory_fails_before_the_work_saying_how_much(tiny, tmp_path):
+    run = _predict(tiny, tmp_path / "run", "--grid", "2000", "2000", "2000")
+    assert run.returncode == 1 and "OUTPUT-PHASE" not in run.stdout
+    need_gib = 2000**3 * (4 * 11 + 8) / 2**30  # float32 LDOS of 11 energies + the density
+    assert (f"mlscale: error: the grid [2000, 2000, 2000] needs at least {need_gib:.3g} GiB "
+            "per rank (8000000000 points × 11 LDOS energies") in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_memory_compares_the_node_total_with_the_available_memory():
+    from mlscale.inference import check_memory
+
+    dgrid = _dgrid((10, 10, 10))  # 1000 points × (4·5 + 8) bytes = 28,000 bytes
+    check_memory(dgrid, 5, available_bytes=28_000)
+    with pytest.raises(MlscaleError, match="needs at least 2.61e-05 GiB per rank"):
+        check_memory(dgrid, 5, available_bytes=27_999)
+
+
+def test_structure_files_that_are_directories_or_have_infinite_cells_are_named(tmp_path):
+    import ase
+    import ase.io
+
+    from mlscale.io.structure import read_structure
+
+    with pytest.raises(MlscaleError, match=f"{tmp_path} is a directory, not a structure file"):
+        read_structure(tmp_path)
+    atoms = ase.Atoms("Al", positions=[[0, 0, 0]], cell=np.diag([4.0, 4.0, np.inf]), pbc=True)
+    ase.io.write(tmp_path / "inf.xyz", atoms, format="extxyz")
+    with pytest.raises(MlscaleError, match="inf.xyz has non-finite cell vectors or positions"):
+        read_structure(tmp_path / "inf.xyz")

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     dgrid, n_electrons = inference.setup(
         atoms, model.info, comm, shape=args.grid, n_electrons=args.electrons, share=share,
         backend=args.backend, with_energy=pseudopotentials is not None)
+    inference.check_memory(dgrid, model.n_energies)  # before the allocation, not in it
     warning = inference.grid_spacing_warning(dgrid.grid, model.info)
     if warning:
         comm.print(f"mlscale: warning: {warning}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from ase import Atoms
 
 from ..errors import MlscaleError
@@ -24,6 +25,8 @@ def read_structure(path, format: str | None = None) -> Atoms:  # noqa: A002 - AS
     import ase.io
 
     path = Path(path)
+    if path.is_dir():
+        raise MlscaleError(f"{path} is a directory, not a structure file")
     if not path.is_file():
         raise MlscaleError(f"file not found: {path}")
     try:
@@ -33,6 +36,8 @@ def read_structure(path, format: str | None = None) -> Atoms:  # noqa: A002 - AS
             f"cannot read a structure from {path} ({type(error).__name__}: {error})") from None
     if not isinstance(atoms, Atoms) or len(atoms) == 0:
         raise MlscaleError(f"{path} holds no atoms")
+    if not (np.isfinite(atoms.cell.array).all() and np.isfinite(atoms.positions).all()):
+        raise MlscaleError(f"{path} has non-finite cell vectors or positions")
     if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-10:
         raise MlscaleError(f"{path} has no (3-D) cell; mlscale needs a periodic cell")
     atoms.pbc = True
