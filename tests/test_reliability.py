@@ -678,3 +678,14 @@ def test_structure_files_that_are_directories_or_have_infinite_cells_are_named(t
     ase.io.write(tmp_path / "inf.xyz", atoms, format="extxyz")
     with pytest.raises(MlscaleError, match="inf.xyz has non-finite cell vectors or positions"):
         read_structure(tmp_path / "inf.xyz")
+
+
+def test_descriptors_into_a_read_only_place_fail_before_the_work(tiny, read_only_fs, capsys):
+    from mlscale.cli import main
+
+    target = read_only_fs / "descriptors.h5"
+    assert main(["descriptors", str(tiny["structure"]), "--grid", "6", "6", "6", "-o",
+                 str(target)]) == 1
+    captured = capsys.readouterr()
+    assert f"cannot write -o {target}: Read-only file system" in captured.err
+    assert "written" not in captured.out

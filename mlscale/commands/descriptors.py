@@ -15,6 +15,7 @@ from ..config import BispectrumSettings
 from ..descriptors import compute_descriptors
 from ..grid import DistributedGrid, Grid
 from ..io.grid_arrays import WRITABLE, grid_array_format, write_grid_array
+from ..io.run_directory import probe_writable
 from ..io.structure import read_structure
 from ..parallel import Comm
 from ._common import add_descriptor_backend
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     output = Path(args.output)
     with comm.collective():
         grid_array_format(output, WRITABLE)
+        if comm.rank == 0:  # before the work, not after it
+            probe_writable(output, "-o")
         atoms = read_structure(args.structure)
         settings = settings_from_args(args, atoms)
         dgrid = DistributedGrid(Grid(atoms.cell[:], tuple(args.grid)), comm)
