@@ -52,7 +52,7 @@ def add_arguments(parser):
     add("--mixing-beta", type=float, help="SCF density mixing factor")
     add("--conv-thr", type=float, help="SCF convergence threshold, Ry (whole cell)")
 
-    add = parser.add_argument_group("LDOS (pp.x)").add_argument
+    add = parser.add_argument_group("LDOS").add_argument
     add("--emin", type=float, help="lowest LDOS energy, eV (QE's energy zero)")
     add("--de", type=float, help="LDOS energy spacing, eV")
     add("--ne", type=int, help="number of LDOS energies")
@@ -67,7 +67,9 @@ def add_arguments(parser):
     add("--records", type=Path,
         help="also write a compact record per snapshot here (LDOS at every STRIDE-th point "
              "per axis, density, info); snapshots with a record are skipped")
-    add("--record-stride", type=int, default=3, help="grid stride of the records' LDOS")
+    add("--record-stride", type=int, default=3,
+        help="grid stride of the records' LDOS; must divide the grid for training "
+             "(default: %(default)s)")
     add("--record-dtype", choices=("float16", "float32"), default="float16",
         help="LDOS type in the records (default: %(default)s)")
 
@@ -116,8 +118,14 @@ def settings_from_args(args):
 
 
 def run(args, comm) -> int:
-    from ..datagen import (CompactSettings, QERunner, default_ldos_tool, generate_dataset,
-                           read_structures, thermal_fcc_snapshots)
+    from ..datagen import (
+        CompactSettings,
+        QERunner,
+        default_ldos_tool,
+        generate_dataset,
+        read_structures,
+        thermal_fcc_snapshots,
+    )
 
     dft, ldos = settings_from_args(args)
     tool = default_ldos_tool(dft) if args.ldos_tool == "auto" else args.ldos_tool
