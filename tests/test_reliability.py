@@ -689,3 +689,21 @@ def test_descriptors_into_a_read_only_place_fail_before_the_work(tiny, read_only
     captured = capsys.readouterr()
     assert f"cannot write -o {target}: Read-only file system" in captured.err
     assert "written" not in captured.out
+
+
+def test_energy_warns_when_the_density_holds_other_than_the_valence_electrons(
+        upf_dirs, tmp_path, capsys):
+    import ase.io
+
+    from mlscale.cli import main
+
+    atoms, dgrid, _, uniform_b = _energy_inputs(upf_dirs)  # 4 Al atoms, 3 valence electrons
+    ase.io.write(tmp_path / "al.xyz", atoms, format="extxyz")
+    for scale, warned in ((1.0, False), (0.9, True)):
+        write_openpmd(tmp_path / "density.h5", "Density", scale * uniform_b, dgrid)
+        assert main(["energy", str(tmp_path / "density.h5"), "--structure",
+                     str(tmp_path / "al.xyz"), "--pseudopotentials",
+                     str(upf_dirs["good"])]) == 0
+        err = capsys.readouterr().err
+        assert ("mlscale: warning: the density holds 10.8000 electrons, the structure's "
+                "atoms 12 valence electrons" in err) == warned, err

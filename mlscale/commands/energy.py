@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
 
-from ..energy import density_energy_terms, find_pseudopotentials
+from ..energy import Pseudopotential, density_energy_terms, find_pseudopotentials, read_upf
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, Grid, grid_shape
 from ..io.cube import read_cube_block
@@ -43,19 +45,36 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     with comm.collective():
         grid_array_format(path, what="density")
         atoms = read_structure(args.structure)
-        pseudopotentials = find_pseudopotentials(args.pseudopotentials,
-                                                 atoms.get_chemical_symbols())
+        pseudopotentials = {symbol: read_upf(upf) for symbol, upf in find_pseudopotentials(
+            args.pseudopotentials, atoms.get_chemical_symbols()).items()}  # parsed up front
         shape = grid_array_shape(path, args.mesh)
         if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
             raise MlscaleError(f"{path} has shape {shape}, expected one value per grid point")
         dgrid = DistributedGrid(Grid(atoms.cell.array, grid_shape(shape[:3])), comm)
     with comm.collective():
         density_b = _read_density(path, dgrid, args.mesh)
+    warning = _charge_warning(density_b, dgrid, atoms, pseudopotentials)
+    if warning:
+        comm.print(f"mlscale: warning: {warning}", file=sys.stderr)
     terms = density_energy_terms(density_b, dgrid, atoms, pseudopotentials,
                                  ecutrho_Ry=args.ecutrho, functional=args.functional)
     comm.print(json.dumps({**terms, "density_file": str(path), "grid": list(dgrid.shape),
                            "atoms": len(atoms), "ranks": comm.size}, indent=2))
     return 0
+
+
+def _charge_warning(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
+                    pseudopotentials: dict[str, Pseudopotential]) -> str | None:
+    """A warning when ∫ n dV differs by more than 1 % from the structure's valence
+    electrons (Σ z_valence): a density of another structure, or a charged cell.
+    Collective."""
+    electrons = dgrid.integrate(density_b)
+    valence = sum(pseudopotentials[s].z_valence for s in atoms.get_chemical_symbols())
+    if abs(electrons - valence) <= 0.01 * valence:
+        return None
+    return (f"the density holds {electrons:.4f} electrons, the structure's atoms {valence:g} "
+            f"valence electrons (Σ z_valence of their UPFs): a density of another "
+            f"structure, or a charged cell?")
 
 
 def _read_density(path: Path, dgrid: DistributedGrid, mesh: str) -> np.ndarray:
