@@ -71,15 +71,24 @@ class _Aborter:
         self.abort(signum, f" not acted upon within {self.grace_s:g} s")
 
 
+_installed: _Aborter | None = None
+
+
 def abort_on_signals(comm: Comm, grace_s: float = DEFAULT_GRACE_S) -> bool:
     """Install the handlers on a job of several ranks (main thread only); True if done.
 
     A one-rank run keeps Python's behaviour (KeyboardInterrupt; SIGTERM terminates).
     grace_s: seconds a later, foreign SIGTERM handler may take before the abort.
     """
+    global _installed
     if comm.size == 1 or threading.current_thread() is not threading.main_thread():
         return False
-    aborter = _Aborter(comm, grace_s)
+    if _installed is not None:  # called again in this process (tests): one watcher
+        _installed.comm, _installed.grace_s = comm, grace_s
+        for signum in SIGNALS:
+            signal.signal(signum, _installed.handle)
+        return True
+    aborter = _installed = _Aborter(comm, grace_s)
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     for signum in SIGNALS:
