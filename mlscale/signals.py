@@ -6,7 +6,9 @@ only between bytecodes, so a rank blocked in an MPI call (waiting for a peer) wo
 get to it; therefore the C-level handler also writes the signal number to a pipe
 (:func:`signal.set_wakeup_fd`) that a watcher thread reads, and whichever of the two runs
 first aborts the job. The abort's status is 128 + the signal number (130 for SIGINT, 143
-for SIGTERM), as a shell reports a process killed by the signal.
+for SIGTERM), as a shell reports a process killed by the signal. Should MPI_Abort itself
+hang (called from the watcher while the main thread is inside MPI), an alarm ends the
+rank a few seconds later and the launcher ends the others.
 
 A handler installed later for the same signal takes precedence: training replaces the
 SIGTERM handler with its own (finish the step, write a checkpoint, stop on all ranks),
@@ -27,6 +29,10 @@ from .parallel import Comm
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: seconds a foreign SIGTERM handler (training's checkpoint) gets before the job is aborted
 DEFAULT_GRACE_S = 120.0
+#: seconds between the message and MPI_Abort (Hydra may drop a rank's last stderr line)
+FORWARD_S = 0.5
+#: seconds MPI_Abort may take before SIGALRM ends the rank (mpiexec then ends the job)
+ABORT_S = 5
 
 
 class _Aborter:
@@ -47,7 +53,9 @@ class _Aborter:
         name = signal.Signals(signum).name
         os.write(2, f"mlscale: {name} on rank {self.comm.rank}{note}: aborting all "
                     f"{self.comm.size} ranks\n".encode())
-        self.comm.mpi.Abort(128 + signum)
+        signal.alarm(int(FORWARD_S + ABORT_S))  # SIGALRM's default ends the rank if
+        time.sleep(FORWARD_S)  # MPI_Abort hangs; mpiexec kills the ranks at once: let it
+        self.comm.mpi.Abort(128 + signum)  # forward the line first
 
     def watch(self, read_fd: int) -> None:
         """Thread body: wait for signal numbers written by the C-level handler."""
