@@ -8,7 +8,6 @@ DOS (dos_e; Fermi level solved for the exact electron count, analytical integrat
 minus the eigenvalue band energy, SCF iterations, the largest force component, the size
 of the record's two files.
 """
-import json
 import sys
 from pathlib import Path
 
