@@ -364,7 +364,8 @@ def test_predict_into_a_full_filesystem_fails_naming_the_density_and_leaves_no_r
 # -- 3. signals end every rank ---------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, target", [(signal.SIGINT, 1), (signal.SIGTERM, 1),
-                                            (signal.SIGINT, 0)])
+                                            (signal.SIGINT, 0)],
+                         ids=["SIGINT-rank1", "SIGTERM-rank1", "SIGINT-rank0"])
 def test_a_signal_to_one_rank_of_a_two_rank_predict_ends_both_ranks_promptly(
         tiny, tmp_path, signum, target):
     """Rank 0 holds for a minute before its output; rank 1 waits for it inside the output's
