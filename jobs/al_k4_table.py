@@ -1,4 +1,4 @@
-"""The table of finished compact records in data/al_k4 (docs/dft_settings.md, "The converged data set").
+"""The table of the compact records in data/al_k4 (docs/dft_settings.md, converged data set).
 
 usage (venv active, repository root): python jobs/al_k4_table.py [RECORD_DIR]
 
@@ -15,8 +15,8 @@ from mlscale.datagen import read_compact_record
 from mlscale.electrons import band_energy, fermi_level
 
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "data/al_k4")
-print("| record | E_F (eV) | E/atom (eV) | E_band/atom (eV) | N (density) | ΔE_band LDOS (meV/atom) "
-      "| SCF iter. | max \\|F\\| (eV/Å) | size (MB) |")
+print("| record | E_F (eV) | E/atom (eV) | E_band/atom (eV) | N (density) "
+      "| ΔE_band LDOS (meV/atom) | SCF iter. | max \\|F\\| (eV/Å) | size (MB) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for path in sorted(folder.glob("*.info.json")):
     name = path.name[:-len(".info.json")]

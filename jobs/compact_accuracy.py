@@ -37,7 +37,8 @@ def npz_megabytes(**arrays):
 
 
 ref_band, ref_mu, ref_dos = scalars(ldos_ge.reshape(-1, ne).mean(axis=0, dtype=np.float64) * volume)
-print(f"{path}: grid {shape}, {ne} energies; full float32: E_band {ref_band:.5f} eV, mu {ref_mu:.5f} eV")
+print(f"{path}: grid {shape}, {ne} energies; full float32: E_band {ref_band:.5f} eV, "
+      f"mu {ref_mu:.5f} eV")
 rng = np.random.default_rng(0)
 choices = [("all points", subsample_indices(shape, 1))]
 for stride in (2, 3, 5, 9):
@@ -45,7 +46,8 @@ for stride in (2, 3, 5, 9):
 for count in (3375, 729):
     flat = np.sort(rng.choice(np.prod(shape), count, replace=False))
     choices.append((f"random {count}", np.stack(np.unravel_index(flat, shape), -1)))
-print("| points | dtype | count | ΔE_band (meV/atom) | Δμ (meV) | max ΔDOS / max DOS | max ΔLDOS / max LDOS | npz (MB) |")
+print("| points | dtype | count | ΔE_band (meV/atom) | Δμ (meV) | max ΔDOS / max DOS "
+      "| max ΔLDOS / max LDOS | npz (MB) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for label, index_gc in choices:
     sub_ge = ldos_ge[tuple(index_gc.T)]

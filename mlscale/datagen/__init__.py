@@ -1,7 +1,11 @@
 """Training data from Quantum ESPRESSO: structures → pw.x → LDOS and density → snapshots."""
 
-from .compact import (CompactSettings, read_compact_record, record_training_arrays,
-                      write_compact_record)
+from .compact import (
+                      CompactSettings,
+                      read_compact_record,
+                      record_training_arrays,
+                      write_compact_record,
+)
 from .dataset import check_bands_cover, default_ldos_tool, generate_dataset, run_qe
 from .qe_input import pp_density_input, pp_ldos_input, pw_input
 from .qe_run import QERunner, check_pw_output

@@ -8,6 +8,7 @@ other ranks sleep; the conversion runs on all ranks, each on its own grid block.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -64,15 +65,13 @@ def generate_dataset(structures, out_dir, dft: DFTSettings, ldos: LdosSettings,
         start = time.perf_counter()
         if not full_done:
             run_dir = out_dir / "qe" / name
-            _on_root(comm, lambda: run_qe(atoms, run_dir, dft, ldos, runner,
-                                          lambda text: print(f"{label}: {text}", flush=True),
-                                          ldos_tool))
+            _on_root(comm, run_qe, atoms, run_dir, dft, ldos, runner,
+                     functools.partial(_say, label), ldos_tool)
             comm.print(f"{label}: converting on {comm.size} rank(s)")
             convert_snapshot(run_dir, out_dir, name, atoms, dft, ldos, bispectrum, comm,
                              backend=backend, openpmd=openpmd)
         if records is not None:
-            _on_root(comm, lambda: write_compact_record(out_dir / name, records[0], name,
-                                                        records[1]))
+            _on_root(comm, write_compact_record, out_dir / name, records[0], name, records[1])
         comm.print(f"{label}: done in {time.perf_counter() - start:.0f} s")
     return paths
 
@@ -160,12 +159,16 @@ def _done(output: Path, input_text: str) -> bool:
             and "JOB DONE" in output.read_text(errors="replace"))
 
 
-def _on_root(comm, work):
-    """Run ``work()`` on rank 0 while the other ranks sleep; failures raise on all ranks."""
+def _say(label: str, text: str):
+    print(f"{label}: {text}", flush=True)
+
+
+def _on_root(comm, work, *args):
+    """Run ``work(*args)`` on rank 0 while the other ranks sleep; failures raise on all ranks."""
     message = None
     if comm.rank == 0:
         try:
-            work()
+            work(*args)
         except MlscaleError as error:
             message = str(error)
         except Exception as error:  # noqa: BLE001 - made collective below

@@ -71,7 +71,7 @@ class DFTSettings:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DFTSettings":
+    def from_dict(cls, data: dict) -> DFTSettings:
         return _from_dict(cls, data, "DFT")
 
 
@@ -101,6 +101,6 @@ class LdosSettings:
         return {"energy_grid": self.energy_grid.to_dict(), "broadening": self.broadening}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LdosSettings":
+    def from_dict(cls, data: dict) -> LdosSettings:
         return _from_dict(cls, data, "LDOS")
 

@@ -13,12 +13,16 @@ import pytest
 from ase.build import bulk
 
 from mlscale.config import BispectrumSettings
-from mlscale.datagen.compact import (CompactSettings, read_compact_record,
-                                     record_training_arrays, subsample_indices,
-                                     write_compact_record)
+from mlscale.datagen.compact import (
+    CompactSettings,
+    read_compact_record,
+    record_training_arrays,
+    subsample_indices,
+    write_compact_record,
+)
 from mlscale.descriptors import compute_descriptors
-from mlscale.grid import DistributedGrid, Grid
 from mlscale.errors import MlscaleError
+from mlscale.grid import DistributedGrid, Grid
 
 SHAPE, NE = (7, 6, 5), 4
 

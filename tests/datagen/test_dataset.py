@@ -18,8 +18,14 @@ from ase.build import bulk
 
 from mlscale.cli import main
 from mlscale.config import BispectrumSettings, EnergyGrid
-from mlscale.datagen import (DFTSettings, LdosSettings, QERunner, generate_dataset, run_qe,
-                             thermal_fcc_snapshots)
+from mlscale.datagen import (
+    DFTSettings,
+    LdosSettings,
+    QERunner,
+    generate_dataset,
+    run_qe,
+    thermal_fcc_snapshots,
+)
 from mlscale.errors import MlscaleError
 from mlscale.parallel import self_comm
 

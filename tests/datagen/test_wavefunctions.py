@@ -21,10 +21,16 @@ from scipy.special import expit
 from mlscale.config import EnergyGrid
 from mlscale.datagen import DFTSettings, LdosSettings, QERunner, pw_input, run_qe
 from mlscale.datagen.qe_input import OUTDIR, PREFIX, pp_ldos_input
-from mlscale.datagen.wavefunctions import (Wavefunctions, check_norm_conserving,
-                                           fermi_dirac_delta, is_norm_conserving,
-                                           ldos_from_wavefunctions, read_band_structure,
-                                           read_wavefunctions, state_densities)
+from mlscale.datagen.wavefunctions import (
+    Wavefunctions,
+    check_norm_conserving,
+    fermi_dirac_delta,
+    is_norm_conserving,
+    ldos_from_wavefunctions,
+    read_band_structure,
+    read_wavefunctions,
+    state_densities,
+)
 from mlscale.errors import MlscaleError
 
 RY_EV = 13.605693122994  # CODATA 2018, as QE 6.7
