@@ -10,7 +10,6 @@ stale temporaries deleted); results.json lists the SHA-256 of each file beside i
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +23,7 @@ from .grid import DistributedGrid
 from .inference import Prediction
 from .io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from .io.openpmd_io import DENSITY_UNITS, write_openpmd
-from .io.run_directory import output_files
+from .io.run_directory import output_files, sha256
 from .parallel import Comm
 from .timing import Timings, peak_rss_mib
 
@@ -67,16 +66,8 @@ def _provenance_on_root(ranks: int, files: dict[str, Path | None]) -> dict[str, 
             "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "ranks": ranks,
             "files": {name: None if path is None else
-                      {"path": str(Path(path).resolve()), "sha256": _sha256(Path(path))}
+                      {"path": str(Path(path).resolve()), "sha256": sha256(Path(path))}
                       for name, path in files.items()}}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def timing_results(timings: Timings, comm: Comm) -> dict[str, Any]:
