@@ -25,6 +25,7 @@ from ..io.openpmd_io import DENSITY_UNITS, LDOS_UNITS, write_openpmd
 from ..io.qe import parse_pw_output
 from ..units import BOHR_ANGSTROM, HARTREE_EV
 from .qe_input import DENSITY_CUBE, LDOS_NPY, PREFIX
+from .qe_xml import attribute, text
 from .settings import DFTSettings, LdosSettings
 
 
@@ -106,11 +107,11 @@ def band_energy_from_xml(path: Path) -> tuple[float, float]:
     """
     try:
         root = ET.parse(path).getroot()
-        bands = [(float(ks.find("k_point").get("weight")),
-                  np.array(ks.find("eigenvalues").text.split(), dtype=float),
-                  np.array(ks.find("occupations").text.split(), dtype=float))
+        bands = [(float(attribute(ks, "k_point", "weight")),
+                  np.array(text(ks, "eigenvalues").split(), dtype=float),
+                  np.array(text(ks, "occupations").split(), dtype=float))
                  for ks in root.iter("ks_energies")]
-    except (OSError, ET.ParseError, AttributeError, ValueError) as error:
+    except (OSError, ET.ParseError, MlscaleError, ValueError) as error:
         raise MlscaleError(f"cannot read eigenvalues from {path}: {error}") from None
     if not bands:
         raise MlscaleError(f"{path} holds no eigenvalues")
@@ -145,22 +146,22 @@ def _check_cubes(run_dir: Path, atoms, ldos: LdosSettings):
     if len(paths) != len(energies):
         raise MlscaleError(f"{run_dir}: pp.x wrote {len(paths)} LDOS cubes, the energy grid "
                            f"has {len(energies)} energies")
-    shape = None
+    shape: tuple[int, ...] = ()
     for index in (0, len(paths) - 1):
         _, meta = read_cube_block(paths[index], Block((0, 0, 0), (1, 1, 1)))
         if abs(meta.get("energy_ev", np.nan) - energies[index]) > 1e-3:
             raise MlscaleError(f"{paths[index]} is at {meta.get('energy_ev')} eV, "
                                f"expected {energies[index]:.4f} eV")
-        shape = meta["shape"]
+        shape = tuple(int(n) for n in meta["shape"])
         cell_cv = meta["voxel_cv"] * np.array(shape)[:, None]
         if not np.allclose(cell_cv, np.asarray(atoms.cell), atol=1e-4):
             raise MlscaleError(f"{paths[index]} has another cell than the structure")
-    return tuple(int(n) for n in shape), [str(p) for p in paths]
+    return shape, [str(p) for p in paths]
 
 
 def _write(stem: Path, suffix: str, mesh: str | None, local, dgrid: DistributedGrid,
            openpmd: bool, units, attributes):
     write_npy_distributed(f"{stem}{suffix}.npy", local, dgrid)
-    if openpmd:
+    if openpmd and mesh is not None:
         write_openpmd(f"{stem}{suffix}.h5", mesh, local, dgrid, attributes=attributes,
                       **units)

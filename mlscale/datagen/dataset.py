@@ -21,6 +21,7 @@ from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..io.atomic import write_text_atomic
 from ..units import HARTREE_EV
+from . import qe_xml
 from .compact import CompactSettings, write_compact_record
 from .convert import convert_snapshot
 from .qe_input import LDOS_NPY, OUTDIR, PREFIX, pp_density_input, pp_ldos_input, pw_input
@@ -142,7 +143,7 @@ def check_bands_cover(xml_path: Path, ldos: LdosSettings):
     the lowest "highest eigenvalue" of all k-points, else the LDOS there misses states.
     """
     root = ET.parse(xml_path).getroot()
-    tops = [float(ks.find("eigenvalues").text.split()[-1]) * HARTREE_EV
+    tops = [float(qe_xml.text(ks, "eigenvalues").split()[-1]) * HARTREE_EV
             for ks in root.iter("ks_energies")]
     needed = ldos.emax + 5.0 * ldos.broadening
     if not tops or min(tops) < needed:

@@ -19,7 +19,7 @@ def read_structures(paths) -> list:
     """All frames of the given ASE-readable files, in order; MlscaleError if unreadable."""
     from ase.io import read
 
-    frames = []
+    frames: list = []
     for path in paths:
         if not Path(path).is_file():
             raise MlscaleError(f"structure file not found: {path}")

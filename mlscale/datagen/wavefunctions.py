@@ -28,6 +28,7 @@ from scipy.io import FortranFile
 
 from ..errors import MlscaleError
 from ..units import BOHR_ANGSTROM, HARTREE_EV
+from .qe_xml import attribute, child, text
 
 _WEIGHT_CUTOFF = 36.0  # QE's w0gauss (Fermi-Dirac) is zero beyond |x| > 36
 _AUGMENTED = re.compile(r"<PP_AUGMENTATION|<PP_QIJ|is_ultrasoft=\"\s*t|is_paw=\"\s*t"
@@ -99,25 +100,25 @@ def read_wavefunctions(path) -> Wavefunctions:
 def read_band_structure(xml_path) -> BandStructure:
     """Eigenvalues, k-weights, Fermi level, FFT grid, volume from pw.x's XML data file."""
     try:
-        out = ET.parse(xml_path).getroot().find("output")
-        bands = out.find("band_structure")
+        out = child(ET.parse(xml_path).getroot(), "output")
+        bands = child(out, "band_structure")
         if _flag(bands, "lsda") or _flag(bands, "noncolin"):
             raise MlscaleError(f"{xml_path}: spin-polarised or noncollinear run; the one-pass "
                                "LDOS supports spin-unpolarised runs only, use pp.x")
         ks = list(bands.iter("ks_energies"))
-        eigenvalues_kn = np.array([k.find("eigenvalues").text.split() for k in ks], float)
-        weights_k = np.array([float(k.find("k_point").get("weight")) for k in ks])
-        fft = out.find("basis_set").find("fft_grid")
-        cell_cv = np.array([out.find("atomic_structure").find("cell").find(a).text.split()
-                            for a in ("a1", "a2", "a3")], float) * BOHR_ANGSTROM
-        nsym = int(out.find("symmetries").find("nsym").text)
-        fermi = float(bands.find("fermi_energy").text) * HARTREE_EV
-    except MlscaleError:
-        raise
-    except (OSError, ET.ParseError, AttributeError, TypeError, ValueError) as error:
+        eigenvalues_kn = np.array([text(k, "eigenvalues").split() for k in ks], dtype=float)
+        weights_k = np.array([float(attribute(k, "k_point", "weight")) for k in ks])
+        nr1, nr2, nr3 = (int(attribute(out, "basis_set/fft_grid", n))
+                         for n in ("nr1", "nr2", "nr3"))
+        cell_cv = np.array([text(out, f"atomic_structure/cell/{a}").split()
+                            for a in ("a1", "a2", "a3")], dtype=float) * BOHR_ANGSTROM
+        nsym = int(text(out, "symmetries/nsym"))
+        fermi = float(text(bands, "fermi_energy")) * HARTREE_EV
+    except MlscaleError as error:
+        raise MlscaleError(f"{xml_path}: {error}") from None
+    except (OSError, ET.ParseError, ValueError) as error:
         raise MlscaleError(f"cannot read the band structure from {xml_path}: {error}") from None
-    return BandStructure(eigenvalues_kn * HARTREE_EV, weights_k, fermi,
-                         tuple(int(fft.get(n)) for n in ("nr1", "nr2", "nr3")),
+    return BandStructure(eigenvalues_kn * HARTREE_EV, weights_k, fermi, (nr1, nr2, nr3),
                          float(abs(np.linalg.det(cell_cv))), nsym)
 
 
@@ -132,9 +133,9 @@ def check_norm_conserving(save_dir):
     copied into pw.x's save directory) is norm-conserving."""
     save_dir = Path(save_dir)
     try:
-        root = ET.parse(save_dir / "data-file-schema.xml").getroot()
-        names = [e.text.strip() for e in root.find("output").iter("pseudo_file")]
-    except (OSError, ET.ParseError, AttributeError) as error:
+        output = child(ET.parse(save_dir / "data-file-schema.xml").getroot(), "output")
+        names = [(e.text or "").strip() for e in output.iter("pseudo_file")]
+    except (OSError, ET.ParseError, MlscaleError) as error:
         raise MlscaleError(f"cannot read the pseudopotentials of {save_dir}: {error}") from None
     for name in names:
         if not (save_dir / name).is_file():
@@ -208,10 +209,10 @@ def ldos_from_wavefunctions(save_dir, energies_e, broadening: float,
     return ldos_pe.reshape(*bands.fft_shape, len(energies_e))
 
 
-def _flag(element, tag: str) -> bool:
+def _flag(element: ET.Element, tag: str) -> bool:
     """A Fortran logical child element of the XML (absent: false)."""
-    child = element.find(tag)
-    return child is not None and child.text.strip().lower() in ("true", ".true.", "t")
+    found = element.find(tag)
+    return found is not None and (found.text or "").strip().lower() in ("true", ".true.", "t")
 
 
 def _upf1_type(text: str) -> str | None:
