@@ -253,3 +253,10 @@ def test_default_ldos_tool_is_the_one_pass_for_norm_conserving_pseudopotentials(
         "wavefunctions"
     mixed = DFTSettings(pseudopotentials={"Al": "Al.pz-vbc.UPF", "C": "C.pbe-rrkjus.UPF"})
     assert default_ldos_tool(mixed) == "pp.x"
+
+
+def test_band_structure_reader_names_a_missing_element(tmp_path):
+    (tmp_path / "data-file-schema.xml").write_text(
+        "<qes><output><band_structure><lsda>false</lsda></band_structure></output></qes>")
+    with pytest.raises(MlscaleError, match="fermi_energy|fft_grid"):
+        read_band_structure(tmp_path / "data-file-schema.xml")
