@@ -23,13 +23,16 @@ Watchdog (ddp): a rank waits at most ``MLSCALE_WATCHDOG_S`` seconds (default 120
 before the process group's 10-minute timeout) for a step's all-reduce; a peer that
 stalls (stopped, swapping, hung) then aborts the whole job with a message naming the
 wait, instead of a traceback after the timeout. The wait polls in Python, so signal
-handlers (SIGTERM's checkpoint, mlscale.signals) run while it waits.
+handlers (SIGTERM's checkpoint, mlscale.signals) run while it waits; once SIGTERM has
+arrived it waits at most 10 s more (the checkpoint needs the step; a stalled peer would
+never finish it), then aborts.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import signal
 import socket
 import sys
 import time
@@ -41,11 +44,14 @@ import torch
 from .config import DISTRIBUTED_BACKENDS as BACKENDS
 from .errors import MlscaleError
 from .parallel import Comm
+from .signals import FORWARD_S, received_since
 
 TIMEOUT = datetime.timedelta(minutes=10)
 #: seconds a step's gradient all-reduce may wait for the other ranks (environment
 #: variable MLSCALE_WATCHDOG_S overrides; 0 disables the watchdog)
 DEFAULT_WATCHDOG_S = 120.0
+#: seconds a step's all-reduce may still wait once SIGTERM arrived (then: abort)
+SIGTERM_WAIT_S = 10.0
 
 
 def watchdog_seconds() -> float | None:
@@ -147,18 +153,23 @@ class _TorchDistributed(_Averager):
         work = self.dist.all_reduce(flat, async_op=True)
         deadline = time.monotonic() + self.watchdog_s
         while not work.is_completed():
-            if time.monotonic() > deadline:
-                self._stalled()
+            now = time.monotonic()
+            if now > deadline:
+                self._stalled(f"waited {self.watchdog_s:g} s")
+            sigterm = received_since(signal.SIGTERM)
+            if sigterm is not None and now > sigterm + SIGTERM_WAIT_S:
+                self._stalled(f"still waits {SIGTERM_WAIT_S:g} s after SIGTERM")
             time.sleep(0.0002)
         work.wait()  # raises the process group's error, if any
 
-    def _stalled(self) -> None:
+    def _stalled(self, how: str) -> None:
         """Abort the job: a peer has not joined the all-reduce within the watchdog."""
         sys.stderr.write(f"mlscale: error on rank {self.comm.rank}: the gradient all-reduce "
-                         f"waited {self.watchdog_s:g} s for the other ranks: a rank is "
-                         f"stalled (stopped, swapping or hung); aborting all {self.size} "
-                         f"ranks (MLSCALE_WATCHDOG_S sets the limit)\n")
+                         f"{how} for the other ranks: a rank is stalled (stopped, swapping "
+                         f"or hung); aborting all {self.size} ranks (MLSCALE_WATCHDOG_S "
+                         f"sets the limit)\n")
         sys.stderr.flush()
+        time.sleep(FORWARD_S)  # mpiexec kills the ranks at once: let it forward the line
         self.comm.mpi.Abort(1)
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ from .parallel import Comm
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: seconds a foreign SIGTERM handler (training's checkpoint) gets before the job is aborted
-DEFAULT_GRACE_S = 120.0
+DEFAULT_GRACE_S = 30.0
 #: seconds between the message and MPI_Abort (Hydra may drop a rank's last stderr line)
 FORWARD_S = 0.5
 #: seconds MPI_Abort may take before SIGALRM ends the rank (mpiexec then ends the job)
@@ -69,6 +69,7 @@ class _Aborter:
             for signum in data:
                 if signum not in SIGNALS:
                     continue
+                _received.setdefault(signum, time.monotonic())
                 if signal.getsignal(signum) == self.handle:
                     self.abort(signum)
                 else:  # a later handler owns the signal (training): give it time to act
@@ -80,6 +81,14 @@ class _Aborter:
 
 
 _installed: _Aborter | None = None
+#: signal number -> when (time.monotonic()) the watcher first saw it
+_received: dict[int, float] = {}
+
+
+def received_since(signum: int) -> float | None:
+    """When (``time.monotonic()``) ``signum`` first reached this rank, None if never
+    (only known once :func:`abort_on_signals` installed the watcher)."""
+    return _received.get(signum)
 
 
 def abort_on_signals(comm: Comm, grace_s: float = DEFAULT_GRACE_S) -> bool:

@@ -612,9 +612,12 @@ def test_train_into_an_unwritable_place_fails_before_the_first_epoch(read_only_f
 
 
 @pytest.mark.slow
-def test_a_stalled_training_rank_ends_the_job_at_the_watchdog_not_at_gloos_timeout(tmp_path):
-    """SIGSTOP one rank of a 2-rank `mlscale train` (ddp): the other aborts the job after
-    MLSCALE_WATCHDOG_S = 3 s with a message instead of waiting 10 minutes."""
+@pytest.mark.parametrize("case", ["watchdog", "sigterm"])
+def test_a_stalled_training_rank_ends_the_job_at_the_watchdog_not_at_gloos_timeout(
+        tmp_path, case):
+    """SIGSTOP one rank of a 2-rank `mlscale train` (ddp). watchdog: the other aborts the job
+    after MLSCALE_WATCHDOG_S = 3 s. sigterm: with a 600 s watchdog, SIGTERM to the waiting
+    rank ends the job 10 s later (its checkpoint would need the stalled peer's step)."""
     if MPIEXEC is None:
         pytest.skip("mpiexec not found")
     from tests.snapshot_data import write_snapshots
@@ -627,8 +630,9 @@ def test_a_stalled_training_rank_ends_the_job_at_the_watchdog_not_at_gloos_timeo
                str(config), "--train", *train_specs, "--validation", *validation_specs,
                "--energy-grid", "-5", "2.5", "4", "--temperature", "300", "--species", "Be",
                "--epochs", "100000", "--batch-size", "4", "-o", str(tmp_path / "m.safetensors")]
+    watchdog_s = 3 if case == "watchdog" else 600
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(MLSCALE_WATCHDOG_S=3), cwd=ROOT)
+                            env=_env(MLSCALE_WATCHDOG_S=watchdog_s), cwd=ROOT)
     pids = {}
     try:
         for line in proc.stdout:
@@ -639,7 +643,10 @@ def test_a_stalled_training_rank_ends_the_job_at_the_watchdog_not_at_gloos_timeo
                 break
         os.kill(pids[1], signal.SIGSTOP)
         began = time.monotonic()
-        _, stderr = proc.communicate(timeout=60)
+        if case == "sigterm":
+            time.sleep(1.0)
+            os.kill(pids[0], signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=90)
         elapsed_s = time.monotonic() - began
     finally:
         for pid in pids.values():
@@ -651,9 +658,15 @@ def test_a_stalled_training_rank_ends_the_job_at_the_watchdog_not_at_gloos_timeo
             proc.kill()
             proc.communicate()
     assert proc.returncode != 0
-    assert ("mlscale: error on rank 0: the gradient all-reduce waited 3 s for the other ranks: "
-            "a rank is stalled") in stderr, stderr[-2000:]
-    assert elapsed_s < 30, elapsed_s
+    if case == "watchdog":
+        assert ("mlscale: error on rank 0: the gradient all-reduce waited 3 s for the other "
+                "ranks: a rank is stalled") in stderr, stderr[-2000:]
+        assert elapsed_s < 30, elapsed_s
+    else:  # stopped in a step (gloo): 10 s; between steps (MPI reductions): the 30 s grace
+        assert ("the gradient all-reduce still waits 10 s after SIGTERM for the other ranks"
+                in stderr or "mlscale: SIGTERM on rank 0 not acted upon within 30 s: "
+                "aborting all 2 ranks" in stderr), stderr[-2000:]
+        assert elapsed_s < 45, elapsed_s
 
 
 def test_a_grid_too_large_for_the_memory_fails_before_the_work_saying_how_much(tiny, tmp_path):
