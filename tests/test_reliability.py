@@ -264,7 +264,7 @@ def test_kill_9_at_random_moments_of_the_output_phase_never_leaves_a_foreign_res
     began = time.monotonic()
     while not (out / "results.json").exists() and proc.poll() is None:
         time.sleep(0.001)
-    phase_s = 1.2 * (time.monotonic() - began)  # the output phase, and a little after it
+    phase_s = 1.5 * (time.monotonic() - began)  # the output phase, and a bit after it
     proc.communicate(timeout=120)
     assert proc.returncode == 0 and check_run_directory(out) == "complete"
     rng = np.random.default_rng(14)
