@@ -35,7 +35,11 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 origin = ".".join(stem + ([node.module] if node.module else []))
             else:
                 origin = node.module or ""
-            targets = [origin] + [f"{origin}.{alias.name}" for alias in node.names]
+            # `from pkg import module` imports the submodule, not pkg's own names
+            submodules = [f"{origin}.{alias.name}" for alias in node.names
+                          if f"{origin}.{alias.name}" in modules]
+            names = len(submodules) < len(node.names)
+            targets = submodules + ([origin] if names else [])
         found.update(t for t in targets if t in modules and t != name)
     return found
 
