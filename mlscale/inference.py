@@ -251,8 +251,7 @@ def electrons_from_ldos(ldos_pe: np.ndarray, dgrid: DistributedGrid, energies_e:
     dos_e = dgrid.sum(local_dos_e)
     with dgrid.comm.collective():
         if fermi_energy is None:
-            summary = electrons.electronic_structure(dos_e, energies_e, n_electrons,
-                                                     temperature_K, method)
+            summary = _solved(dos_e, energies_e, n_electrons, temperature_K, method, dgrid)
         else:
             summary = _at_fermi_level(dos_e, energies_e, fermi_energy, temperature_K, method)
     density_p = electrons.density(ldos_pe, energies_e, summary["fermi_energy_eV"],
@@ -260,6 +259,21 @@ def electrons_from_ldos(ldos_pe: np.ndarray, dgrid: DistributedGrid, energies_e:
     from_density = dgrid.sum(float(density_p.sum() * dgrid.voxel_volume))
     scalars = ElectronicStructure(**summary, number_of_electrons_from_density=from_density)
     return scalars, dos_e, density_p.reshape(dgrid.local_shape)
+
+
+def _solved(dos_e: np.ndarray, energies_e: np.ndarray, n_electrons: float,
+            temperature_K: float, method: str, dgrid: DistributedGrid) -> dict:
+    """electrons.electronic_structure; an electron count the DOS cannot hold names the grid
+    (a grid far coarser than the model's gives a DOS of the wrong size)."""
+    try:
+        return electrons.electronic_structure(dos_e, energies_e, n_electrons, temperature_K,
+                                              method)
+    except MlscaleError as error:
+        if "cannot place" not in str(error):
+            raise
+        raise MlscaleError(f"{error}, on the {dgrid.shape[0]}x{dgrid.shape[1]}x{dgrid.shape[2]} "
+                           f"grid ({dgrid.voxel_volume:.4g} Å³ per point): is the grid (or "
+                           "--electrons) right for this model?") from None
 
 
 def _at_fermi_level(dos_e: np.ndarray, energies_e: np.ndarray, fermi_energy: float,

@@ -33,3 +33,18 @@ def test_ranks_with_different_chunk_counts_agree_with_one_rank(al_model):
     ranks, one = results
     for key in ("fermi_energy_eV", "band_energy_eV", "number_of_electrons_from_density"):
         assert ranks[key] == pytest.approx(one[key], rel=1e-10), key
+
+
+def test_an_electron_count_the_dos_cannot_hold_names_the_grid():
+    import numpy as np
+    import pytest
+
+    from mlscale.errors import MlscaleError
+    from mlscale.grid import DistributedGrid, Grid
+    from mlscale.inference import electrons_from_ldos
+    from mlscale.parallel import self_comm
+
+    dgrid = DistributedGrid(Grid(np.eye(3) * 2.0, (2, 3, 4)), self_comm())
+    ldos_pe = np.full((24, 11), 0.01)
+    with pytest.raises(MlscaleError, match=r"cannot place 1000.0 electrons .* on the 2x3x4 grid"):
+        electrons_from_ldos(ldos_pe, dgrid, -5.0 + 2.5 * np.arange(11), 1000.0, 298.0)
