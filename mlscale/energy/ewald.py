@@ -128,20 +128,7 @@ def _add_stencils(q_a: np.ndarray, ix_aj: np.ndarray, iy_aj: np.ndarray, iz_aj: 
 def _real_space(frac_ac: np.ndarray, charge_a: np.ndarray, cell_cv: np.ndarray, eta: float,
                 cutoff: float, comm: Comm) -> float:
     """½ Σ_{i in this rank's atoms} Σ_{j,R}' q_i q_j erfc(η r)/r over r < cutoff."""
-    volume = abs(np.linalg.det(cell_cv))
-    heights = volume / np.linalg.norm(np.cross(cell_cv[[1, 2, 0]], cell_cv[[2, 0, 1]]), axis=1)
-    margin = cutoff / heights  # fractional padding per axis
-    reach = np.ceil(margin).astype(int)
-    pos_parts: list[np.ndarray] = []
-    charge_parts: list[np.ndarray] = []
-    for shift in np.ndindex(*(2 * reach + 1)):
-        frac = frac_ac + (np.array(shift) - reach)
-        keep = np.all((frac >= -margin) & (frac < 1 + margin), axis=1)
-        pos_parts.append(frac[keep] @ cell_cv)
-        charge_parts.append(charge_a[keep])
-    image_pos = np.concatenate(pos_parts)
-    image_charge = np.concatenate(charge_parts)
-    tree = cKDTree(image_pos)
+    tree, image_charge = image_tree(frac_ac, charge_a, cell_cv, cutoff)
     natoms = len(charge_a)
     mine = np.arange(natoms * comm.rank // comm.size, natoms * (comm.rank + 1) // comm.size)
     pos_av = frac_ac @ cell_cv
@@ -155,3 +142,21 @@ def _real_space(frac_ac: np.ndarray, charge_a: np.ndarray, cell_cv: np.ndarray, 
         energy += 0.5 * float(np.sum(charge_a[a][pairs["i"][keep]] * image_charge[pairs["j"][keep]]
                                      * erfc(eta * r) / r))
     return energy
+
+
+def image_tree(frac_ac: np.ndarray, charge_a: np.ndarray, cell_cv: np.ndarray, cutoff: float
+               ) -> tuple[cKDTree, np.ndarray]:
+    """A k-d tree of every periodic image within ``cutoff`` of the cell (positions in the
+    units of ``cell_cv``) and the images' charges."""
+    volume = abs(np.linalg.det(cell_cv))
+    heights = volume / np.linalg.norm(np.cross(cell_cv[[1, 2, 0]], cell_cv[[2, 0, 1]]), axis=1)
+    margin = cutoff / heights  # fractional padding per axis
+    reach = np.ceil(margin).astype(int)
+    pos_parts: list[np.ndarray] = []
+    charge_parts: list[np.ndarray] = []
+    for shift in np.ndindex(*(2 * reach + 1)):
+        frac = frac_ac + (np.array(shift) - reach)
+        keep = np.all((frac >= -margin) & (frac < 1 + margin), axis=1)
+        pos_parts.append(frac[keep] @ cell_cv)
+        charge_parts.append(charge_a[keep])
+    return cKDTree(np.concatenate(pos_parts)), np.concatenate(charge_parts)

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import erfc
 
-from ..energy.ewald import CHUNK, ORDER, TAIL, _splitting, _spread
+from ..energy.ewald import CHUNK, ORDER, TAIL, _splitting, _spread, image_tree
 from ..energy.fft import DistributedFFT
 
 
@@ -123,20 +123,7 @@ def _gather_stencils(q_a: np.ndarray, ix_aj: np.ndarray, iy_aj: np.ndarray, iz_a
 
 def _real_space_forces(frac_ac, charge_a, cell_cv, eta, cutoff, comm) -> np.ndarray:
     """This rank's share of −∂E_r/∂R over r < cutoff (Hartree/Bohr), [atoms, 3]."""
-    volume = abs(np.linalg.det(cell_cv))
-    heights = volume / np.linalg.norm(np.cross(cell_cv[[1, 2, 0]], cell_cv[[2, 0, 1]]), axis=1)
-    margin = cutoff / heights
-    reach = np.ceil(margin).astype(int)
-    pos_parts: list[np.ndarray] = []
-    charge_parts: list[np.ndarray] = []
-    for shift in np.ndindex(*(2 * reach + 1)):
-        frac = frac_ac + (np.array(shift) - reach)
-        keep = np.all((frac >= -margin) & (frac < 1 + margin), axis=1)
-        pos_parts.append(frac[keep] @ cell_cv)
-        charge_parts.append(charge_a[keep])
-    image_pos = np.concatenate(pos_parts)
-    image_charge = np.concatenate(charge_parts)
-    tree = cKDTree(image_pos)
+    tree, image_charge = image_tree(frac_ac, charge_a, cell_cv, cutoff)
     natoms = len(charge_a)
     mine = np.arange(natoms * comm.rank // comm.size, natoms * (comm.rank + 1) // comm.size)
     pos_av = frac_ac @ cell_cv
@@ -148,5 +135,5 @@ def _real_space_forces(frac_ac, charge_a, cell_cv, eta, cutoff, comm) -> np.ndar
         i, j, r = pairs["i"][keep], pairs["j"][keep], pairs["v"][keep]
         dphi = -erfc(eta * r) / r**2 - 2 * eta / math.sqrt(math.pi) * np.exp(-(eta * r) ** 2) / r
         scale = -charge_a[a][i] * image_charge[j] * dphi / r
-        np.add.at(forces_av, a[i], scale[:, None] * (pos_av[a][i] - image_pos[j]))
+        np.add.at(forces_av, a[i], scale[:, None] * (pos_av[a][i] - tree.data[j]))
     return forces_av
