@@ -24,7 +24,7 @@ from ..grid import Block, DistributedGrid, Grid
 from ._adjoint_kernel import BATCH, adjoint_points
 from ._adjoint_tables import gradient_tables
 from ._native_tables import tables
-from .native import _check_settings, _images_near, _species_indices
+from .native import _check_settings, _images_near, _species_indices, checked_positions_and_block
 
 
 def bispectrum_forces(atoms, grid: Grid | DistributedGrid, block: Block | None,
@@ -46,18 +46,8 @@ def bispectrum_forces(atoms, grid: Grid | DistributedGrid, block: Block | None,
     _check_settings(settings)
     beta_pf = _check_beta(beta_pf, block, settings)
     species_a = _species_indices(atoms, settings)
-    pos_av = np.asarray(atoms.get_positions(), dtype=float)
-    if not np.all(np.isfinite(pos_av)):
-        raise MlscaleError("atom positions contain NaN or infinity")
+    pos_av, start, shape, grid_n = checked_positions_and_block(atoms, grid, block)
     cell_cv = np.ascontiguousarray(grid.cell_cv, dtype=float)
-    atoms_cell = np.asarray(atoms.get_cell(), dtype=float)
-    if np.any(atoms_cell) and not np.allclose(atoms_cell, cell_cv, rtol=0, atol=1e-6):
-        raise MlscaleError("the atoms' cell differs from the grid's cell")
-    start = np.array(block.start, dtype=np.int64)
-    shape = np.array(block.shape, dtype=np.int64)
-    grid_n = np.array(grid.shape, dtype=np.int64)
-    if np.any(start < 0) or np.any(start + shape > grid_n) or np.any(shape < 0):
-        raise MlscaleError(f"block {block.start}..{block.stop} is outside the grid {grid.shape}")
     forces_av = np.zeros((len(atoms), 3))
     if block.size == 0 or len(atoms) == 0:
         return forces_av

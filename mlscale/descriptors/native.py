@@ -36,18 +36,8 @@ def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings)
     """
     _check_settings(settings)
     species_a = _species_indices(atoms, settings)
-    pos_av = np.asarray(atoms.get_positions(), dtype=float)
-    if not np.all(np.isfinite(pos_av)):
-        raise MlscaleError("atom positions contain NaN or infinity")
+    pos_av, start, shape, grid_n = checked_positions_and_block(atoms, grid, block)
     cell_cv = grid.cell_cv
-    atoms_cell = np.asarray(atoms.get_cell(), dtype=float)
-    if np.any(atoms_cell) and not np.allclose(atoms_cell, cell_cv, rtol=0, atol=1e-6):
-        raise MlscaleError("the atoms' cell differs from the grid's cell")
-    start = np.array(block.start, dtype=np.int64)
-    shape = np.array(block.shape, dtype=np.int64)
-    grid_n = np.array(grid.shape, dtype=np.int64)
-    if np.any(start < 0) or np.any(start + shape > grid_n) or np.any(shape < 0):
-        raise MlscaleError(f"block {block.start}..{block.stop} is outside the grid {grid.shape}")
     out = np.zeros((block.size, settings.n_features))
     if block.size == 0:
         return out.reshape(*block.shape, settings.n_features)
@@ -76,6 +66,24 @@ def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings)
         settings.twojmax, t.ublock, t.rootpq, t.entry_u, t.entry_w, t.entry_b,
         t.prod_ptr, t.prod_c, t.prod_u1, t.prod_u2, out)
     return out.reshape(*block.shape, settings.n_features)
+
+
+def checked_positions_and_block(atoms, grid: Grid, block: Block
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Atom positions (Å) and the block's start, shape and the grid's shape as int64
+    arrays; MlscaleError for non-finite positions, another cell, or a block outside."""
+    pos_av = np.asarray(atoms.get_positions(), dtype=float)
+    if not np.all(np.isfinite(pos_av)):
+        raise MlscaleError("atom positions contain NaN or infinity")
+    atoms_cell = np.asarray(atoms.get_cell(), dtype=float)
+    if np.any(atoms_cell) and not np.allclose(atoms_cell, grid.cell_cv, rtol=0, atol=1e-6):
+        raise MlscaleError("the atoms' cell differs from the grid's cell")
+    start = np.array(block.start, dtype=np.int64)
+    shape = np.array(block.shape, dtype=np.int64)
+    grid_n = np.array(grid.shape, dtype=np.int64)
+    if np.any(start < 0) or np.any(start + shape > grid_n) or np.any(shape < 0):
+        raise MlscaleError(f"block {block.start}..{block.stop} is outside the grid {grid.shape}")
+    return pos_av, start, shape, grid_n
 
 
 def _check_settings(settings: BispectrumSettings):
