@@ -31,6 +31,7 @@ COMMANDS = {
     "import-mala": "import_mala",
     "bench": "bench",
     "plan": "plan",
+    "stm": "stm",
 }
 
 
