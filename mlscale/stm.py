@@ -13,8 +13,9 @@ V < 0: filled states, E_F + eV .. E_F). Two routes, both distributed over the gr
   that δ̃(0) < 1: pp.x's window drops at its edges (to 1/√π for Gaussian smearing);
   this is its definition and it is reproduced, not corrected;
 - from an LDOS on an energy grid (DFT LDOS files or a prediction,
-  :func:`stm_field_from_ldos`): ∫_down^up LDOS(r, ε) dε on the grid (trapezoid with the
-  window's end cells cut linearly). It is the LDOS's own broadening, not pp.x's window.
+  :func:`stm_field_from_ldos`): ∫ g(ε) LDOS(r, ε) dε with g the sharp window or pp.x's
+  window g(ε) above (the weight pp.x gives a state at ε); with pp.x's window and an LDOS
+  broadening much smaller than degauss this tends to pp.x's field.
 
 Units: energies and bias in eV (pp.x's ``sample_bias`` is in Ry: V = sample_bias·13.6057);
 the field in 1/Å³ (states per volume, spin included: pw.x's k-weights sum to 2); pp.x writes
@@ -145,32 +146,52 @@ def stm_field_from_wavefunctions(save_dir, bias: float, dgrid: DistributedGrid,
     return field_b / dgrid.voxel_volume  # Σ_r |ψ|² = 1 → 1/Å³
 
 
-def window_weights(energies_e, fermi: float, bias: float) -> np.ndarray:
-    """Quadrature weights (eV) of ∫_down^up g(ε) dε for g on the (uniform or not) energy
-    grid ``energies_e`` (eV), g piecewise linear; MlscaleError if the window leaves it."""
+def qe_window(energies_e, fermi: float, bias: float, degauss: float,
+              ngauss: int) -> np.ndarray:
+    """pp.x's STM weight g(ε) of a state at energy ε (eV): 1 inside (down, up),
+    δ̃((down − ε)/σ) below down − 3σ .. down, δ̃((up − ε)/σ) above up .. up + 3σ, else 0."""
+    return state_weights(np.asarray(energies_e, dtype=float)[None, :], [1.0], fermi, bias,
+                         degauss, ngauss)[0]
+
+
+def window_weights(energies_e, fermi: float, bias: float,
+                   smearing: tuple[float, int] | None = None) -> np.ndarray:
+    """Quadrature weights (eV) of ∫ g(ε) L(ε) dε for L piecewise linear on the increasing
+    energy grid ``energies_e`` (eV): g = 1 on the bias window (``smearing`` None) or pp.x's
+    window :func:`qe_window` for ``smearing = (degauss eV, ngauss)``. Gauss–Legendre
+    (8 points) on each piece between grid points and g's breaks; MlscaleError if the
+    window leaves the grid."""
     e = np.asarray(energies_e, dtype=float)
     down, up = bias_window(fermi, bias)
+    reach = 0.0 if smearing is None else 3.0 * smearing[0]
+    lo, hi = down - reach, up + reach
     if e.ndim != 1 or len(e) < 2 or np.any(np.diff(e) <= 0):
         raise MlscaleError("the LDOS energies must be an increasing grid of ≥ 2 values")
-    if down < e[0] or up > e[-1]:
-        raise MlscaleError(f"the bias window [{down:.4f}, {up:.4f}] eV leaves the LDOS "
+    if lo < e[0] or hi > e[-1]:
+        raise MlscaleError(f"the bias window [{lo:.4f}, {hi:.4f}] eV leaves the LDOS "
                            f"energy grid [{e[0]:.4f}, {e[-1]:.4f}] eV")
-    fine = np.unique(np.concatenate([e[(e > down) & (e < up)], [down, up]]))
+    nodes = np.unique(np.concatenate([e[(e > lo) & (e < hi)], [lo, down, up, hi]]))
+    x_q, w_q = np.polynomial.legendre.leggauss(8)
+    a, b = nodes[:-1, None], nodes[1:, None]
+    x = (0.5 * (a + b) + 0.5 * (b - a) * x_q).ravel()
+    w = (0.5 * (b - a) * w_q).ravel()
+    g = (np.where((x > down) & (x < up), 1.0, 0.0) if smearing is None
+         else qe_window(x, fermi, bias, *smearing))
+    i = np.clip(np.searchsorted(e, x, side="right") - 1, 0, len(e) - 2)
+    t = (x - e[i]) / (e[i + 1] - e[i])
     weights = np.zeros(len(e))
-    for a, b in zip(fine[:-1], fine[1:]):  # each piece: trapezoid of the interpolant
-        for point in (a, b):
-            i = min(int(np.searchsorted(e, point, side="right")) - 1, len(e) - 2)
-            t = (point - e[i]) / (e[i + 1] - e[i])
-            weights[i] += 0.5 * (b - a) * (1.0 - t)
-            weights[i + 1] += 0.5 * (b - a) * t
+    np.add.at(weights, i, w * g * (1.0 - t))
+    np.add.at(weights, i + 1, w * g * t)
     return weights
 
 
-def stm_field_from_ldos(ldos_be: np.ndarray, energies_e, fermi: float,
-                        bias: float) -> np.ndarray:
-    """∫_window LDOS dε [bx, by, bz] in 1/Å³ from an LDOS block [bx, by, bz, energy] in
-    1/(eV·Å³) on ``energies_e`` (eV); bias in V, fermi in eV (the LDOS's energy zero)."""
-    weights_e = window_weights(energies_e, fermi, bias)
+def stm_field_from_ldos(ldos_be: np.ndarray, energies_e, fermi: float, bias: float,
+                        smearing: tuple[float, int] | None = None) -> np.ndarray:
+    """∫ g(ε) LDOS(r, ε) dε [bx, by, bz] in 1/Å³ from an LDOS block [bx, by, bz, energy]
+    in 1/(eV·Å³) on ``energies_e`` (eV); bias in V, fermi in eV (the LDOS's energy zero);
+    g: the sharp window, or pp.x's for ``smearing = (degauss eV, ngauss)``
+    (:func:`window_weights`)."""
+    weights_e = window_weights(energies_e, fermi, bias, smearing)
     if ldos_be.ndim != 4 or ldos_be.shape[3] != len(weights_e):
         raise MlscaleError(f"LDOS block of shape {ldos_be.shape} for {len(weights_e)} energies")
     return np.tensordot(np.asarray(ldos_be, dtype=float), weights_e, axes=([3], [0]))

@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--energy-grid", nargs=3, type=float,
                         metavar=("START", "STEP", "COUNT"), help="LDOS energies in eV")
     parser.add_argument("--fermi-energy", type=float, metavar="EV", help="E_F of --ldos (eV)")
+    parser.add_argument("--window-degauss", type=float, metavar="EV", help="LDOS routes: "
+                        "pp.x's smoothed window with this degauss (eV; the pw.x run's) "
+                        "instead of the sharp window E_F .. E_F + eV")
+    parser.add_argument("--window-smearing", choices=sorted(stm.SMEARINGS), default="gaussian",
+                        help="the smearing of --window-degauss (QE's names; default gaussian)")
     parser.add_argument("--model", help="model for --predict (default: the shipped Al model)")
     parser.add_argument("--grid", nargs=3, type=int, metavar=("NX", "NY", "NZ"))
     parser.add_argument("--repeat", type=int, default=3, help="cells per side in the PNGs")
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     results: dict[str, Any] = {
         "source": "qe-save" if args.qe_save else "ldos" if args.ldos else "predict",
         "bias_V": args.bias, "fermi_energy_eV": fermi, "grid": list(dgrid.shape),
+        "window": "pp.x" if args.qe_save or args.window_degauss else "sharp",
         "ranks": comm.size, "topmost_atom_z_A": z_top, "height_A": args.height,
         "current_level_per_A3": level, "max_height_A": max_height,
         "field_range_at_height_per_A3": [float(height_xy.min()), float(height_xy.max())],
@@ -110,7 +116,8 @@ def _field(args: argparse.Namespace, atoms, comm: Comm
     from ._stm_images import predicted_ldos
     ldos_be, energies_e, fermi, dgrid = predicted_ldos(atoms, args, comm)
     with comm.collective():
-        field_b = stm.stm_field_from_ldos(ldos_be, energies_e, fermi, args.bias)
+        field_b = stm.stm_field_from_ldos(ldos_be, energies_e, fermi, args.bias,
+                                          _smearing(args))
     return field_b, dgrid, fermi
 
 
@@ -129,5 +136,15 @@ def _field_from_ldos_file(args: argparse.Namespace, atoms, comm: Comm
         dgrid = DistributedGrid(Grid(atoms.cell[:], shape), comm)
         ldos_be = read_grid_block(args.ldos, dgrid.block, mesh="LDOS")
         check_finite(ldos_be, str(args.ldos))
-        field_b = stm.stm_field_from_ldos(ldos_be, energies_e, args.fermi_energy, args.bias)
+        field_b = stm.stm_field_from_ldos(ldos_be, energies_e, args.fermi_energy, args.bias,
+                                          _smearing(args))
     return field_b, dgrid, float(args.fermi_energy)
+
+
+def _smearing(args: argparse.Namespace) -> tuple[float, int] | None:
+    """(degauss eV, QE ngauss) of pp.x's window for the LDOS routes, or None (sharp)."""
+    if args.window_degauss is None:
+        return None
+    if not args.window_degauss > 0:
+        raise MlscaleError(f"--window-degauss must be positive, got {args.window_degauss}")
+    return float(args.window_degauss), stm.SMEARINGS[args.window_smearing]
