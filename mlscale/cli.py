@@ -35,6 +35,27 @@ COMMANDS = {
 }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help text that ends with "(default: X)" for every option whose default is a value
+    (not None, not False, not suppressed) and whose help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS
+                or "%(default)" in text or "default:" in text or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _help_for_bare_defaults(parser: argparse.ArgumentParser) -> None:
+    """Options given without help text still show their default in --help."""
+    for action in parser._actions:
+        if (not action.help and action.option_strings
+                and action.default not in (None, False, argparse.SUPPRESS)):
+            action.help = "(default: %(default)s)"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every sub-command; with ``only``, that sub-command's module alone is
     imported (a run loads only what its command needs: ``predict`` no torch, no libxc)."""
@@ -48,8 +69,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         module = importlib.import_module(f"mlscale.commands.{module_name}")
         doc = (module.__doc__ or "").strip().splitlines()
         sub_parser = sub.add_parser(name, help=doc[0] if doc else None,
-                                    description=module.__doc__)
+                                    description=module.__doc__,
+                                    formatter_class=DefaultsHelpFormatter)
         module.add_arguments(sub_parser)
+        _help_for_bare_defaults(sub_parser)
         sub_parser.set_defaults(_module=module)
     return parser
 
