@@ -80,8 +80,13 @@ def timing_results(timings: Timings, comm: Comm) -> dict[str, Any]:
 
 
 def write_fields(output_dir: Path, energies_e: np.ndarray, dos_e: np.ndarray,
-                 density_b: np.ndarray, dgrid: DistributedGrid) -> None:
-    """dos.csv (rank 0) and the density (every rank its block), atomically. Collective."""
+                 density_b: np.ndarray, dgrid: DistributedGrid,
+                 fermi_energy_eV: float | None = None) -> None:
+    """dos.csv (rank 0) and the density (every rank its block), atomically. Collective.
+
+    dos.csv: the column header, then (with ``fermi_energy_eV``) the comment line
+    ``# fermi_energy_eV=E`` (eV), then energy (eV), DOS (states/eV) rows; readers that skip
+    one header line and ignore ``#`` lines (``numpy.loadtxt(..., skiprows=1)``) still work."""
     comm = dgrid.comm
     with comm.collective():
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +98,10 @@ def write_fields(output_dir: Path, energies_e: np.ndarray, dos_e: np.ndarray,
         write_openpmd(output_dir / "density.h5", "Density", density_b, dgrid,
                       unit_si=units["unit_si"], unit_dimension=units["unit_dimension"])
     if comm.rank == 0:
-        lines = ["energy_eV,dos_per_eV"] + [f"{e:.10g},{d:.12g}"
-                                            for e, d in zip(energies_e, dos_e)]
+        header = ["energy_eV,dos_per_eV"]
+        if fermi_energy_eV is not None:
+            header.append(f"# fermi_energy_eV={fermi_energy_eV:.12g}")
+        lines = header + [f"{e:.10g},{d:.12g}" for e, d in zip(energies_e, dos_e)]
         write_text_atomic(output_dir / "dos.csv", "\n".join(lines) + "\n")
 
 

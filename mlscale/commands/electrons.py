@@ -64,7 +64,8 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
                "ranks": comm.size, "temperature_K": args.temperature,
                "integration": args.integration}
     if claim is not None:
-        write_fields(claim.path, energies_e, dos_e, density_b, dgrid)
+        write_fields(claim.path, energies_e, dos_e, density_b, dgrid,
+                     fermi_energy_eV=scalars.fermi_energy_eV)
         write_results(claim.path, results, comm)
         claim.release()
     print_json(comm, results)

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
         results["forces_eV_per_A"] = prediction.forces.total_av.tolist()
     with timings.phase("output"):
         output.write_fields(out, prediction.energies_e, prediction.dos_e, prediction.density_b,
-                            dgrid)
+                            dgrid, fermi_energy_eV=results["fermi_energy_eV"])
     results.update(output.timing_results(timings, comm))
     results["provenance"] = output.provenance(
         comm, model=Path(args.model) if args.model else shipped_model_path(),

@@ -75,6 +75,9 @@ def test_predict_writes_results_dos_and_density(rank_runs):
     assert results["number_of_electrons_from_density"] == pytest.approx(4.0, rel=1e-8)
     dos = np.loadtxt(directory / "dos.csv", delimiter=",", skiprows=1)
     assert dos.shape == (11, 2)
+    comments = [line for line in (directory / "dos.csv").read_text().splitlines()
+                if line.startswith("#")]
+    assert comments == [f"# fermi_energy_eV={results['fermi_energy_eV']:.12g}"]
     assert not list(directory.glob("*.tmp*")), "temporary files left behind"
 
 
