@@ -73,7 +73,8 @@ def main(argv: list[str]) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['fermi_meV']:+.1f} | {r['band_meV']:+.2f} | "
-              f"{r['total_meV']:+.2f} | {r['density_mae_pct']:.3f} | {r['floor_band_meV']:+.2f} | {r['floor_fermi_meV']:+.1f} |")
+              f"{r['total_meV']:+.2f} | {r['density_mae_pct']:.3f} | "
+              f"{r['floor_band_meV']:+.2f} | {r['floor_fermi_meV']:+.1f} |")
     for key in ("fermi_meV", "band_meV", "total_meV"):
         print(f"mean abs {key}: {np.mean([abs(r[key]) for r in rows]):.2f}")
     return 0
