@@ -22,6 +22,7 @@ from . import __version__
 from .grid import DistributedGrid
 from .inference import Prediction
 from .io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from .io.cube_writer import write_density_cube
 from .io.openpmd_io import DENSITY_UNITS, write_openpmd
 from .io.run_directory import output_files, sha256
 from .parallel import Comm
@@ -81,18 +82,22 @@ def timing_results(timings: Timings, comm: Comm) -> dict[str, Any]:
 
 def write_fields(output_dir: Path, energies_e: np.ndarray, dos_e: np.ndarray,
                  density_b: np.ndarray, dgrid: DistributedGrid,
-                 fermi_energy_eV: float | None = None) -> None:
+                 fermi_energy_eV: float | None = None, cube_atoms: Atoms | None = None) -> None:
     """dos.csv (rank 0) and the density (every rank its block), atomically. Collective.
 
     dos.csv: the column header, then (with ``fermi_energy_eV``) the comment line
     ``# fermi_energy_eV=E`` (eV), then energy (eV), DOS (states/eV) rows; readers that skip
-    one header line and ignore ``#`` lines (``numpy.loadtxt(..., skiprows=1)``) still work."""
+    one header line and ignore ``#`` lines (``numpy.loadtxt(..., skiprows=1)``) still work.
+    With ``cube_atoms``: the density as ``density.cube`` (electrons/Bohr³, gathered on
+    rank 0) instead of openPMD ``density.h5``."""
     comm = dgrid.comm
     with comm.collective():
         output_dir.mkdir(parents=True, exist_ok=True)
     if dgrid.is_share:  # the block's place is in results.json ("share")
         with atomic_path(output_dir / "density_block.npy") as tmp:
             np.save(tmp, density_b)
+    elif cube_atoms is not None:
+        write_density_cube(output_dir / "density.cube", cube_atoms, density_b, dgrid)
     else:
         units: dict[str, Any] = DENSITY_UNITS  # openpmd_io types it dict[str, object]
         write_openpmd(output_dir / "density.h5", "Density", density_b, dgrid,

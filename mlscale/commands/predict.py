@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only-rank", metavar="R/P",
                         help="compute only rank R's share of a P-rank job, on one process "
                         "(native descriptors): to measure one rank's cost and memory")
+    parser.add_argument("--format", choices=("openpmd", "cube"), default="openpmd",
+                        help="density file: openPMD density.h5 (each rank its block) or "
+                        "Gaussian cube density.cube (electrons/Bohr³, for VESTA/VMD/Ovito; "
+                        "gathered on rank 0)")
     add_descriptor_backend(parser)
     add_integration(parser)
 
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
         results["forces_eV_per_A"] = prediction.forces.total_av.tolist()
     with timings.phase("output"):
         output.write_fields(out, prediction.energies_e, prediction.dos_e, prediction.density_b,
-                            dgrid, fermi_energy_eV=results["fermi_energy_eV"])
+                            dgrid, fermi_energy_eV=results["fermi_energy_eV"],
+                            cube_atoms=atoms if args.format == "cube" else None)
     results.update(output.timing_results(timings, comm))
     results["provenance"] = output.provenance(
         comm, model=Path(args.model) if args.model else shipped_model_path(),

@@ -258,3 +258,24 @@ def test_only_rank_shares_reproduce_the_full_run(be2, tiny_model, rank_runs, tmp
     dos_full = np.loadtxt(rank_runs[3] / "dos.csv", delimiter=",", skiprows=1)[:, 1]
     np.testing.assert_allclose(dos, dos_full, rtol=1e-8)
     np.testing.assert_allclose(density, density_full, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_cube_format_reads_back_with_ase(be2, tiny_model, tmp_path, ranks):
+    """--format cube: ASE's own cube reader (independent of mlscale) integrates the
+    density (electrons/Bohr³) to the electron count; no density.h5 is written."""
+    from ase.io.cube import read_cube_data
+    from ase.units import Bohr
+
+    out = tmp_path / "cube"
+    run = mlscale(["predict", be2 / "Be_snapshot0.out", "--model", tiny_model, "--output",
+                   out, "--descriptors", "lammps", "--format", "cube"], ranks=ranks)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (out / "density.h5").exists()
+    data, atoms = read_cube_data(str(out / "density.cube"))
+    assert data.shape == (18, 18, 27)
+    assert len(atoms) == 2
+    electrons = data.sum() * atoms.get_volume() / Bohr**3 / data.size
+    assert electrons == pytest.approx(4.0, rel=1e-5)  # cube values: 6 significant digits
+    results = json.loads((out / "results.json").read_text())
+    assert "density.cube" in results["output_files"]
