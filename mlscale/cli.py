@@ -32,6 +32,7 @@ COMMANDS = {
     "bench": "bench",
     "plan": "plan",
     "stm": "stm",
+    "plot": "plot",
 }
 
 
