@@ -141,7 +141,9 @@ def _report(comm: Comm, results: dict[str, Any], share: tuple[int, int] | None,
     if share is not None:
         comm.print(f"rank {share[0]} of {share[1]} only: partial DOS and density block in {out}")
     else:
-        comm.print(f"density written to {out / 'density.h5'} (openPMD); "
+        density = ("density.cube (cube)" if (out / "density.cube").is_file()
+                   else "density.h5 (openPMD)")
+        comm.print(f"density written to {out / density}; "
                    f"results in {out / 'results.json'}")
 
 
