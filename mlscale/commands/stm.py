@@ -91,9 +91,11 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
         if comm.rank == 0:
             for name, image, label in (
                     ("stm_height", height_xy, "field (1/Å³)"),
-                    ("stm_current", current_xy, "tip height (Å)")):
+                    ("stm_current", current_xy, "tip height above the top atom (Å)")):
+                kind = (f"constant height {args.height:g} Å" if name == "stm_height"
+                        else f"constant current {level:.3g} 1/Å³")
                 save_image(claim.path / name, image, atoms.cell[:], args.repeat,
-                           f"{name[4:]} image, bias {args.bias:+g} V", label)
+                           f"{kind}, bias {args.bias:+g} V", label)
     if args.field:
         write_npy_distributed(claim.path / "stm_field.npy", field_b, dgrid)
     write_results(claim.path, results, comm)
