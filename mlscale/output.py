@@ -1,7 +1,8 @@
 """The files of a prediction (or of ``mlscale electrons``), written atomically.
 
-``DIR/dos.csv`` (rank 0), ``DIR/density.h5`` (openPMD, each rank its block; one rank's
-share of a job: ``DIR/density_block.npy``) and, last, ``DIR/results.json`` (rank 0), so
+``DIR/dos.csv`` (rank 0), ``DIR/density.h5`` (openPMD, each rank its block) with
+``DIR/density.pmd`` (ParaView's index) and, for a non-diagonal cell, ``DIR/density.vts``
+(one rank's share of a job: ``DIR/density_block.npy``) and, last, ``DIR/results.json`` (rank 0), so
 that a results.json beside them means the run completed. A command claims DIR first
 (:func:`mlscale.io.run_directory.claim_directory`: lock, previous results.json removed,
 stale temporaries deleted); results.json lists the SHA-256 of each file beside it
@@ -23,8 +24,9 @@ from .grid import DistributedGrid
 from .inference import Prediction
 from .io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from .io.cube_writer import write_density_cube
-from .io.openpmd_io import DENSITY_UNITS, write_openpmd
+from .io.openpmd_io import DENSITY_UNITS, series_index, write_openpmd
 from .io.run_directory import output_files, sha256
+from .io.vts import write_vts
 from .parallel import Comm
 from .timing import Timings, peak_rss_mib
 
@@ -99,15 +101,29 @@ def write_fields(output_dir: Path, energies_e: np.ndarray, dos_e: np.ndarray,
     elif cube_atoms is not None:
         write_density_cube(output_dir / "density.cube", cube_atoms, density_b, dgrid)
     else:
-        units: dict[str, Any] = DENSITY_UNITS  # openpmd_io types it dict[str, object]
-        write_openpmd(output_dir / "density.h5", "Density", density_b, dgrid,
-                      unit_si=units["unit_si"], unit_dimension=units["unit_dimension"])
+        _write_density_openpmd(output_dir, density_b, dgrid)
     if comm.rank == 0:
         header = ["energy_eV,dos_per_eV"]
         if fermi_energy_eV is not None:
             header.append(f"# fermi_energy_eV={fermi_energy_eV:.12g}")
         lines = header + [f"{e:.10g},{d:.12g}" for e, d in zip(energies_e, dos_e)]
         write_text_atomic(output_dir / "dos.csv", "\n".join(lines) + "\n")
+
+
+def _write_density_openpmd(output_dir: Path, density_b: np.ndarray,
+                           dgrid: DistributedGrid) -> None:
+    """density.h5 (scalar openPMD record, 1/Å³), ParaView's index density.pmd and, for a
+    cell that is not diagonal (openPMD's box cannot place it), density.vts with the true
+    point positions (docs/usage.md, "Viewing the density")."""
+    units: dict[str, Any] = DENSITY_UNITS  # openpmd_io types it dict[str, object]
+    write_openpmd(output_dir / "density.h5", "Density", density_b, dgrid,
+                  unit_si=units["unit_si"], unit_dimension=units["unit_dimension"])
+    with dgrid.comm.collective():
+        if dgrid.comm.rank == 0:
+            series_index(output_dir / "density.pmd", "density.h5")
+    cell_cv = dgrid.grid.cell_cv
+    if not np.allclose(cell_cv, np.diag(np.diag(cell_cv)), rtol=0, atol=1e-9):
+        write_vts(output_dir / "density.vts", "Density", density_b, dgrid)
 
 
 def write_results(output_dir: Path, results: dict[str, Any], comm: Comm) -> None:

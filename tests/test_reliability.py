@@ -235,9 +235,9 @@ def test_rerun_removes_the_previous_results_and_stale_temporaries_and_says_so(ti
     (out / f"{atomic_module.TEMPORARY_PREFIX}999-dead-density.h5").write_bytes(b"stale")
     rerun = _predict(tiny, out)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert (f"{out}: removed the previous run's results.json, dos.csv, density.h5, 1 temporary "
+    assert (f"{out}: removed the previous run's results.json, dos.csv, density.h5, density.pmd, 1 temporary "
             "file(s) of interrupted runs") in rerun.stderr
-    assert _names(out) == [".mlscale-lock", "density.h5", "dos.csv", "results.json"]
+    assert _names(out) == [".mlscale-lock", "density.h5", "density.pmd", "dos.csv", "results.json"]
     results = json.loads((out / "results.json").read_text())
     assert results["output_files"]["dos.csv"]["sha256"] == hashlib.sha256(
         (out / "dos.csv").read_bytes()).hexdigest()
@@ -745,7 +745,7 @@ def test_electrons_output_directory_is_claimed_and_sealed_like_predicts(upf_dirs
             str(tmp_path / "al.xyz"), "-o", str(out)]
     assert main(args) == 0 and check_run_directory(out) == "complete"
     first = json.loads((out / "results.json").read_text())
-    assert set(first["output_files"]) == {"dos.csv", "density.h5"}
+    assert set(first["output_files"]) == {"dos.csv", "density.h5", "density.pmd"}
     capsys.readouterr()
     assert main(args) == 0 and check_run_directory(out) == "complete"
     assert (f"{out}: removed the previous run's results.json, dos.csv, density.h5"

@@ -3,10 +3,20 @@
 Layout (as in MALA's files): series attribute ``is_mala_data = 1``; one iteration
 (``/data/<iteration>/``); a mesh per quantity (``LDOS``, ``Density``, ...) whose
 record components ``"0" .. "n-1"`` are ``[nx, ny, nz]`` datasets, one per feature
-or energy. Values are stored in mlscale's (MALA's) units; ``unitSI`` converts them
-to SI and ``unitDimension`` names the SI dimension. Unlike MALA's files, the mesh
-also carries the true grid spacing (Å, ``gridUnitSI = 1e-10``), ``position = 0``
-(grid point i sits at i·spacing) and the cell vectors (``cell``, Å, row-major).
+or energy; a one-component quantity (the density) is written as a *scalar* mesh record
+(the dataset is the mesh itself, as openPMD-viewer and ParaView expect; files with the
+older component ``Density/0`` are still read). Values are stored in mlscale's (MALA's)
+units; ``unitSI`` converts them to SI and ``unitDimension`` names the SI dimension.
+Unlike MALA's files, the mesh also carries the grid spacing (Å, ``gridUnitSI = 1e-10``),
+``position = 0`` (grid point i sits at i·spacing) and the cell vectors (``cell``, Å, row-major).
+
+openPMD's cartesian geometry is an orthogonal box. For a cell whose vectors are not
+orthogonal the mesh is the cell *sheared* into the box of the same volume: spacings
+|a|/nx, h_b/ny, h_c/nz with h_b the height of b over a and h_c the height of c over the
+(a, b) plane (the diagonal of R in cellᵀ = QR). Sums times the voxel volume (electron
+counts) are right in any reader; positions are the true ones only for a diagonal cell
+(``mlscale.io.vts`` writes the true geometry for ParaView). ``series_index`` writes the
+one-line ``.pmd`` file ParaView's openPMD reader opens.
 
 The installed openpmd-api has no MPI support, so ranks write in turn: rank 0
 creates the file (under a temporary name) and declares every dataset, then each
@@ -38,6 +48,7 @@ from .atomic import (
     remove_quietly,
     temporary_path,
     write_error,
+    write_text_atomic,
 )
 from .numpy_io import check_finite
 
@@ -82,7 +93,20 @@ def _check_path(path) -> Path:
     return path
 
 
-def _declare(path, mesh_name, n, dtype, grid: Grid, unit_si, unit_dimension, attributes,
+def box_spacing(grid: Grid) -> list[float]:
+    """Grid spacing (Å) of the orthogonal box of the cell's volume: |a|/nx, h_b/ny, h_c/nz
+    (h_b: height of b over a, h_c: height of c over the (a, b) plane); for orthogonal
+    cell vectors the vectors' lengths over the point counts."""
+    heights_c = np.abs(np.diag(np.linalg.qr(grid.cell_cv.T, mode="r")))
+    return [float(h / n) for h, n in zip(heights_c, grid.shape)]
+
+
+def component_names(n: int, scalar: bool) -> list[str]:
+    """openPMD record component names: the scalar record, or ``"0" .. "n-1"``."""
+    return [opmd.Mesh_Record_Component.SCALAR] if scalar else [str(c) for c in range(n)]
+
+
+def _declare(path, mesh_name, names, dtype, grid: Grid, unit_si, unit_dimension, attributes,
              iteration):
     """Create the file with the mesh, its attributes and all (empty) datasets."""
     from .. import __version__
@@ -94,38 +118,38 @@ def _declare(path, mesh_name, n, dtype, grid: Grid, unit_si, unit_dimension, att
         mesh.geometry = opmd.Geometry.cartesian
         mesh.axis_labels = ["x", "y", "z"]
         mesh.data_order = "C"
-        mesh.grid_spacing = [float(x) for x in np.linalg.norm(grid.voxel_cv, axis=1)]
+        mesh.grid_spacing = box_spacing(grid)
         mesh.grid_global_offset = [0.0, 0.0, 0.0]
         mesh.grid_unit_SI = ANGSTROM_SI
         mesh.unit_dimension = unit_dimension
         mesh.set_attribute("cell", [float(x) for x in grid.cell_cv.ravel()])
         for key, value in (attributes or {}).items():
             mesh.set_attribute(str(key), value)
-        for c in range(n):
-            component = mesh[str(c)]
+        for name in names:
+            component = mesh[name]
             component.reset_dataset(opmd.Dataset(np.dtype(dtype), list(grid.shape)))
             component.unit_SI = float(unit_si)
             component.position = [0.0, 0.0, 0.0]
         series.flush()
 
 
-def _store(path, mesh_name, local_bm: np.ndarray, block: Block, iteration):
+def _store(path, mesh_name, names, local_bm: np.ndarray, block: Block, iteration):
     """Open the existing file and store this rank's chunk of every component."""
     with _closing(opmd.Series(str(path), opmd.Access.read_write)) as series:
         mesh = series.iterations[iteration].meshes[mesh_name]
         chunks = [np.ascontiguousarray(local_bm[..., c]) for c in range(local_bm.shape[3])]
-        for c, chunk in enumerate(chunks):
-            mesh[str(c)].store_chunk(chunk, list(block.start), list(block.shape))
+        for name, chunk in zip(names, chunks):
+            mesh[name].store_chunk(chunk, list(block.start), list(block.shape))
         series.flush()
 
 
-def _verify(tmp, path, mesh_name, local_bm: np.ndarray, block: Block, iteration):
+def _verify(tmp, path, mesh_name, names, local_bm: np.ndarray, block: Block, iteration):
     """MlscaleError (naming ``path``) unless the file holds this rank's chunk exactly."""
     try:
         with _closing(opmd.Series(str(tmp), opmd.Access.read_only)) as series:
             mesh = series.iterations[iteration].meshes[mesh_name]
-            chunks = [mesh[str(c)].load_chunk(list(block.start), list(block.shape))
-                      for c in range(local_bm.shape[3])]
+            chunks = [mesh[name].load_chunk(list(block.start), list(block.shape))
+                      for name in names]
             series.flush()
         same = all(np.array_equal(chunk, local_bm[..., c], equal_nan=True)
                    for c, chunk in enumerate(chunks))
@@ -154,7 +178,7 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, dgrid: Distribu
                   attributes: dict | None = None, iteration: int = 0) -> None:
     """Write a distributed grid quantity to one openPMD HDF5 file (collective).
 
-    local_array: this rank's ``[bx, by, bz]`` (one component) or ``[bx, by, bz, n]``
+    local_array: this rank's ``[bx, by, bz]`` (a scalar record) or ``[bx, by, bz, n]``
     (components ``"0" .. "n-1"``) in mlscale units; unit_si: factor to SI;
     unit_dimension: SI exponents, e.g. ``{"L": -3}`` (see LDOS_UNITS, DENSITY_UNITS);
     attributes: extra mesh attributes (numbers, strings or lists of them).
@@ -171,12 +195,14 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, dgrid: Distribu
             raise MlscaleError(f"{mesh_name}: expected floating-point data, got {local.dtype}")
         dimension = _unit_dimension(unit_dimension)
     local_bm = local[..., None] if local.ndim == 3 else local
-    layout = comm.broadcast((local_bm.shape[3], local_bm.dtype.str))
+    mine = (local_bm.shape[3], local_bm.dtype.str, local.ndim)
+    layout = comm.broadcast(mine)
+    names = component_names(layout[0], scalar=layout[2] == 3)
     tmp = None
     with comm.collective():
-        if (local_bm.shape[3], local_bm.dtype.str) != layout:
+        if mine != layout:
             raise MlscaleError(f"{mesh_name}: ranks disagree on components/dtype "
-                               f"({local_bm.shape[3]}, {local_bm.dtype.str}) vs {layout}")
+                               f"{mine[:2]} vs {layout[:2]}")
         if comm.rank == 0:
             tmp = str(temporary_path(path))
     tmp = comm.broadcast(tmp)
@@ -185,13 +211,13 @@ def write_openpmd(path, mesh_name: str, local_array: np.ndarray, dgrid: Distribu
         with comm.collective(), _naming(path):
             if comm.rank == 0:
                 check_free_space(path, nbytes)
-                _declare(tmp, mesh_name, layout[0], layout[1], grid, unit_si, dimension,
+                _declare(tmp, mesh_name, names, layout[1], grid, unit_si, dimension,
                          attributes, iteration)
         for turn in range(comm.size):  # serial openPMD: one rank at a time
             with comm.collective(), _naming(path):
                 if comm.rank == turn:
-                    _store(tmp, mesh_name, local_bm, block, iteration)
-                    _verify(tmp, path, mesh_name, local_bm, block, iteration)
+                    _store(tmp, mesh_name, names, local_bm, block, iteration)
+                    _verify(tmp, path, mesh_name, names, local_bm, block, iteration)
         with comm.collective(), _naming(path):
             if comm.rank == 0:
                 _finish(tmp, path, nbytes)
@@ -310,3 +336,14 @@ def check_recorded_cell(path, mesh_name: str, cell_cv: np.ndarray, source: str,
         worst = float(np.abs(recorded_cv - np.asarray(cell_cv)).max())
         raise MlscaleError(f"the cell recorded in {path} differs from the cell of {source} "
                            f"by up to {worst:.4g} Å: the grid data belong to another structure")
+
+
+def series_index(pmd_path, series_name: str) -> None:
+    """Write ParaView's openPMD index: a one-line text file ``NAME.pmd`` holding the series
+    name (here one file, e.g. ``density.h5``) relative to the index's directory. ParaView
+    (5.9+, with openpmd-api in its Python) opens it with its openPMD reader."""
+    pmd_path = Path(pmd_path)
+    if pmd_path.suffix != ".pmd" or "/" in series_name:
+        raise MlscaleError(f"openPMD index must be NAME.pmd beside the series, got "
+                           f"{pmd_path} -> {series_name}")
+    write_text_atomic(pmd_path, series_name + "\n")

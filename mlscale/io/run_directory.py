@@ -36,7 +36,8 @@ from .atomic import TEMPORARY_PREFIX, temporary_path
 RESULTS = "results.json"
 LOCK = ".mlscale-lock"
 #: the files a prediction or ``mlscale electrons -o`` writes besides results.json
-OUTPUT_NAMES = ("dos.csv", "density.h5", "density.cube", "density_block.npy")
+OUTPUT_NAMES = ("dos.csv", "density.h5", "density.pmd", "density.vts", "density.cube",
+                "density_block.npy")
 
 
 class DirectoryClaim:

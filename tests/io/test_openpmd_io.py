@@ -58,13 +58,18 @@ def test_distributed_round_trip(shared_tmp, n, dtype):
     with h5py.File(path, "r") as f:
         assert f.attrs["is_mala_data"] == 1
         mesh = f["data/0/meshes/LDOS"]
-        assert sorted(mesh) == [str(c) for c in range(n or 1)]
-        stored = np.stack([mesh[str(c)][()] for c in range(n or 1)], axis=-1)
+        if n is None:  # a scalar record: the mesh is the dataset
+            assert isinstance(mesh, h5py.Dataset)
+            stored, component = mesh[()], mesh
+        else:
+            assert sorted(mesh) == [str(c) for c in range(n)]
+            stored, component = np.stack([mesh[str(c)][()] for c in range(n)], axis=-1), mesh["0"]
         assert stored.dtype == dtype
-        np.testing.assert_array_equal(stored.reshape(shape), full)
+        np.testing.assert_array_equal(stored, full)
         np.testing.assert_allclose(mesh.attrs["unitDimension"], [-5, -1, 2, 0, 0, 0, 0])
-        np.testing.assert_allclose(mesh["0"].attrs["unitSI"], 6.241509e48, rtol=1e-6)
-        np.testing.assert_allclose(mesh.attrs["gridSpacing"], [4.0 / 7, np.hypot(2.0, 3.4) / 5, 5.0 / 6],
+        np.testing.assert_allclose(component.attrs["unitSI"], 6.241509e48, rtol=1e-6)
+        # the sheared box of the cell's volume: |a|, b's height over a, c's over (a, b)
+        np.testing.assert_allclose(mesh.attrs["gridSpacing"], [4.0 / 7, 3.4 / 5, 5.0 / 6],
                                    rtol=1e-12)
         assert mesh.attrs["note"] in (b"test", "test") and mesh.attrs["energy_start_ev"] == -5.0
     # our reader, by block
@@ -72,6 +77,20 @@ def test_distributed_round_trip(shared_tmp, n, dtype):
     np.testing.assert_array_equal(read_openpmd(path, "LDOS"), full)
     assert sorted(p.name for p in shared_tmp.iterdir()) == ["out.h5"]
     comm.barrier()
+
+
+def test_reads_one_component_vector_layout(tmp_path):
+    """Files of earlier versions (and MALA's) store a density as the component ``0``."""
+    import openpmd_api as opmd
+
+    values = np.random.default_rng(2).random((3, 4, 5))
+    series = opmd.Series(str(tmp_path / "old.h5"), opmd.Access.create)
+    component = series.iterations[0].meshes["Density"]["0"]
+    component.reset_dataset(opmd.Dataset(values.dtype, list(values.shape)))
+    component.store_chunk(values, [0, 0, 0], list(values.shape))
+    series.close()
+    np.testing.assert_array_equal(read_openpmd(tmp_path / "old.h5", "Density"), values)
+    assert openpmd_info(tmp_path / "old.h5", "Density")["n_components"] == 1
 
 
 def test_overwrite_and_iteration(shared_tmp):
