@@ -16,7 +16,7 @@ import traceback
 
 from . import __version__
 from .errors import MlscaleError
-from .parallel import fail_all, world
+from .parallel import check_launch, fail_all, world
 from .signals import abort_on_signals
 
 # sub-command name -> module in mlscale.commands (each has add_arguments(parser), run(args, comm))
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     comm = world()
     abort_on_signals(comm)  # SIGINT/SIGTERM on one rank: MPI_Abort, no rank left waiting
     try:
+        check_launch(comm)  # srun without the MPI plugin: N worlds of one rank
         status = args._module.run(args, comm)
     except MlscaleError as error:
         comm.print(f"mlscale: error: {error}", file=sys.stderr)

@@ -114,6 +114,28 @@ def world() -> Comm:
     return Comm(MPI.COMM_WORLD)
 
 
+def check_launch(comm: Comm, environ: dict[str, str] | None = None) -> None:
+    """MlscaleError if a launcher started several tasks that each see an MPI world of
+    one rank (Slurm's ``srun`` without the MPI plugin of this MPI, e.g. ``--mpi=none``
+    with the pip MPICH): every task would run the whole job alone and race on its output.
+
+    Reads ``SLURM_STEP_NUM_TASKS`` (set by srun for its tasks; not in the batch script
+    itself); ``MLSCALE_INDEPENDENT_TASKS=1`` allows deliberately independent tasks."""
+    env = os.environ if environ is None else environ
+    try:
+        tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
+    except ValueError:
+        return
+    if comm.size != 1 or tasks <= 1 or env.get("MLSCALE_INDEPENDENT_TASKS") == "1":
+        return
+    raise MlscaleError(
+        f"srun started {tasks} tasks but MPI sees a world of 1 rank in each (task "
+        f"{env.get('SLURM_PROCID', '?')}): every task would run the whole job alone. "
+        "Give srun the MPI plugin of the MPI that mpi4py uses (the pip MPICH: "
+        "`srun --mpi=pmi2`; `srun --mpi=list` shows the plugins), or launch with that "
+        "MPI's mpiexec; set MLSCALE_INDEPENDENT_TASKS=1 if independent tasks are intended")
+
+
 def self_comm() -> Comm:
     """A communicator of this rank alone (for running one rank's share by itself)."""
     return Comm(MPI.COMM_SELF)
