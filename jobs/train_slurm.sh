@@ -17,7 +17,11 @@
 # the time limit: every rank finishes its step, rank 0 writes the checkpoint and the
 # job exits non-zero. Submitting the same script again resumes from the
 # checkpoint, bit for bit, as long as the number of tasks is unchanged.
-# MLSCALE_VENV: the venv with mlscale (default: ./.venv); DISTRIBUTED: ddp or horovod.
+# MLSCALE_VENV: the venv with mlscale (default: ./.venv); DISTRIBUTED: ddp or horovod;
+# SRUN_MPI: srun's MPI plugin (default pmi2, which the pip MPICH speaks; with the site's
+# MPI use the plugin its documentation names, e.g. pmix; docs/usage.md "Slurm").
+# Since Slurm 22.05 srun no longer inherits --cpus-per-task from the job: it is passed
+# explicitly (-c), else every rank gets one core for its torch threads.
 set -euo pipefail
 config=${1:?usage: sbatch jobs/train_slurm.sh CONFIG.toml [options]}
 shift
@@ -37,5 +41,7 @@ if [ -n "$checkpoint" ] && [ -f "$checkpoint" ]; then
     echo "resuming from $checkpoint"
     resume=(--resume "$checkpoint")
 fi
-srun --kill-on-bad-exit=1 mlscale train --config "$config" --threads "$threads" \
+export SRUN_CPUS_PER_TASK=$threads
+srun --kill-on-bad-exit=1 --mpi="${SRUN_MPI:-pmi2}" -c "$threads" \
+    mlscale train --config "$config" --threads "$threads" \
     --distributed "${DISTRIBUTED:-ddp}" "${resume[@]}" "$@"
