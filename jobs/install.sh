@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install mlscale into ./.venv on a fresh Debian machine (Python 3.11, root or sudo).
 #   bash jobs/install.sh           everything needed to run mlscale
-#   bash jobs/install.sh --tests   also the test tools, Quantum ESPRESSO (pw.x, pp.x) and Horovod
+#   bash jobs/install.sh --tests   also the test tools, Quantum ESPRESSO (pw.x, pp.x), Horovod,
+#                                  Slurm and munge (for tests/test_jobs_slurm.py)
 # Idempotent: rerunning it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,8 @@ with_tests=0
 [ "${1:-}" = "--tests" ] && with_tests=1
 
 apt_packages="libfftw3-dev"             # mpi4py-fft builds against FFTW
-[ "$with_tests" = 1 ] && apt_packages="$apt_packages quantum-espresso"
+# the tests also run QE and a one-node Slurm (tests/test_jobs_slurm.py: slurm-wlm, munge)
+[ "$with_tests" = 1 ] && apt_packages="$apt_packages quantum-espresso slurm-wlm munge"
 missing=""
 for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
