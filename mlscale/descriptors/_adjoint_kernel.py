@@ -7,11 +7,13 @@ whose position, candidate and U stages it reuses unchanged. Per batch:
    d = point - atom (Å) is the displacement, (a, b) its Cayley–Klein parameters and s
    the species weight times the switching function, and the image each lane refers to;
 2. U stage: utot, exactly as the descriptor kernel computes it;
-3. Y stage, on ``ZB_LANES`` points at a time: reverse mode of the Z/B stage, ytot =
-   ∂(Σ_f β_f B_f)/∂utot (real and imaginary parts taken as independent variables), in
-   one pass over the Clebsch–Gordan products (each product adds to Z, needed for the
-   ∂/∂U_j term, and to the gradients of its two U factors); then the gradient of the
-   mirrored rows (mb > j/2) folded into the rows they are copied from;
+3. Y stage, on all ``BATCH`` lanes at once (wider lanes measured faster than L2-sized
+   slices): reverse mode of the Z/B stage, ytot = ∂(Σ_f β_f B_f)/∂utot (real and
+   imaginary parts taken as independent variables), in one pass over the Clebsch–Gordan
+   products (each product adds to Z, needed for the ∂/∂U_j term, and scatters to the
+   gradients of its two U factors: SNAP's Y = Σ β·∂B/∂U, formed once per point); then
+   the gradient of the mirrored rows (mb > j/2) folded into the rows they are copied
+   from;
 4. dU stage: per neighbour, U and ∂U/∂d (three axes) by the same layer recursion as
    the U stage, contracted at once with ytot: ∂E/∂d = s ytot·∂U/∂d + (∂s/∂d) ytot·U.
 
@@ -32,11 +34,10 @@ import math
 import numba
 import numpy as np
 
-from ._native_kernel import BATCH, ZB_LANES, _batch_positions, _candidates, _u_stage
+from ._native_kernel import BATCH, _batch_positions, _candidates, _u_stage
 
 _FASTMATH = {"contract"}    # allow FMA; no reassociation
 _B = BATCH
-_Z = ZB_LANES
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
@@ -115,101 +116,54 @@ def _cayley_klein(d, rsq, rc, w, rfac0, rmin0, switchflag, ab, dab, k, p):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _y_stage(utot, beta, entry_u, entry_w, entry_b, prod_ptr, prod_c, prod_u1, prod_u2,
-             u_ptr, group_b, group_ptr, item_c, item_ju, item_partner, g):
-    """g [n_u, 2*ZB_LANES] = ∂(Σ_f beta[f] B_f)/∂(Re utot, Im utot) across the lanes.
+def _y_stage(utot, beta, entry_u, entry_w, entry_b, prod_ptr, prod_c, prod_u1, prod_u2, g):
+    """g [n_u, 2*BATCH] = ∂(Σ_f beta[f] B_f)/∂(Re utot, Im utot) across the lanes.
 
-    beta [n_features, ZB_LANES]. Two gathers (``_adjoint_tables``): the Z pass adds
-    2wβ Z_e to U_ju of every entry; the item pass adds Σ_b β_b Σ c' U_ju conj(U_partner)
-    to every U element. Both accumulate in lane registers, as the descriptor kernel.
+    beta [n_features, BATCH]. One pass over the Clebsch–Gordan products, entry by
+    entry: with ρ = 2wβ conj(U_ju) (known before the entry's Z), each product c U1 U2
+    adds to Z and scatters c ρ U2 to g[u1] and c ρ U1 to g[u2]; then g[ju] += 2wβ Z.
+    Three complex multiply-adds per product, the same products in the same order as
+    the descriptor kernel's Z.
     """
-    z = np.empty(2 * _Z)
-    acc = np.empty(2 * _Z)
-    for u in range(g.shape[0]):
-        for p in range(_Z):
-            z[p] = 0.0
-            z[_Z + p] = 0.0
-        for grp in range(u_ptr[u], u_ptr[u + 1]):
-            _group_sum(utot, group_ptr[grp], group_ptr[grp + 1], item_c, item_ju,
-                       item_partner, beta, group_b[grp], acc, z)
-        for p in range(_Z):
-            g[u, p] = z[p]
-            g[u, _Z + p] = z[_Z + p]
+    g[:, :] = 0.0
+    z = np.empty(2 * _B)
+    rho = np.empty(2 * _B)
     for e in range(entry_u.size):
-        _z_entry(utot, prod_ptr[e], prod_ptr[e + 1], prod_c, prod_u1, prod_u2, z)
         w = 2.0 * entry_w[e]
         ju = entry_u[e]
         b = entry_b[e]
-        for p in range(_Z):
-            g[ju, p] += w * beta[b, p] * z[p]
-            g[ju, _Z + p] += w * beta[b, p] * z[_Z + p]
+        for p in range(_B):
+            wb = w * beta[b, p]
+            rho[p] = wb * utot[ju, p]
+            rho[_B + p] = wb * utot[ju, _B + p]
+            z[p] = 0.0
+            z[_B + p] = 0.0
+        for k in range(prod_ptr[e], prod_ptr[e + 1]):
+            _product_adjoint(utot, prod_c[k], prod_u1[k], prod_u2[k], rho, z, g)
+        for p in range(_B):
+            wb = w * beta[b, p]
+            g[ju, p] += wb * z[p]
+            g[ju, _B + p] += wb * z[_B + p]
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _group_sum(utot, k, end, item_c, item_ju, item_partner, beta, b, acc, out):
-    """out += beta[b] Σ_items c U_ju conj(U_partner) across the lanes (acc: work array)."""
-    for p in range(2 * _Z):
-        acc[p] = 0.0
-    while k + 4 <= end:
-        c0, c1, c2, c3 = item_c[k], item_c[k + 1], item_c[k + 2], item_c[k + 3]
-        a0, a1, a2, a3 = item_ju[k], item_ju[k + 1], item_ju[k + 2], item_ju[k + 3]
-        b0, b1, b2, b3 = (item_partner[k], item_partner[k + 1], item_partner[k + 2],
-                          item_partner[k + 3])
-        for p in range(_Z):
-            q = _Z + p
-            xr = c0 * (utot[a0, p] * utot[b0, p] + utot[a0, q] * utot[b0, q])
-            xi = c0 * (utot[a0, q] * utot[b0, p] - utot[a0, p] * utot[b0, q])
-            xr += c1 * (utot[a1, p] * utot[b1, p] + utot[a1, q] * utot[b1, q])
-            xi += c1 * (utot[a1, q] * utot[b1, p] - utot[a1, p] * utot[b1, q])
-            xr += c2 * (utot[a2, p] * utot[b2, p] + utot[a2, q] * utot[b2, q])
-            xi += c2 * (utot[a2, q] * utot[b2, p] - utot[a2, p] * utot[b2, q])
-            xr += c3 * (utot[a3, p] * utot[b3, p] + utot[a3, q] * utot[b3, q])
-            xi += c3 * (utot[a3, q] * utot[b3, p] - utot[a3, p] * utot[b3, q])
-            acc[p] += xr
-            acc[q] += xi
-        k += 4
-    while k < end:
-        c0, a0, b0 = item_c[k], item_ju[k], item_partner[k]
-        for p in range(_Z):
-            q = _Z + p
-            acc[p] += c0 * (utot[a0, p] * utot[b0, p] + utot[a0, q] * utot[b0, q])
-            acc[q] += c0 * (utot[a0, q] * utot[b0, p] - utot[a0, p] * utot[b0, q])
-        k += 1
-    for p in range(_Z):
-        out[p] += beta[b, p] * acc[p]
-        out[_Z + p] += beta[b, p] * acc[_Z + p]
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _z_entry(utot, k, end, prod_c, prod_u1, prod_u2, z):
-    """z [2*ZB_LANES] = Σ_products c U1 U2 of one Z entry across the lanes."""
-    for p in range(_Z):
-        z[p] = 0.0
-        z[_Z + p] = 0.0
-    while k + 4 <= end:
-        c0, c1, c2, c3 = prod_c[k], prod_c[k + 1], prod_c[k + 2], prod_c[k + 3]
-        a0, a1, a2, a3 = prod_u1[k], prod_u1[k + 1], prod_u1[k + 2], prod_u1[k + 3]
-        b0, b1, b2, b3 = prod_u2[k], prod_u2[k + 1], prod_u2[k + 2], prod_u2[k + 3]
-        for p in range(_Z):
-            q = _Z + p
-            zr = c0 * (utot[a0, p] * utot[b0, p] - utot[a0, q] * utot[b0, q])
-            zi = c0 * (utot[a0, p] * utot[b0, q] + utot[a0, q] * utot[b0, p])
-            zr += c1 * (utot[a1, p] * utot[b1, p] - utot[a1, q] * utot[b1, q])
-            zi += c1 * (utot[a1, p] * utot[b1, q] + utot[a1, q] * utot[b1, p])
-            zr += c2 * (utot[a2, p] * utot[b2, p] - utot[a2, q] * utot[b2, q])
-            zi += c2 * (utot[a2, p] * utot[b2, q] + utot[a2, q] * utot[b2, p])
-            zr += c3 * (utot[a3, p] * utot[b3, p] - utot[a3, q] * utot[b3, q])
-            zi += c3 * (utot[a3, p] * utot[b3, q] + utot[a3, q] * utot[b3, p])
-            z[p] += zr
-            z[q] += zi
-        k += 4
-    while k < end:
-        c0, a0, b0 = prod_c[k], prod_u1[k], prod_u2[k]
-        for p in range(_Z):
-            q = _Z + p
-            z[p] += c0 * (utot[a0, p] * utot[b0, p] - utot[a0, q] * utot[b0, q])
-            z[q] += c0 * (utot[a0, p] * utot[b0, q] + utot[a0, q] * utot[b0, p])
-        k += 1
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _product_adjoint(utot, c, a, b, rho, z, g):
+    """One product c U_a U_b across the lanes: z += c U_a U_b, g[a] += c ρ conj(U_b)
+    and g[b] += c ρ conj(U_a) (complex; ρ per lane)."""
+    for p in range(_B):
+        q = _B + p
+        ar = utot[a, p]
+        ai = utot[a, q]
+        br = utot[b, p]
+        bi = utot[b, q]
+        z[p] += c * (ar * br - ai * bi)
+        z[q] += c * (ar * bi + ai * br)
+        cr = c * rho[p]
+        ci = c * rho[q]
+        g[a, p] += cr * br + ci * bi
+        g[a, q] += ci * br - cr * bi
+        g[b, p] += cr * ar + ci * ai
+        g[b, q] += ci * ar - cr * ai
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
@@ -392,8 +346,7 @@ def _batch_forces(p0, npts, ab, dab, img, ytot, twojmax, ublock, rootpq, force_i
 def adjoint_points(start, shape, grid_n, cell, img_pos, img_sp, img_rc, rc_s, w_s,
                    rfac0, rmin0, switchflag, halo, reg_lo, bin_w, nbins, bin_ptr,
                    twojmax, ublock, rootpq, entry_u, entry_w, entry_b,
-                   prod_ptr, prod_c, prod_u1, prod_u2, u_ptr, group_b, group_ptr, item_c,
-                   item_ju, item_partner, beta, nchunks):
+                   prod_ptr, prod_c, prod_u1, prod_u2, beta, nchunks):
     """Forces ``[nchunks, images, 3]`` = Σ_p Σ_f beta[p, f] ∂B_pf/∂d per image and chunk.
 
     Arguments as ``_native_kernel.bispectrum_points`` (img_pos: images sorted by
@@ -412,9 +365,7 @@ def adjoint_points(start, shape, grid_n, cell, img_pos, img_sp, img_rc, rc_s, w_
     for t in numba.prange(nchunks):
         utot = np.empty((n_u, 2 * _B))
         ytot = np.empty((n_u, 2 * _B))
-        half = np.empty((n_u, 2 * _Z))
-        g = np.empty((n_u, 2 * _Z))
-        beta_h = np.empty((nfeat, _Z))
+        beta_b = np.empty((nfeat, _B))
         pos = np.empty((_B, 3))
         fmin = np.empty(3)
         fmax = np.empty(3)
@@ -427,17 +378,11 @@ def adjoint_points(start, shape, grid_n, cell, img_pos, img_sp, img_rc, rc_s, w_
             ab, dab, img = _neighbours_d(pos, cand, cand_img, img_sp, rc_s, w_s, rfac0,
                                          rmin0, switchflag)
             _u_stage(utot, ab, twojmax, ublock, rootpq)
-            for h in range(0, _B, _Z):
-                half[:, :_Z] = utot[:, h:h + _Z]
-                half[:, _Z:] = utot[:, _B + h:_B + h + _Z]
-                for p in range(_Z):
-                    for f in range(nfeat):
-                        beta_h[f, p] = beta[p0 + h + p, f] if p0 + h + p < npts else 0.0
-                _y_stage(half, beta_h, entry_u, entry_w, entry_b, prod_ptr, prod_c,
-                         prod_u1, prod_u2, u_ptr, group_b, group_ptr, item_c, item_ju,
-                         item_partner, g)
-                ytot[:, h:h + _Z] = g[:, :_Z]
-                ytot[:, _B + h:_B + h + _Z] = g[:, _Z:]
+            for p in range(_B):
+                for f in range(nfeat):
+                    beta_b[f, p] = beta[p0 + p, f] if p0 + p < npts else 0.0
+            _y_stage(utot, beta_b, entry_u, entry_w, entry_b, prod_ptr, prod_c, prod_u1,
+                     prod_u2, ytot)
             _fold_mirrors(ytot, twojmax, ublock)
             _batch_forces(p0, npts, ab, dab, img, ytot, twojmax, ublock, rootpq,
                           force_tiv[t])

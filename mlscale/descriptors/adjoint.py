@@ -22,7 +22,6 @@ from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, Grid
 from ._adjoint_kernel import BATCH, adjoint_points
-from ._adjoint_tables import gradient_tables
 from ._native_tables import tables
 from .native import _check_settings, _images_near, _species_indices, checked_positions_and_block
 
@@ -55,7 +54,6 @@ def bispectrum_forces(atoms, grid: Grid | DistributedGrid, block: Block | None,
     images = _ImageCells(pos_av @ np.linalg.inv(cell_cv), species_a, cell_cv, rc_s,
                          start, shape, grid_n)
     t = tables(settings.twojmax)
-    gt = gradient_tables(settings.twojmax)
     # a few chunks (contiguous batch ranges, one accumulator each) per thread: balance
     nchunks = max(1, min(4 * numba.get_num_threads(), (block.size + BATCH - 1) // BATCH))
     force_tiv = adjoint_points(
@@ -63,8 +61,7 @@ def bispectrum_forces(atoms, grid: Grid | DistributedGrid, block: Block | None,
         rc_s, np.array(settings.weights), float(settings.rfac0), float(settings.rmin0),
         int(settings.switchflag), images.halo_c, images.reg_lo_c, images.bin_w_c,
         images.nbins_c, images.bin_ptr, settings.twojmax, t.ublock, t.rootpq, t.entry_u,
-        t.entry_w, t.entry_b, t.prod_ptr, t.prod_c, t.prod_u1, t.prod_u2, gt.u_ptr,
-        gt.group_b, gt.group_ptr, gt.item_c, gt.item_ju, gt.item_partner, beta_pf, nchunks)
+        t.entry_w, t.entry_b, t.prod_ptr, t.prod_c, t.prod_u1, t.prod_u2, beta_pf, nchunks)
     np.add.at(forces_av, images.atom_i, force_tiv.sum(axis=0))
     return forces_av
 
