@@ -201,14 +201,16 @@ def check_memory(dgrid: DistributedGrid, n_energies: int,
 
 # -- stages -------------------------------------------------------------------------------
 def ldos_on_grid(atoms: Atoms, model: Model, dgrid: DistributedGrid, backend: str,
-                 chunk_points: int, timings: Timings, dtype: DTypeLike = np.float32
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 chunk_points: int, timings: Timings, dtype: DTypeLike = np.float32,
+                 descriptors_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """LDOS of the rank's points, ``dtype`` (float32; float64 for derivative checks)
     ``[points, energies]`` in 1/(eV·Å³) (C order of the block), and the rank's partial
     DOS (1/eV), accumulated slab by slab.
 
     Memory: the float32 LDOS (4·energies bytes per point) plus one slab's descriptors
     and activations (native backend; LAMMPS computes the whole block in one call).
+    descriptors_out [points, features]: if given, filled with every slab's descriptors
+    (for the forces, which then need not recompute them).
     """
     settings = model.info.descriptors
     local_atoms = atoms
@@ -225,6 +227,8 @@ def ldos_on_grid(atoms: Atoms, model: Model, dgrid: DistributedGrid, backend: st
             descriptors_pf = compute_descriptors(local_atoms, dgrid, settings, backend,
                                                  block=chunk, check=False
                                                  ).reshape(chunk.size, -1)
+            if descriptors_out is not None:
+                descriptors_out[offset:offset + chunk.size] = descriptors_pf
         with timings.phase("network"):
             ldos_chunk = model(descriptors_pf, chunk_points)
             del descriptors_pf
@@ -319,8 +323,12 @@ def predict(atoms: Atoms, model: Model, dgrid: DistributedGrid, n_electrons: flo
     if pseudopotentials is not None:
         with dgrid.comm.collective():
             check_pseudopotentials(info, pseudopotentials)
+    kept_pf = None  # the forces reuse the descriptors, in the network's input dtype
+    if with_forces:
+        kept_pf = np.empty((dgrid.local_points, model.n_features),
+                           dtype=getattr(model, "dtype", np.float32))
     ldos_pe, local_dos_e = ldos_on_grid(atoms, model, dgrid, backend, chunk_points, timings,
-                                        ldos_dtype)
+                                        ldos_dtype, kept_pf)
     with timings.phase("electrons"):
         scalars, dos_e, density_b = electrons_from_ldos(
             ldos_pe, dgrid, energies_e, n_electrons, info.temperature_K, method, fermi_energy,
@@ -336,5 +344,5 @@ def predict(atoms: Atoms, model: Model, dgrid: DistributedGrid, n_electrons: flo
         result.forces = forces.prediction_forces(
             atoms, model, dgrid, ldos_pe, dos_e, scalars.fermi_energy_eV, density_b,
             pseudopotentials, backend=backend, method=method, chunk_points=chunk_points,
-            timings=timings)
+            timings=timings, descriptors_pf=kept_pf)
     return result
