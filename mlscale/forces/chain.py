@@ -116,11 +116,23 @@ def _bispectrum_forces(atoms: Atoms, model: Model, dgrid: DistributedGrid,
                                               block=chunk, check=False
                                               ).reshape(chunk.size, -1)
         with timings.phase("forces_network"):
-            grad_pe = ldos_grad.on_points(potential_p[offset:offset + chunk.size])
-            beta_pf = model.vjp(slab_pf, grad_pe, chunk_points)
-            del slab_pf, grad_pe
+            beta_pf = _network_vjp(model, slab_pf, ldos_grad,
+                                   potential_p[offset:offset + chunk.size], chunk_points)
+            del slab_pf
         with timings.phase("forces_adjoint"):
             forces_av[near] += bispectrum_forces(local_atoms, dgrid.grid, chunk, settings,
                                                  beta_pf)
         offset += chunk.size
     return forces_av
+
+
+def _network_vjp(model: Model, descriptors_pf: np.ndarray, ldos_grad: LdosGradient,
+                 potential_p: np.ndarray, chunk_points: int) -> np.ndarray:
+    """β = Σ_e ∂E/∂LDOS_pe ∂LDOS_pe/∂B_pf (eV): through the model's ``vjp_affine`` where
+    it has one (∂E/∂LDOS is affine in δE_n/δn per point), else its ``vjp``."""
+    affine = getattr(model, "vjp_affine", None)
+    if affine is None:
+        return model.vjp(descriptors_pf, ldos_grad.on_points(potential_p), chunk_points)
+    volume = ldos_grad.voxel_volume_A3
+    return affine(descriptors_pf, volume * ldos_grad.offset_e, volume * ldos_grad.slope_e,
+                  potential_p, chunk_points)

@@ -17,6 +17,7 @@ from ._format import (
     SCALING,
     ModelInfo,
     check_tensors,
+    in_chunks,
     linear_indices,
     predict_in_chunks,
     read_model_file,
@@ -139,9 +140,48 @@ class NumpyNetwork:
             np.abs(h, out=h)
         return h
 
+    def vjp_affine(self, descriptors_pf, offset_e: np.ndarray, slope_e: np.ndarray,
+                   potential_p: np.ndarray, chunk_points: int = DEFAULT_CHUNK_POINTS
+                   ) -> np.ndarray:
+        """:meth:`vjp` for the gradient offset_e + potential_p·slope_e (each point's ∂E/∂LDOS
+        an affine function of one number per point, as the forces' electrons stage gives).
+
+        Without an LDOS restriction the last layer's backward pass is then two vectors
+        (the last layer's forward pass and its per-point products are skipped); with one,
+        the same as :meth:`vjp` on the full gradient. Units as :meth:`vjp`.
+        """
+        offset_e = np.asarray(offset_e, dtype=float)
+        slope_e = np.asarray(slope_e, dtype=float)
+        potential_p = np.asarray(potential_p, dtype=float).reshape(-1, 1)
+        if self.info.settings.ldos_restriction != "none":
+            return self.vjp(descriptors_pf, offset_e + potential_p * slope_e, chunk_points)
+        last_t = self.weights[-1].T.astype(float)
+        scale_e = self.output_scale.astype(float)
+        c0 = ((offset_e * scale_e) @ last_t).astype(self.dtype)
+        c1 = ((slope_e * scale_e) @ last_t).astype(self.dtype)
+
+        def chunk(x_pf, v_p1):
+            return self._backward_hidden(self._forward_hidden(x_pf), c0 + v_p1 * c1)
+
+        return in_chunks(chunk, self.n_features, chunk_points, self.dtype,
+                         {"descriptors": (descriptors_pf, self.n_features),
+                          "potential": (potential_p, 1)})
+
     def vjp_chunk(self, x_pf: np.ndarray, g_pe: np.ndarray) -> np.ndarray:
         """One chunk of :meth:`vjp`: the forward pass keeping each hidden layer's
         pre-activation z and activation a, then back through the layers."""
+        hidden = self._forward_hidden(x_pf)
+        h = hidden[-1][1] if hidden else (x_pf - self.input_shift) / self.input_scale
+        out = (h @ self.weights[-1] + self.biases[-1]) * self.output_scale + self.output_shift
+        restriction = self.info.settings.ldos_restriction
+        if restriction == "zero_negative":  # d max(y, 0)/dy = 1 for y >= 0, as torch
+            g_pe = np.where(out >= 0, g_pe, 0)
+        elif restriction == "absolute":
+            g_pe = g_pe * np.sign(out)
+        return self._backward_hidden(hidden, (g_pe * self.output_scale) @ self.weights[-1].T)
+
+    def _forward_hidden(self, x_pf: np.ndarray) -> list:
+        """[(z, a)] of every hidden layer of one chunk (pre-activation, activation)."""
         h = (x_pf - self.input_shift) / self.input_scale
         hidden = []
         for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
@@ -149,13 +189,10 @@ class NumpyNetwork:
             z += bias
             h = self.activation(z.copy())
             hidden.append((z, h))
-        out = (h @ self.weights[-1] + self.biases[-1]) * self.output_scale + self.output_shift
-        restriction = self.info.settings.ldos_restriction
-        if restriction == "zero_negative":  # d max(y, 0)/dy = 1 for y >= 0, as torch
-            g_pe = np.where(out >= 0, g_pe, 0)
-        elif restriction == "absolute":
-            g_pe = g_pe * np.sign(out)
-        g = (g_pe * self.output_scale) @ self.weights[-1].T
+        return hidden
+
+    def _backward_hidden(self, hidden: list, g: np.ndarray) -> np.ndarray:
+        """Descriptor gradient of one chunk from g = ∂/∂(last hidden activation)."""
         for (z, a), weight in zip(reversed(hidden), reversed(self.weights[:-1])):
             g = (g * self.derivative(z, a)) @ weight.T
         return g / self.input_scale

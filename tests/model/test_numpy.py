@@ -151,6 +151,32 @@ def test_vjp_equals_central_finite_differences(tmp_path, activation, restriction
     np.testing.assert_allclose(vjp_pf, fd_pf, rtol=1e-6, atol=1e-6 * np.abs(fd_pf).max())
 
 
+@pytest.mark.parametrize("activation", ["LeakyReLU", "Tanh"])
+@pytest.mark.parametrize("restriction", ["none", "zero_negative"])
+def test_vjp_affine_equals_central_finite_differences(tmp_path, activation, restriction):
+    """vjp_affine (gradient offset + v_p·slope, the last layer's backward pass as two
+    vectors) against central differences of the float64 forward pass."""
+    save_model(tmp_path / "m.safetensors", torch_model(activation, restriction, seed=6),
+               METADATA)
+    network = NumpyNetwork.from_file(tmp_path / "m.safetensors", dtype=np.float64)
+    rng = np.random.default_rng(7)
+    x_pf = rng.normal(0.0, 3.0, (50, 5))
+    offset_e, slope_e, v_p = rng.normal(size=4), rng.normal(size=4), rng.normal(size=50)
+    vjp_pf = network.vjp_affine(x_pf, offset_e, slope_e, v_p, chunk_points=13)
+    assert vjp_pf.dtype == np.float64 and vjp_pf.shape == (50, 5)
+    grad_pe = offset_e + v_p[:, None] * slope_e
+    eps = 1e-6
+    fd_pf = np.empty_like(x_pf)
+    for f in range(5):
+        step = np.zeros(5)
+        step[f] = eps
+        fd_pf[:, f] = (loss_per_point(network, x_pf + step, grad_pe)
+                       - loss_per_point(network, x_pf - step, grad_pe)) / (2 * eps)
+    np.testing.assert_allclose(vjp_pf, fd_pf, rtol=1e-6, atol=1e-6 * np.abs(fd_pf).max())
+    with pytest.raises(MlscaleError, match="differ in their number of points"):
+        network.vjp_affine(x_pf, offset_e, slope_e, v_p[:-1])
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("restriction", ["none", "zero_negative", "absolute"])
 def test_numpy_vjp_equals_torch_autograd(tmp_path, activation, restriction):
