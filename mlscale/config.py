@@ -288,6 +288,7 @@ OUTPUT_SCALINGS = ("per-energy", "global")
 # Training order per epoch (see training.epoch_order), gradient averaging (see
 # distributed.py) and torch devices; the first of each is the default.
 SHUFFLES = ("points", "snapshots")
+DOS_TERMS = ("point", "batch")  # TrainingSettings.dos_terms
 DISTRIBUTED_BACKENDS = ("ddp", "horovod")
 DEVICES = ("cpu", "cuda")
 
@@ -312,7 +313,14 @@ class TrainingSettings:
         0.0, "W: add W·E·(err·v)² to each point's loss, its density error at "
         "electron_fermi_level weighed like W·E energies' errors (E energies; 0: off)")
     electron_fermi_level: float | None = setting(
-        None, "Fermi level (eV, the data's energy zero) for electron_weight")
+        None, "Fermi level (eV, the data's energy zero) for electron_weight and band_weight")
+    band_weight: float = setting(
+        0.0, "W: add W·E·(err·u)² to each point's loss, its band-energy error at fixed "
+        "electron count, Σ ΔLDOS f (ε − electron_fermi_level) Δε, weighed like W·E energies' "
+        "errors (0: off)")
+    dos_terms: str = setting(
+        "point", "where the electron_weight and band_weight errors are taken: each point's "
+        "(point) or the batch's sum over its points, a DOS estimate (batch)")
 
     def __post_init__(self):
         if self.output_scaling not in OUTPUT_SCALINGS:
@@ -320,9 +328,15 @@ class TrainingSettings:
                                f"(choose from {', '.join(OUTPUT_SCALINGS)})")
         if not self.electron_weight >= 0:
             raise MlscaleError(f"electron_weight must be >= 0, got {self.electron_weight}")
-        if self.electron_weight > 0 and self.electron_fermi_level is None:
-            raise MlscaleError("an electron_weight needs electron_fermi_level (eV), the Fermi "
-                               "level at which the density error is taken")
+        if not self.band_weight >= 0:
+            raise MlscaleError(f"band_weight must be >= 0, got {self.band_weight}")
+        if self.dos_terms not in DOS_TERMS:
+            raise MlscaleError(f"unknown dos_terms '{self.dos_terms}' (choose from "
+                               f"{', '.join(DOS_TERMS)})")
+        for name in ("electron_weight", "band_weight"):
+            if getattr(self, name) > 0 and self.electron_fermi_level is None:
+                raise MlscaleError(f"{name} > 0 needs electron_fermi_level (eV), the Fermi "
+                                   "level at which the electron or band-energy error is taken")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -182,28 +182,65 @@ def initial_model(model_settings: ModelSettings, seed: int, statistics: Statisti
     return model
 
 
-def electron_direction(metadata: dict, model: LDOSModel,
-                       settings: TrainingSettings) -> torch.Tensor | None:
-    """Unit vector v over energies with err · v ∝ the point's density error at the
-    reference Fermi level, or None without an electron weight.
+def loss_directions(metadata: dict, model: LDOSModel,
+                    settings: TrainingSettings) -> list[tuple[float, torch.Tensor]]:
+    """The DOS terms of the loss: ``(weight, v)`` for the electron count (electron_weight)
+    and the band energy (band_weight), each v a unit vector over energies; empty when both
+    weights are 0.
 
-    A point's density error is Σ_ε ΔLDOS(ε) f(ε) Δε = Σ_ε err(ε) s(ε) f(ε) Δε, with err the
-    standardised error and s the output scale; v = s f Δε / |s f Δε|. The loss term
-    electron_weight · E · (err · v)² then weighs the density error like electron_weight · E
-    energies' squared errors (E energies), whatever the units.
+    With err the standardised error of a point's LDOS, s the output scale and f the
+    Fermi–Dirac occupation at the reference Fermi level μ (``electron_fermi_level``, eV):
+    the point's density (electron-count) error is Σ_ε ΔLDOS f Δε = err · (s f Δε), and its
+    contribution to the band-energy error at a fixed electron count is
+    Σ_ε ΔLDOS f (ε − μ) Δε = err · (s f (ε − μ) Δε) (first order: the solved Fermi level
+    moves so that the electron count stays exact, which removes μ·ΔN). v is that vector
+    normalised, so that weight · E · (err · v)² weighs the error like weight · E energies'
+    squared errors (E energies), whatever the units. ``dos_terms`` says whether err is one
+    point's (each point's term) or summed over the batch's points (a DOS estimate): see
+    :func:`dos_loss`.
     """
     fermi_level = settings.electron_fermi_level
-    if settings.electron_weight <= 0 or fermi_level is None:  # (TrainingSettings: both or none)
-        return None
+    weights = (settings.electron_weight, settings.band_weight)
+    if fermi_level is None or max(weights) <= 0:  # (TrainingSettings: a weight needs μ)
+        return []
     info = ModelInfo.from_metadata(metadata, model.settings)
     grid = info.energy_grid
     occupation = fermi_function(grid.energies, fermi_level, info.temperature_K) * grid.step
-    vector = model.output_scale.double().cpu().numpy() * occupation
-    norm = np.linalg.norm(vector)
-    if not norm > 0:
-        raise MlscaleError("no occupied energies below electron_fermi_level: cannot weigh "
-                           "the density error")
-    return torch.from_numpy(vector / norm).to(torch.float32)
+    scale = model.output_scale.double().cpu().numpy()
+    directions = []
+    for weight, vector in zip(weights, (scale * occupation,
+                                        scale * occupation * (grid.energies - fermi_level))):
+        if weight > 0:
+            norm = np.linalg.norm(vector)
+            if not norm > 0:
+                raise MlscaleError("no occupied energies below electron_fermi_level: cannot "
+                                   "weigh the electron count or band energy")
+            directions.append((weight, torch.from_numpy(vector / norm).to(torch.float32)))
+    return directions
+
+
+def dos_loss(err: torch.Tensor, directions: Sequence[tuple[float, torch.Tensor]],
+             dos_terms: str, comm: Comm) -> torch.Tensor | float:
+    """The DOS terms of a step's loss (this rank's share; summed with the squared errors).
+
+    err: this rank's standardised errors [points, E] of the global batch.
+    ``point``: Σ_p weight·E·(err_p · v)² over the points. ``batch``: weight·E·(Σ_p err_p · v)²
+    with the sum over the whole global batch (all ranks): the error of the batch's DOS
+    estimate, Σ_p LDOS_p ∝ its DOS. Each rank's term is then 2·weight·E·S·Σ_local err_p·v
+    with S the global sum (one all-reduce): its gradient summed over the ranks is the
+    gradient of the global term, on any rank count.
+    """
+    n_energies = err.shape[1]
+    total: torch.Tensor | float = 0.0
+    for weight, direction in directions:
+        projection = err @ direction
+        if dos_terms == "point":
+            total = total + (weight * n_energies) * (projection**2).sum()
+        else:
+            local = projection.sum()
+            batch_sum = comm.sum(float(local.detach()))
+            total = total + (2.0 * weight * n_energies * batch_sum) * local
+    return total
 
 
 def validation_loss(model: LDOSModel, data: SnapshotSet, comm: Comm, device: torch.device,
@@ -259,7 +296,7 @@ class TrainingState:
     chunk_points: int = CHUNK_POINTS
     checkpoint: str | Path | None = None
     checkpoint_every: int = 0
-    density_direction: torch.Tensor | None = None
+    dos_directions: list[tuple[float, torch.Tensor]] = field(default_factory=list)
     progress: Progress = field(default_factory=Progress)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     parameters: list[torch.nn.Parameter] = field(default_factory=list)
@@ -327,10 +364,9 @@ def _start(train_snapshots, validation_snapshots, model_settings: ModelSettings,
                                 n_energies, comm)
     statistics = scaling_statistics(data, comm, chunk_points, check=[validation])
     model = initial_model(model_settings, settings.seed, statistics, settings.output_scaling)
-    direction = electron_direction(metadata, model, settings)
+    directions = [(w, v.to(device)) for w, v in loss_directions(metadata, model, settings)]
     return TrainingState(model, data, validation, model_settings, settings, metadata, comm,
-                         device, shuffle, chunk_points,
-                         density_direction=None if direction is None else direction.to(device))
+                         device, shuffle, chunk_points, dos_directions=directions)
 
 
 def _prepare_model(state: TrainingState, resume: str | Path | None) -> tuple[dict, dict] | None:
@@ -394,10 +430,7 @@ def _train_step(state: TrainingState, batch: np.ndarray, parallel, stop: _StopSi
     x, y = torch.from_numpy(x_pf).to(state.device), torch.from_numpy(ldos_pe).to(state.device)
     err = model.mlp(model.normalise_input(x)) - model.normalise_output(y)
     sse = (err**2).sum()
-    loss = sse
-    if state.density_direction is not None:
-        density_error = err @ state.density_direction
-        loss = sse + (state.settings.electron_weight * n_energies) * (density_error**2).sum()
+    loss = sse + dos_loss(err, state.dos_directions, state.settings.dos_terms, comm)
     state.optimizer.zero_grad(set_to_none=True)
     (loss * (comm.size / (batch_size * n_energies))).backward()
     stop_flag, batch_sse = parallel.average_gradients(
@@ -523,7 +556,11 @@ def check_resume(saved: tuple[dict, dict], state: TrainingState, path: str | Pat
     that the checkpoint belongs to the same ranks, settings and data."""
     tensors, header = saved
     expected = _fingerprint(state)
-    found = header.get("fingerprint", {})
+    found = dict(header.get("fingerprint", {}))
+    if "training" in found:  # settings added since the checkpoint was written: defaults
+        defaults = TrainingSettings().to_dict()
+        defaults.pop("epochs")
+        found["training"] = {**defaults, **found["training"]}
     for key, value in expected.items():
         if found.get(key) != value:
             raise MlscaleError(f"cannot resume from {path}: {key} differs (checkpoint "

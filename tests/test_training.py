@@ -161,21 +161,90 @@ def test_electron_weight_reduces_the_density_error(tmp_path):
                                               electron_fermi_level=1.0))
     assert weighted < 0.9 * plain, (weighted, plain)  # measured 0.82
     # the direction used: s f Δε normalised (numpy, from the model's output scale)
-    model = training.initial_model(LAYERS, 7, scaling_statistics(
-        open_snapshots(train_specs, N_FEATURES, N_ENERGIES, self_comm()), self_comm()),
-        "per-energy")
-    direction = training.electron_direction(METADATA, model, TrainingSettings(
-        electron_weight=1.0, electron_fermi_level=1.0)).numpy()
-    from scipy.special import expit
-    kt = 8.617333e-5 * METADATA["temperature_K"]  # eV
-    expected = model.output_scale.numpy() * expit((1.0 - grid.energies) / kt) * grid.step
-    np.testing.assert_allclose(direction, expected / np.linalg.norm(expected), rtol=1e-6,
-                               atol=1e-12)
+    model = per_energy_model(train_specs)
+    [(weight, direction)] = training.loss_directions(METADATA, model, TrainingSettings(
+        electron_weight=1.0, electron_fermi_level=1.0))
+    expected = model.output_scale.numpy() * occupation(1.0) * grid.step
+    assert weight == 1.0
+    np.testing.assert_allclose(direction.numpy(), expected / np.linalg.norm(expected),
+                               rtol=1e-6, atol=1e-12)
     with pytest.raises(MlscaleError, match="needs electron_fermi_level"):
         TrainingSettings(electron_weight=1.0)
     with pytest.raises(MlscaleError, match="no occupied energies"):
-        training.electron_direction(METADATA, model, TrainingSettings(
+        training.loss_directions(METADATA, model, TrainingSettings(
             electron_weight=1.0, electron_fermi_level=-50.0))
+
+
+def per_energy_model(train_specs):
+    """An untrained model with the per-energy scaling of ``train_specs``."""
+    return training.initial_model(LAYERS, 7, scaling_statistics(
+        open_snapshots(train_specs, N_FEATURES, N_ENERGIES, self_comm()), self_comm()),
+        "per-energy")
+
+
+def occupation(fermi_level_eV):
+    """Fermi–Dirac occupation of METADATA's energies (scipy's logistic function)."""
+    from scipy.special import expit
+    kt = 8.617333e-5 * METADATA["temperature_K"]  # eV
+    energies = EnergyGrid.from_dict(METADATA["energy_grid"]).energies
+    return expit((fermi_level_eV - energies) / kt)
+
+
+def test_band_weight_reduces_the_band_energy_error(tmp_path):
+    """--band-weight: the loss also weighs each point's band-energy error at fixed electron
+    count, Σ_ε ΔLDOS f (ε − μ) Δε; with a large weight the validation error in that
+    direction (numpy, from the predictions) must come out smaller than without. The
+    direction is s f (ε − μ) Δε normalised, the electron direction comes first."""
+    train_specs = write_snapshots(tmp_path, 3)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    x, y = full_arrays(validation_specs)
+    grid = EnergyGrid.from_dict(METADATA["energy_grid"])
+    weights = occupation(1.0) * (grid.energies - 1.0) * grid.step
+
+    def band_error(settings):
+        model, _ = run(train_specs, validation_specs, settings)
+        return np.sqrt(np.mean(((predict_ldos(model, x) - y) @ weights) ** 2))
+
+    common = dict(epochs=3, batch_size=16, learning_rate=3e-3, seed=7, output_scaling="global")
+    plain = band_error(TrainingSettings(**common))
+    weighted = band_error(TrainingSettings(**common, band_weight=20.0, electron_fermi_level=1.0))
+    assert weighted < 0.9 * plain, (weighted, plain)
+    model = per_energy_model(train_specs)
+    directions = training.loss_directions(METADATA, model, TrainingSettings(
+        electron_weight=2.0, band_weight=3.0, electron_fermi_level=1.0))
+    assert [w for w, _ in directions] == [2.0, 3.0]
+    expected = model.output_scale.numpy() * weights
+    np.testing.assert_allclose(directions[1][1].numpy(), expected / np.linalg.norm(expected),
+                               rtol=1e-6, atol=1e-12)
+    with pytest.raises(MlscaleError, match="band_weight > 0 needs electron_fermi_level"):
+        TrainingSettings(band_weight=1.0)
+    with pytest.raises(MlscaleError, match="unknown dos_terms"):
+        TrainingSettings(dos_terms="snapshot")
+
+
+@pytest.mark.parametrize("dos_terms", ["point", "batch"])
+def test_dos_loss_gradient_is_that_of_its_definition(dos_terms):
+    """dos_loss's gradient equals autograd's of the written-out terms: Σ_p W·E·(err_p·v)²
+    (point) or W·E·(Σ_p err_p·v)² (batch: the error of the batch's DOS estimate)."""
+    torch.manual_seed(0)
+    network = torch.nn.Linear(N_FEATURES, N_ENERGIES).double()
+    x, target = torch.randn(9, N_FEATURES).double(), torch.randn(9, N_ENERGIES).double()
+    vectors = [torch.randn(N_ENERGIES).double() for _ in range(2)]
+    directions = [(0.7, vectors[0] / vectors[0].norm()), (2.5, vectors[1] / vectors[1].norm())]
+
+    def gradient(loss_of):
+        network.zero_grad()
+        loss_of(network(x) - target).backward()
+        return network.weight.grad.clone()
+
+    def definition(err):
+        sums = [(err @ v) ** 2 if dos_terms == "point" else (err @ v).sum() ** 2
+                for _, v in directions]
+        return sum(w * N_ENERGIES * s.sum() for (w, _), s in zip(directions, sums))
+
+    found = gradient(lambda err: training.dos_loss(err, directions, dos_terms, self_comm()))
+    torch.testing.assert_close(found, gradient(definition), rtol=1e-12, atol=1e-12)
+    assert found.abs().max() > 0
 
 
 def test_early_stopping_schedule_and_best_model(tmp_path):

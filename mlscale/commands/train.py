@@ -24,6 +24,7 @@ from typing import Any
 from ..config import (
     DEVICES,
     DISTRIBUTED_BACKENDS,
+    DOS_TERMS,
     HIDDEN_LAYERS,
     OUTPUT_SCALINGS,
     SHUFFLES,
@@ -91,7 +92,7 @@ SOURCES: dict[str, type] = {
 ALIASES = {"patience": "early_stopping_patience"}  # older option names still accepted
 REQUIRED = ("train", "energy_grid", "temperature", "species", "output", "validation")
 CHOICES = {"shuffle": SHUFFLES, "distributed": DISTRIBUTED_BACKENDS, "device": DEVICES,
-           "output_scaling": OUTPUT_SCALINGS}
+           "output_scaling": OUTPUT_SCALINGS, "dos_terms": DOS_TERMS}
 METAVARS = {int: "N", float: "X", str: "NAME"}
 # argparse details beyond name, type, help and choices
 ARGPARSE: dict[str, dict[str, Any]] = {
@@ -111,6 +112,7 @@ ARGPARSE: dict[str, dict[str, Any]] = {
     "output": {"flags": ("-o",), "metavar": "MODEL"},
     "electron_weight": {"metavar": "W"},
     "electron_fermi_level": {"metavar": "EV"},
+    "band_weight": {"metavar": "W"},
 }
 
 
