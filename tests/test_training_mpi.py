@@ -6,6 +6,7 @@ Run with ``mpiexec -n 2 python -m pytest --with-mpi tests/test_training_mpi.py``
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from pathlib import Path
 
@@ -70,6 +71,24 @@ def test_ddp_equals_one_rank_and_all_ranks_agree(snapshots, shuffle):
     assert not torch.equal(model.mlp[0].weight, reference.mlp[0].weight) or world().size == 1
     np.testing.assert_allclose([h["validation_loss"] for h in history],
                                [h["validation_loss"] for h in reference_history], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dos_terms", ["point", "batch"])
+def test_dos_terms_equal_one_rank(snapshots, dos_terms):
+    """The electron and band-energy loss terms (batch: summed over the global batch with
+    one all-reduce per step) give the one-rank weights on N ranks."""
+    train_specs, validation_specs = snapshots
+    settings = TrainingSettings(epochs=2, batch_size=16, learning_rate=1e-2, seed=3,
+                                electron_weight=0.05, band_weight=0.05,
+                                electron_fermi_level=1.0, dos_terms=dos_terms)
+    reference, _ = train(train_specs, validation_specs, LAYERS, settings, METADATA, self_comm())
+    plain, _ = train(train_specs, validation_specs, LAYERS,
+                     dataclasses.replace(settings, electron_weight=0.0, band_weight=0.0),
+                     METADATA, self_comm())
+    model, _ = train(train_specs, validation_specs, LAYERS, settings, METADATA, world())
+    assert_identical_on_all_ranks(model)
+    assert_same_weights(model, reference)
+    assert not np.allclose(weights(reference), weights(plain), rtol=1e-3)  # the terms act
 
 
 def test_horovod_equals_one_rank(snapshots):
