@@ -30,6 +30,7 @@ data): call them inside ``with comm.collective():``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -116,6 +117,12 @@ def _antiderivatives(x: np.ndarray, integrand: str) -> tuple[np.ndarray, np.ndar
     return i0, i1
 
 
+def _hat_edges(energies_e: np.ndarray) -> np.ndarray:
+    """The grid energies with one step added beyond either end (eV)."""
+    return np.concatenate(([2 * energies_e[0] - energies_e[1]], energies_e,
+                           [2 * energies_e[-1] - energies_e[-2]]))
+
+
 def _hat_integrals(energies_e: np.ndarray, mu: float, kT: float,
                    integrand: str) -> np.ndarray:
     """∫ h_e(ε) g((ε − μ)/kT) dx for the hat functions h_e of the grid (dimensionless).
@@ -123,9 +130,7 @@ def _hat_integrals(energies_e: np.ndarray, mu: float, kT: float,
     Hats at the first and last energy reach one (the neighbouring) grid step beyond
     the grid, as MALA's do on its uniform grids.
     """
-    edges = np.concatenate(([2 * energies_e[0] - energies_e[1]], energies_e,
-                            [2 * energies_e[-1] - energies_e[-2]]))
-    x = (edges - mu) / kT
+    x = (_hat_edges(energies_e) - mu) / kT
     i0, i1 = _antiderivatives(x, integrand)
     di0, di1, dx = np.diff(i0), np.diff(i1), np.diff(x)
     down = (x[1:] * di0 - di1) / dx  # interval j: hat of its left node
@@ -178,7 +183,7 @@ def _flat_ldos(ldos_pe: ArrayLike, n_energies: int | None = None) -> np.ndarray:
                            f"array, got shape {ldos_pe.shape} ({ldos_pe.dtype})")
     if n_energies is not None and ldos_pe.shape[-1] != n_energies:
         raise MlscaleError(f"LDOS has {ldos_pe.shape[-1]} energies, the energy grid {n_energies}")
-    return ldos_pe.reshape(-1, ldos_pe.shape[-1])
+    return ldos_pe.reshape(math.prod(ldos_pe.shape[:-1]), ldos_pe.shape[-1])
 
 
 def _trapezoid(energies_e: np.ndarray) -> np.ndarray:
@@ -320,23 +325,21 @@ def electronic_structure(dos_e: ArrayLike, energies_e: ArrayLike, n_electrons: f
     }
 
 
-def density(ldos_pe: ArrayLike, energies_e: ArrayLike, mu_eV: float, temperature_K: float,
-            method: str = "analytical") -> np.ndarray:
-    """Electron density n(r) = ∫ LDOS(r, ε) f(ε) dε in 1/Å³, float64, shape ``ldos_pe.shape[:-1]``.
+def weighted_sum(ldos_pe: ArrayLike, w_e: np.ndarray) -> np.ndarray:
+    """Σ_e LDOS(r, ε_e) w_e per point, float64, shape ``ldos_pe.shape[:-1]`` (units of LDOS
+    times those of w_e).
 
-    Works on any block of points: a matrix–vector product with the occupation weights
-    (numpy einsum, no BLAS threads); an LDOS that is not float64 (the model's float32)
-    is cast through a 2 MiB float64 buffer, so no full-size copy is made.
+    A matrix–vector product (numpy einsum, no BLAS threads); an LDOS that is not float64
+    (the model's float32) is cast through a 2 MiB float64 buffer, so no full-size copy is
+    made. MlscaleError for NaN or infinite values.
     """
-    energies_e = _check_energies(energies_e)
     ldos_pe = np.asarray(ldos_pe)
-    flat_pe = _flat_ldos(ldos_pe, energies_e.size)
-    w_e = occupation_weights(energies_e, mu_eV, temperature_K, method)
+    flat_pe = _flat_ldos(ldos_pe, w_e.size)
     n_p = np.empty(flat_pe.shape[0])
     if flat_pe.dtype == np.float64:
         np.einsum("pe,e->p", flat_pe, w_e, out=n_p)
     else:
-        rows = max(1, _CHUNK_ELEMENTS // w_e.size)
+        rows = max(1, _CHUNK_ELEMENTS // max(w_e.size, 1))
         buffer_pe = np.empty((min(rows, flat_pe.shape[0]), w_e.size))
         for start in range(0, flat_pe.shape[0], rows):
             chunk_pe = buffer_pe[:min(rows, flat_pe.shape[0] - start)]
@@ -345,3 +348,127 @@ def density(ldos_pe: ArrayLike, energies_e: ArrayLike, mu_eV: float, temperature
     if not np.all(np.isfinite(n_p)):
         raise MlscaleError("LDOS contains NaN or infinite values")
     return n_p.reshape(ldos_pe.shape[:-1])
+
+
+def density(ldos_pe: ArrayLike, energies_e: ArrayLike, mu_eV: float, temperature_K: float,
+            method: str = "analytical") -> np.ndarray:
+    """Electron density n(r) = ∫ LDOS(r, ε) f(ε) dε in 1/Å³, float64, shape ``ldos_pe.shape[:-1]``.
+
+    Works on any block of points (:func:`weighted_sum` with the occupation weights).
+    """
+    energies_e = _check_energies(energies_e)
+    return weighted_sum(ldos_pe, occupation_weights(energies_e, mu_eV, temperature_K, method))
+
+
+# -- the density through an energy window ------------------------------------------------
+#: 1 − f below, f above the window at most this (double precision's ε): exp(−36.04)
+WINDOW_TOLERANCE = 2.0**-52
+WINDOW_KT = -math.log(WINDOW_TOLERANCE)  # 36.04 k_BT
+
+
+@dataclass(frozen=True)
+class EnergyWindow:
+    """Which LDOS energies the density needs per point while μ is only bracketed.
+
+    For every μ in [mu_low_eV, mu_high_eV] the occupation weights (eV) of the energies
+    ``[0, start)`` are ``summed_e`` to a relative 2^-52 (fully occupied), and those of
+    ``[stop, energies)`` are below 2^-52 of their fully occupied value (empty); so
+    n(r) = Σ_{e<start} summed_e LDOS_e (summed once, while the LDOS is made) + Σ over the
+    window ``[start, stop)`` of w_e(μ) LDOS_e, to round-off. A window for a known μ
+    (:meth:`at`) sums every energy with w_e(μ) and keeps none.
+    """
+
+    start: int
+    stop: int
+    mu_low_eV: float
+    mu_high_eV: float
+    summed_e: np.ndarray  # eV, length start
+
+    @classmethod
+    def at(cls, energies_e: ArrayLike, mu_eV: float, temperature_K: float,
+           method: str = "analytical") -> EnergyWindow:
+        """The window of a known Fermi level μ (eV): every energy summed, none kept."""
+        w_e = occupation_weights(energies_e, mu_eV, temperature_K, method)
+        return cls(w_e.size, w_e.size, float(mu_eV), float(mu_eV), w_e)
+
+    @classmethod
+    def empty(cls) -> EnergyWindow:
+        """No bracket: nothing summed, nothing kept, no μ inside (the density needs a pass
+        at the solved μ)."""
+        return cls(0, 0, math.inf, -math.inf, np.zeros(0))
+
+    @property
+    def size(self) -> int:
+        """Energies kept per point."""
+        return self.stop - self.start
+
+    def contains(self, mu_eV: float) -> bool:
+        """True if the window's split of the density holds at Fermi level μ (eV)."""
+        return bool(self.mu_low_eV <= mu_eV <= self.mu_high_eV)
+
+
+def full_occupation_weights(energies_e: ArrayLike, method: str = "analytical") -> np.ndarray:
+    """The weights w_e (eV) of f ≡ 1: ∫ g dε = Σ_e g_e w_e (the hat integrals for
+    ``"analytical"``, the trapezoid rule for ``"quadrature"``)."""
+    energies_e = _check_energies(energies_e)
+    _check_method(method)
+    if method == "quadrature":
+        return _trapezoid(energies_e)
+    edges = _hat_edges(energies_e)
+    return (edges[2:] - edges[:-2]) / 2
+
+
+def energy_window(energies_e: ArrayLike, mu_low_eV: float, mu_high_eV: float,
+                  temperature_K: float, method: str = "analytical") -> EnergyWindow:
+    """The :class:`EnergyWindow` of a Fermi level bracket [mu_low_eV, mu_high_eV] (eV).
+
+    An energy is fully occupied if the whole support of its weight (``"analytical"``: its
+    hat, one grid step either side; ``"quadrature"``: the energy itself) lies at least
+    36.04 k_BT (1 − f ≤ 2^-52) below mu_low_eV, and empty if at least that far above
+    mu_high_eV; the window is everything between: at 298 K and 0.1 eV steps
+    2·(0.93 + 0.1) eV plus the bracket, ~21 energies plus the bracket's. It widens in
+    proportion to T (72 k_BT plus two steps plus the bracket). Infinite bounds give the
+    whole grid.
+    """
+    energies_e = _check_energies(energies_e)
+    _check_temperature(temperature_K)
+    _check_method(method)
+    if not (mu_low_eV <= mu_high_eV) or np.isnan(mu_low_eV) or np.isnan(mu_high_eV):
+        raise MlscaleError(f"Fermi level bracket [{mu_low_eV}, {mu_high_eV}] eV is not an "
+                           "interval")
+    margin = WINDOW_KT * KB_EV_PER_K * temperature_K
+    low_e = high_e = energies_e
+    if method == "analytical":  # the hat of energy e spans [edges e, edges e + 2]
+        edges = _hat_edges(energies_e)
+        low_e, high_e = edges[:-2], edges[2:]
+    start = int(np.sum(high_e <= mu_low_eV - margin))  # increasing: a prefix
+    stop = int(energies_e.size - np.sum(low_e >= mu_high_eV + margin))
+    stop = max(stop, start)
+    summed_e = full_occupation_weights(energies_e, method)[:start]
+    return EnergyWindow(start, stop, float(mu_low_eV), float(mu_high_eV), summed_e)
+
+
+def finish_density(summed_p: np.ndarray, window_pw: ArrayLike, window: EnergyWindow,
+                   energies_e: ArrayLike, mu_eV: float, temperature_K: float,
+                   method: str = "analytical") -> np.ndarray:
+    """n(r) (1/Å³) at Fermi level μ (eV) from a windowed store: ``summed_p`` (float64,
+    the fully occupied part, 1/Å³), updated in place and returned, plus Σ over the
+    window's energies of w_e(μ)·``window_pw`` ([points, window.size], 1/(eV·Å³)),
+    in blocks of rows (no full-size temporary). MlscaleError if μ is outside the window's
+    bracket (the split would not be exact there) or the arrays do not fit."""
+    window_pw = np.asarray(window_pw)
+    if not window.contains(mu_eV):
+        raise MlscaleError(f"Fermi level {mu_eV} eV is outside the window's bracket "
+                           f"[{window.mu_low_eV}, {window.mu_high_eV}] eV")
+    if (summed_p.ndim != 1 or summed_p.dtype != np.float64
+            or window_pw.shape != (summed_p.size, window.size)):
+        raise MlscaleError(f"a windowed density needs float64 [points] and [points, "
+                           f"{window.size}] arrays, got {summed_p.shape} {summed_p.dtype} "
+                           f"and {window_pw.shape}")
+    w_e = occupation_weights(energies_e, mu_eV, temperature_K, method)[window.start:window.stop]
+    rows = max(1, _CHUNK_ELEMENTS // max(window.size, 1))
+    for start in range(0, summed_p.size, rows) if window.size else ():
+        summed_p[start:start + rows] += weighted_sum(window_pw[start:start + rows], w_e)
+    if not np.all(np.isfinite(summed_p)):
+        raise MlscaleError("LDOS contains NaN or infinite values")
+    return summed_p
