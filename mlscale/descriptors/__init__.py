@@ -2,7 +2,8 @@
 
 ``compute_descriptors`` validates the atoms and dispatches to a backend module
 (``lammps``: LAMMPS ``compute sna/grid/local``, collective over the rank's whole
-block; ``native``: mlscale's own code, local work on any sub-block).
+block; ``native``: mlscale's own code, local work on any sub-block; with
+``device="cuda"`` the native kernel runs on the rank's GPU, module ``cuda``).
 :func:`descriptor_blocks` says which blocks a backend computes in one call.
 """
 
@@ -20,24 +21,31 @@ from .atoms import check_atoms, type_indices
 
 BACKENDS = ("lammps", "native")
 
-__all__ = ["BACKENDS", "check_atoms", "compute_descriptors", "descriptor_blocks", "type_indices"]
+__all__ = ["BACKENDS", "check_atoms", "compute_descriptors", "descriptor_blocks", "to_host",
+           "type_indices"]
 
 
 def compute_descriptors(atoms, dgrid: DistributedGrid, settings: BispectrumSettings,
                         backend: str = "native", block: Block | None = None,
-                        check: bool = True) -> np.ndarray:
+                        check: bool = True, device: str = "cpu"):
     """Bispectrum components on ``block``: ``[bx, by, bz, settings.n_features]`` float64.
 
     block: default the rank's block of ``dgrid``; native: any sub-block of it, purely
     local work (no collectives); lammps: only the rank's block, COLLECTIVE over
     ``dgrid.comm``. atoms: ase.Atoms (Å) in the grid's cell. check=False skips
     :func:`check_atoms` (for callers that already checked the same atoms, e.g. once
-    per slab). Errors are collective only where the call is.
+    per slab). device: "cpu", or "cuda" (native backend on the current GPU, see
+    :func:`mlscale.device.select_device`): then a numba CUDA device array of the same
+    shape that stays on the GPU (:func:`to_host` copies it). Errors are collective only
+    where the call is.
     """
     block = dgrid.block if block is None else block
     collective = backend != "native"
     with (dgrid.comm if collective else self_comm()).collective():
         _check_backend(backend)
+        if device != "cpu" and (device != "cuda" or backend != "native"):
+            raise MlscaleError(f"device {device!r} with the {backend} descriptor backend: "
+                               "the GPU runs only the native backend (device cpu or cuda)")
         if check:
             check_atoms(atoms, settings.species)
         module = _backend(backend)
@@ -47,7 +55,16 @@ def compute_descriptors(atoms, dgrid: DistributedGrid, settings: BispectrumSetti
                                "whole block)")
     if collective:
         return module.compute_block(atoms, dgrid, settings)
+    if device == "cuda":
+        return _backend("cuda").compute_block(atoms, dgrid.grid, block, settings,
+                                              on_device=True)
     return module.compute_block(atoms, dgrid.grid, block, settings)
+
+
+def to_host(descriptors) -> np.ndarray:
+    """A NumPy array of :func:`compute_descriptors`' result (copied from a GPU)."""
+    return (descriptors.copy_to_host() if hasattr(descriptors, "copy_to_host")
+            else np.asarray(descriptors))
 
 
 def descriptor_blocks(dgrid: DistributedGrid, backend: str, chunk_points: int) -> list[Block]:
