@@ -34,4 +34,6 @@ if [ "$with_tests" = 1 ] && ! .venv/bin/python -c "import horovod.torch" 2>/dev/
     echo "building Horovod 0.28.1 for the Horovod tests (~10 min; jobs/install_horovod.sh)"
     bash jobs/install_horovod.sh || echo "WARNING: Horovod did not build; its tests will be skipped"
 fi
+# compile and cache the numba kernels now, so that the first run does not pay ~1 min
+.venv/bin/python -m mlscale.warm
 echo "mlscale installed in $(pwd)/.venv  (activate: . .venv/bin/activate)"

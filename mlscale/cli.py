@@ -17,6 +17,7 @@ import traceback
 from . import __version__
 from .errors import MlscaleError
 from .parallel import check_launch, fail_all, world
+from .progress import set_quiet
 from .signals import abort_on_signals
 
 # sub-command name -> module in mlscale.commands (each has add_arguments(parser), run(args, comm))
@@ -62,6 +63,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     imported (a run loads only what its command needs: ``predict`` no torch, no libxc)."""
     parser = argparse.ArgumentParser(prog="mlscale", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mlscale {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (they show only on a terminal anyway)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         if only is not None and name != only:
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     comm = world()
     abort_on_signals(comm)  # SIGINT/SIGTERM on one rank: MPI_Abort, no rank left waiting
     try:

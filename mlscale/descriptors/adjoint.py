@@ -21,6 +21,7 @@ import numpy as np
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, Grid
+from ..progress import compile_note
 from ._adjoint_kernel import BATCH, adjoint_points
 from ._native_tables import tables
 from .native import _check_settings, _images_near, _species_indices, checked_positions_and_block
@@ -56,6 +57,7 @@ def bispectrum_forces(atoms, grid: Grid | DistributedGrid, block: Block | None,
     t = tables(settings.twojmax)
     # a few chunks (contiguous batch ranges, one accumulator each) per thread: balance
     nchunks = max(1, min(4 * numba.get_num_threads(), (block.size + BATCH - 1) // BATCH))
+    compile_note(adjoint_points, "bispectrum force")
     force_tiv = adjoint_points(
         start, shape, grid_n, cell_cv, images.pos_iv, images.species_i, rc_s[images.species_i],
         rc_s, np.array(settings.weights), float(settings.rfac0), float(settings.rmin0),

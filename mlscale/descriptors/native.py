@@ -23,6 +23,7 @@ import numpy as np
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..grid import Block, Grid
+from ..progress import compile_note
 from ._native_kernel import bispectrum_points
 from ._native_tables import tables
 
@@ -58,6 +59,7 @@ def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings)
     np.cumsum(np.bincount(bin_index, minlength=int(np.prod(nbins))), out=bin_ptr[1:])
 
     t = tables(settings.twojmax)
+    compile_note(bispectrum_points, "descriptor")
     bispectrum_points(
         start, shape, grid_n, np.ascontiguousarray(cell_cv),
         np.ascontiguousarray(img_pos[order] @ cell_cv), img_sp[order],
