@@ -194,15 +194,18 @@ def _layer_offsets(twojmax):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _u_layers(ab, k, twojmax, rootpq, offset, ulay):
-    """ulay = U of neighbour k, all layers (rows of ``_layer_offsets``), across the lanes."""
+def _u_layers(ab, k, twojmax, rootpq, offset, ulay, ytot, ublock, acc):
+    """ulay = U of neighbour k, all layers (rows of ``_layer_offsets``), across the lanes;
+    acc[4] = ytot·U over the stored rows mb <= j/2 (the mirror rows are folded in ytot)."""
     for l in range(_B):
         ulay[0, l] = 1.0
         ulay[0, _B + l] = 0.0
+        acc[4, l] = ytot[0, l]
     for j in range(1, twojmax + 1):
         for mb in range(j // 2 + 1):
             rp = offset[j - 1] + mb * j
             rc = offset[j] + mb * (j + 1)
+            ry = ublock[j] + mb * (j + 1)
             for ma in range(j + 1):
                 r1 = rootpq[j - ma, j - mb] if ma < j else 0.0
                 r2 = rootpq[ma, j - mb] if ma > 0 else 0.0
@@ -217,8 +220,11 @@ def _u_layers(ab, k, twojmax, rootpq, offset, ulay):
                     pi = ulay[ia, _B + l]
                     qr = ulay[ib, l]
                     qi = ulay[ib, _B + l]
-                    ulay[rc + ma, l] = r1 * (ar * pr + ai * pi) - r2 * (br * qr + bi * qi)
-                    ulay[rc + ma, _B + l] = r1 * (ar * pi - ai * pr) - r2 * (br * qi - bi * qr)
+                    vr = r1 * (ar * pr + ai * pi) - r2 * (br * qr + bi * qi)
+                    vi = r1 * (ar * pi - ai * pr) - r2 * (br * qi - bi * qr)
+                    ulay[rc + ma, l] = vr
+                    ulay[rc + ma, _B + l] = vi
+                    acc[4, l] += ytot[ry + ma, l] * vr + ytot[ry + ma, _B + l] * vi
         if j % 2 == 1:
             _mirror_copy(ulay, offset[j], j)
 
@@ -264,58 +270,52 @@ def _du_stage(ytot, ab, k, twojmax, ublock, rootpq, offset, ulay, adj, adj_prev,
     """acc [5, BATCH] = ∂(ytot·U_k)/∂(a_r, a_i, b_r, b_i) and ytot·U_k for neighbour k.
 
     Reverse mode through the U recursion: U_k forward (all layers kept in ulay), then
-    the gradient layer by layer from j = twojmax down, each element
-    v = r1 conj(a) P - r2 conj(b) Q passing it on to a, b, P and Q.
+    the gradient layer by layer from j = twojmax down. Element ma of a row is
+    v = r1 conj(a) P_ma - r2 conj(b) P_(ma-1) (P: the row of layer j-1), so each P_m
+    of the previous layer receives from elements m (r1) and m+1 (r2): gathered per
+    P_m, one pass over the previous layer (:func:`_du_element`).
     """
-    _u_layers(ab, k, twojmax, rootpq, offset, ulay)
     for l in range(_B):
         acc[0, l] = 0.0
         acc[1, l] = 0.0
         acc[2, l] = 0.0
         acc[3, l] = 0.0
-        acc[4, l] = ytot[0, l]
+    _u_layers(ab, k, twojmax, rootpq, offset, ulay, ytot, ublock, acc)
     _load_adjoint(adj, ytot, twojmax, ublock)
     for j in range(twojmax, 0, -1):
         if j % 2 == 1:
             _mirror_fold(adj, j)
         _load_adjoint(adj_prev, ytot, j - 1, ublock)
         for mb in range(j // 2 + 1):
-            for ma in range(j + 1):
-                r1 = rootpq[j - ma, j - mb] if ma < j else 0.0
-                r2 = rootpq[ma, j - mb] if ma > 0 else 0.0
-                ia = mb * j + min(ma, j - 1)
-                ib = mb * j + max(ma - 1, 0)
-                _du_element(ab, k, r1, r2, ia, ib, mb * (j + 1) + ma, offset[j - 1],
-                            offset[j], ublock[j], ytot, ulay, adj, adj_prev, acc)
+            for m in range(j):
+                _du_element(ab, k, rootpq[j - m, j - mb], rootpq[m + 1, j - mb],
+                            mb * (j + 1) + m, offset[j - 1] + mb * j + m, mb * j + m,
+                            ulay, adj, adj_prev, acc)
         adj, adj_prev = adj_prev, adj
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _du_element(ab, k, r1, r2, ia, ib, ic, off_prev, off, off_y, ytot, ulay, adj, adj_prev,
-                acc):
-    """Gradient of one element v = r1 conj(a) P - r2 conj(b) Q, given ∂E/∂v in adj[ic];
-    adds ytot·v (ytot's own row, without the gradient from the layers above)."""
+def _du_element(ab, k, r1, r2, ic, ip, im, ulay, adj, adj_prev, acc):
+    """Gradient through P_m (ulay row ip, adjoint row im of the previous layer), which
+    enters element m as r1 conj(a) P_m (gradient adj[ic]) and element m+1 as
+    -r2 conj(b) P_m (gradient adj[ic + 1]): to a, b (acc[0:4]) and to P_m."""
     for l in range(_B):
         ar = ab[k, l]
         ai = ab[k, _B + l]
         br = ab[k, 2 * _B + l]
         bi = ab[k, 3 * _B + l]
-        pr = ulay[off_prev + ia, l]
-        pi = ulay[off_prev + ia, _B + l]
-        qr = ulay[off_prev + ib, l]
-        qi = ulay[off_prev + ib, _B + l]
-        gr = adj[ic, l]
-        gi = adj[ic, _B + l]
-        acc[4, l] += (ytot[off_y + ic, l] * ulay[off + ic, l]
-                      + ytot[off_y + ic, _B + l] * ulay[off + ic, _B + l])
-        acc[0, l] += r1 * (gr * pr + gi * pi)
-        acc[1, l] += r1 * (gr * pi - gi * pr)
-        acc[2, l] -= r2 * (gr * qr + gi * qi)
-        acc[3, l] -= r2 * (gr * qi - gi * qr)
-        adj_prev[ia, l] += r1 * (gr * ar - gi * ai)
-        adj_prev[ia, _B + l] += r1 * (gr * ai + gi * ar)
-        adj_prev[ib, l] -= r2 * (gr * br - gi * bi)
-        adj_prev[ib, _B + l] -= r2 * (gr * bi + gi * br)
+        pr = ulay[ip, l]
+        pi = ulay[ip, _B + l]
+        gr = r1 * adj[ic, l]
+        gi = r1 * adj[ic, _B + l]
+        hr = r2 * adj[ic + 1, l]
+        hi = r2 * adj[ic + 1, _B + l]
+        acc[0, l] += gr * pr + gi * pi
+        acc[1, l] += gr * pi - gi * pr
+        acc[2, l] -= hr * pr + hi * pi
+        acc[3, l] -= hr * pi - hi * pr
+        adj_prev[im, l] += (gr * ar - gi * ai) - (hr * br - hi * bi)
+        adj_prev[im, _B + l] += (gr * ai + gi * ar) - (hr * bi + hi * br)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
