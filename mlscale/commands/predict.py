@@ -17,7 +17,8 @@ import numba
 from ase import Atoms
 from threadpoolctl import threadpool_limits
 
-from .. import inference, output
+from .. import ensemble, inference, output
+from ..device import Device, DeviceNetwork, select_device
 from ..energy.upf import find_pseudopotentials
 from ..errors import MlscaleError
 from ..examples import builtin_example, shipped_model_path
@@ -26,7 +27,7 @@ from ..io.structure import read_structure
 from ..model import DEFAULT_CHUNK_POINTS, Model, load_model
 from ..parallel import Comm
 from ..timing import Timings
-from ._common import add_descriptor_backend, add_integration
+from ._common import add_descriptor_backend, add_device, add_integration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="density file: openPMD density.h5 (each rank its block) or "
                         "Gaussian cube density.cube (electrons/Bohr³, for VESTA/VMD/Ovito; "
                         "gathered on rank 0)")
+    parser.add_argument("--ensemble", nargs="+", metavar="MODEL", default=[],
+                        help="more models of the same descriptors and energy grid: each is "
+                        "evaluated on the prediction's descriptors (computed once); "
+                        "results.json gets their values, mean and standard deviation "
+                        "('ensemble', docs/accuracy.md)")
     add_descriptor_backend(parser)
+    add_device(parser)
     add_integration(parser)
 
 
@@ -76,26 +83,37 @@ def parse_share(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace, comm: Comm) -> int:
-    model, atoms, pseudopotentials, share = _inputs(args, comm)
+    device = select_device(args.device, comm)  # before loading: the network goes to it
+    model, atoms, pseudopotentials, share = _inputs(args, comm, device)
+    members = ensemble.load_members(args.ensemble, model.info, args.network, comm)
     set_threads(comm)  # after loading: torch's threads too with --network torch
     timings = Timings()
     dgrid, n_electrons = inference.setup(
         atoms, model.info, comm, shape=args.grid, n_electrons=args.electrons, share=share,
         backend=args.backend, with_energy=pseudopotentials is not None)
-    inference.check_memory(dgrid, model.n_energies)  # before the allocation, not in it
+    inference.check_memory(dgrid, inference.kept_energies(model.info, args.forces))  # before
+    # the allocation, not in it
     warning = inference.grid_spacing_warning(dgrid.grid, model.info)
     if warning:
         comm.print(f"mlscale: warning: {warning}", file=sys.stderr)
     out = Path(args.output)
     claim = claim_directory(out, comm)  # before the work: probe, lock, old results removed
-    prediction = inference.predict(
-        atoms, model, dgrid, n_electrons, backend=args.backend, method=args.integration,
-        chunk_points=args.chunk_points, pseudopotentials=pseudopotentials,
-        fermi_energy=args.fermi_energy, timings=timings, with_forces=args.forces)
+    if members:
+        predictions = _ensemble(args, [model, *members], atoms, dgrid, n_electrons,
+                                pseudopotentials, timings)
+        prediction = predictions[0]
+    else:
+        prediction = inference.predict(
+            atoms, model, dgrid, n_electrons, backend=args.backend, method=args.integration,
+            chunk_points=args.chunk_points, pseudopotentials=pseudopotentials,
+            fermi_energy=args.fermi_energy, timings=timings, with_forces=args.forces)
     results = output.prediction_results(prediction, atoms, backend=args.backend,
                                         method=args.integration)
     if prediction.forces is not None:
         results["forces_eV_per_A"] = prediction.forces.total_av.tolist()
+    if members:
+        paths = [str(args.model or shipped_model_path()), *map(str, args.ensemble)]
+        results["ensemble"] = ensemble.ensemble_results(predictions, paths, len(atoms))
     with timings.phase("output"):
         output.write_fields(out, prediction.energies_e, prediction.dos_e, prediction.density_b,
                             dgrid, fermi_energy_eV=results["fermi_energy_eV"],
@@ -110,13 +128,14 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     return 0
 
 
-def _inputs(args: argparse.Namespace, comm: Comm
+def _inputs(args: argparse.Namespace, comm: Comm, device: Device
             ) -> tuple[Model, Atoms, dict[str, Path] | None, tuple[int, int] | None]:
     """The model, atoms, pseudopotentials and share of the command line (collective)."""
     with comm.collective():
         atoms = read_structure(args.structure) if args.structure else builtin_example()
         model_path = Path(args.model) if args.model else shipped_model_path()
-        model = load_model(model_path, args.network)  # "numpy": no torch in the ranks
+        model = (load_model(model_path, args.network)  # "numpy": no torch in the ranks
+                 if device.kind == "cpu" else DeviceNetwork.from_file(model_path, device))
         pseudopotentials: dict[str, Path] | None = None
         if args.pseudopotentials:
             pseudopotentials = find_pseudopotentials(args.pseudopotentials,
@@ -130,6 +149,19 @@ def _inputs(args: argparse.Namespace, comm: Comm
     return model, atoms, pseudopotentials, share
 
 
+def _ensemble(args: argparse.Namespace, models: list[Model], atoms: Atoms, dgrid: Any,
+              n_electrons: float, pseudopotentials: dict[str, Path] | None,
+              timings: Timings) -> list[inference.Prediction]:
+    """Every model's prediction on descriptors computed once (mlscale.ensemble)."""
+    with dgrid.comm.collective():
+        if args.forces:
+            raise MlscaleError("--ensemble does not compute forces: run --forces without it")
+    return ensemble.predict_ensemble(
+        atoms, models, dgrid, n_electrons, backend=args.backend, method=args.integration,
+        chunk_points=args.chunk_points, pseudopotentials=pseudopotentials,
+        fermi_energy=args.fermi_energy, timings=timings)
+
+
 def _report(comm: Comm, results: dict[str, Any], share: tuple[int, int] | None,
             out: Path) -> None:
     comm.print(f"atoms {results['atoms']}, grid {results['grid']}, ranks {results['ranks']}")
@@ -138,6 +170,13 @@ def _report(comm: Comm, results: dict[str, Any], share: tuple[int, int] | None,
     comm.print(f"electrons        {results['number_of_electrons']:.6f}")
     if "total_energy_eV" in results:
         comm.print(f"total energy     {results['total_energy_eV']:.6f} eV")
+    if "ensemble" in results:
+        spread = results["ensemble"]["std"]
+        comm.print(f"ensemble of {results['ensemble']['size']}: std of the Fermi level "
+                   f"{1e3 * spread['fermi_energy_eV']:.1f} meV, band energy "
+                   f"{1e3 * spread['band_energy_per_atom_eV']:.2f} meV/atom"
+                   + (f", total energy {1e3 * spread['total_energy_per_atom_eV']:.2f} meV/atom"
+                      if "total_energy_per_atom_eV" in spread else ""))
     if share is not None:
         comm.print(f"rank {share[0]} of {share[1]} only: partial DOS and density block in {out}")
     else:
