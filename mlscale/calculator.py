@@ -25,6 +25,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from . import inference
+from .device import DeviceNetwork, select_device
 from .energy.upf import Pseudopotential, find_pseudopotentials
 from .errors import MlscaleError
 from .model import DEFAULT_CHUNK_POINTS, Model, load_model
@@ -40,7 +41,9 @@ class MlscaleCalculator(Calculator):
     :class:`~mlscale.parallel.Comm`, default all ranks (MPI.COMM_WORLD). backend: the
     descriptor backend; method: the energy integration; network: "numpy" or "torch" when
     ``model`` is a path; ldos_dtype: the stored LDOS (float32 as predict, or float64);
-    n_electrons: default from the model's valence counts.
+    n_electrons: default from the model's valence counts; device: "cpu" or "cuda"
+    (descriptors and network on each rank's GPU, as ``predict --device cuda``; ``model``
+    a path or a :class:`mlscale.device.DeviceNetwork`; the forces' adjoint on the CPU).
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
@@ -50,12 +53,17 @@ class MlscaleCalculator(Calculator):
                  grid: tuple[int, int, int] | None = None, comm: Comm | None = None, *,
                  backend: str = "native", method: str = "analytical",
                  chunk_points: int = DEFAULT_CHUNK_POINTS, network: str = "numpy",
-                 ldos_dtype=np.float32, n_electrons: float | None = None, **kwargs):
+                 ldos_dtype=np.float32, n_electrons: float | None = None,
+                 device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
         self.comm = world() if comm is None else comm
+        bound = select_device(device, self.comm)
         with self.comm.collective():
-            self.model = (load_model(model, network) if isinstance(model, (str, os.PathLike))
-                          else model)
+            self.model = (model if not isinstance(model, (str, os.PathLike))
+                          else load_model(model, network) if bound.kind == "cpu"
+                          else DeviceNetwork.from_file(model, bound))
+            if bound.kind != "cpu" and not isinstance(self.model, DeviceNetwork):
+                raise MlscaleError("device cuda needs the model as a path or a DeviceNetwork")
         self.pseudopotentials = pseudopotentials
         self.grid = None if grid is None else tuple(int(n) for n in grid)
         self.options = {"backend": backend, "method": method, "chunk_points": chunk_points,

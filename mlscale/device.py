@@ -4,11 +4,13 @@
 (``local_rank``: the rank's index among the ranks of its node, MPI's
 ``COMM_TYPE_SHARED``), for numba.cuda (the descriptor kernel) and torch (the network).
 On the GPU a chunk of grid points goes descriptors (float64, the CUDA kernel) →
-network (torch, float32) → LDOS and its DOS sum (float64) without leaving the device;
-the DOS (one number per energy) and, until the LDOS store moves to the device, the
-chunk's float32 LDOS come back to the host. Without a usable GPU (no CUDA driver, no
-device, numba without its CUDA target, torch without CUDA) ``cuda`` is a MlscaleError
-on every rank. Neither numba.cuda nor torch is imported by a CPU run.
+network (torch, float32) without leaving the device; the chunk's float32 LDOS comes
+back to the host, where the pipeline keeps its energy window (mlscale.inference).
+:meth:`DeviceNetwork.ldos_and_dos` also sums the chunk's DOS on the device (float64),
+for a pipeline that keeps the LDOS on the GPU; today's pipeline sums it on the host.
+Without a usable GPU (no CUDA driver, no device, numba without its CUDA target, torch
+without CUDA) ``cuda`` is a MlscaleError on every rank. Neither numba.cuda nor torch
+is imported by a CPU run.
 """
 
 from __future__ import annotations
@@ -93,23 +95,28 @@ def cuda_simulated() -> bool:
 class DeviceNetwork:
     """An LDOS network (:class:`mlscale.model.TorchModel`) on a torch device.
 
-    The :class:`mlscale.model.Model` protocol (host arrays in and out, as the torch
-    backend) plus :meth:`ldos_and_dos`, the device path of a chunk. torch_device:
-    "cpu" (what CI tests), "cuda:N".
+    The :class:`mlscale.model.Model` protocol plus :meth:`ldos_and_dos` (the chunk's
+    DOS summed on the device). device: the rank's :class:`Device`; the network runs
+    on its torch device (on the CPU for Device() and under numba's CUDA simulator).
+    The prediction pipeline computes the descriptors where the model is
+    (:func:`model_device`).
     """
 
-    def __init__(self, model, torch_device: str = "cpu"):
+    def __init__(self, model, device: Device | None = None):
+        device = Device() if device is None else device
         self.model = model
-        self.torch_device = torch_device
-        model.module.to(torch_device)
+        self.device = device
+        self.torch_device = ("cpu" if device.kind == "cpu" or cuda_simulated()
+                             else device.torch_name)
+        model.module.to(self.torch_device)
         self.info: ModelInfo = model.info
 
     @classmethod
     def from_file(cls, path, device: Device) -> DeviceNetwork:
+        """The model file ``path`` in torch on ``device``."""
         from .model import load_model
 
-        torch_device = "cpu" if device.kind == "cpu" or cuda_simulated() else device.torch_name
-        return cls(load_model(path, "torch"), torch_device)
+        return cls(load_model(path, "torch"), device)
 
     @property
     def n_features(self) -> int:
@@ -174,10 +181,8 @@ def _as_tensor(array, torch_device: str):
     return torch.from_numpy(np.ascontiguousarray(array)).to(torch_device)
 
 
-def network_ldos_and_dos(model, descriptors_pf, voxel_volume_A3: float,
-                         chunk_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`DeviceNetwork.ldos_and_dos` of ``model``; MlscaleError for a host model."""
-    if not isinstance(model, DeviceNetwork):
-        raise MlscaleError(f"a device prediction needs the network on the device "
-                           f"(mlscale.device.DeviceNetwork), got {type(model).__name__}")
-    return model.ldos_and_dos(descriptors_pf, voxel_volume_A3, chunk_points)
+
+def model_device(model) -> str:
+    """Where the descriptors for ``model`` are computed: "cuda" for a DeviceNetwork on a
+    GPU (the descriptors then stay on it), "cpu" otherwise."""
+    return model.device.kind if isinstance(model, DeviceNetwork) else "cpu"

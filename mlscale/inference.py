@@ -25,7 +25,8 @@ from mpi4py import MPI
 from numpy.typing import DTypeLike
 
 from . import electrons, energy, forces  # energy, forces: libraries load on first use
-from .descriptors import check_atoms, compute_descriptors, descriptor_blocks
+from .descriptors import check_atoms, compute_descriptors, descriptor_blocks, to_host
+from .device import model_device
 from .errors import MlscaleError
 from .grid import DistributedGrid, Grid, grid_shape, qe_fft_shape
 from .model import DEFAULT_CHUNK_POINTS, Model, ModelInfo
@@ -225,10 +226,11 @@ def ldos_on_grid(atoms: Atoms, model: Model, dgrid: DistributedGrid, backend: st
     for chunk in descriptor_blocks(dgrid, backend, chunk_points):
         with timings.phase("descriptors"):
             descriptors_pf = compute_descriptors(local_atoms, dgrid, settings, backend,
-                                                 block=chunk, check=False
+                                                 block=chunk, check=False,
+                                                 device=model_device(model)  # on its GPU
                                                  ).reshape(chunk.size, -1)
             if descriptors_out is not None:
-                descriptors_out[offset:offset + chunk.size] = descriptors_pf
+                descriptors_out[offset:offset + chunk.size] = to_host(descriptors_pf)
         with timings.phase("network"):
             ldos_chunk = model(descriptors_pf, chunk_points)
             del descriptors_pf

@@ -11,6 +11,14 @@ def add_descriptor_backend(parser):
                         "matched to LAMMPS) or lammps (reference); default: %(default)s")
 
 
+def add_device(parser):
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where each rank computes: cpu (default) or cuda, the GPU "
+                        "local_rank %% gpus_on_node of its node: descriptors (CUDA kernel) "
+                        "and network (torch, float32, whatever --network says) on it; an "
+                        "error without a usable GPU (docs/gpu.md)")
+
+
 def add_integration(parser):
     parser.add_argument("--integration", choices=("analytical", "quadrature"),
                         default="analytical",

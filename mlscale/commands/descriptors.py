@@ -12,13 +12,14 @@ from pathlib import Path
 from ase import Atoms
 
 from ..config import BispectrumSettings
-from ..descriptors import compute_descriptors
+from ..descriptors import compute_descriptors, to_host
+from ..device import select_device
 from ..grid import DistributedGrid, Grid
 from ..io.grid_arrays import WRITABLE, grid_array_format, write_grid_array
 from ..io.run_directory import probe_writable
 from ..io.structure import read_structure
 from ..parallel import Comm
-from ._common import add_descriptor_backend
+from ._common import add_descriptor_backend, add_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rcutfac", type=float, default=defaults.rcutfac)
     parser.add_argument("--rfac0", type=float, default=defaults.rfac0)
     add_descriptor_backend(parser)
+    add_device(parser)
 
 
 def settings_from_args(args: argparse.Namespace, atoms: Atoms) -> BispectrumSettings:
@@ -44,6 +46,7 @@ def settings_from_args(args: argparse.Namespace, atoms: Atoms) -> BispectrumSett
 
 def run(args: argparse.Namespace, comm: Comm) -> int:
     output = Path(args.output)
+    device = select_device(args.device, comm, need_torch=False)
     with comm.collective():
         grid_array_format(output, WRITABLE)
         if comm.rank == 0:  # before the work, not after it
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
         atoms = read_structure(args.structure)
         settings = settings_from_args(args, atoms)
         dgrid = DistributedGrid(Grid(atoms.cell[:], tuple(args.grid)), comm)
-    descriptors_bf = compute_descriptors(atoms, dgrid, settings, args.backend)
+    descriptors_bf = to_host(compute_descriptors(atoms, dgrid, settings, args.backend,
+                                                 device=device.kind))
     write_grid_array(output, "Bispectrum", descriptors_bf, dgrid)
     comm.print(f"{settings.n_features} descriptors on a {dgrid.shape} grid written to {output}")
     return 0

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import MlscaleError
 from ..model import DEFAULT_CHUNK_POINTS
+from ._common import add_device
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from ..grid import Grid
     from ..model import ModelInfo
     from ..parallel import Comm
+
+GPU_NOTE = ("no GPU constants exist yet (mlscale bench measures the CPU path): memory and "
+            "time above are those of --device cpu; host memory per rank is the same with "
+            "--device cuda (docs/gpu.md)")
 
 # The CLI imports every command module when it starts (every `mlscale predict` rank
 # too): what only this command needs is imported when it runs.
@@ -59,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--constants", help="constants from mlscale bench (default: "
                         "$XDG_CACHE_HOME/mlscale/bench.json)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_device(parser)
 
 
 def run(args: argparse.Namespace, comm: Comm) -> int:
@@ -86,10 +92,14 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     if args.json:
         comm.print(json.dumps({**result, "load": asdict(result["load"]),
                                "grid": list(grid.shape), "chunk_points": chunk_points,
-                               "constants": constants.machine}, indent=2))
+                               "constants": constants.machine, "device": args.device,
+                               **({"device_note": GPU_NOTE} if args.device != "cpu" else {})},
+                              indent=2))
         return 0
     comm.print(report(result, atoms, grid, info.settings.layers, info, constants,
                       chunk_points, args))
+    if args.device != "cpu":
+        comm.print(f"device      {args.device}: {GPU_NOTE}")
     return 0
 
 

@@ -1,0 +1,79 @@
+"""jobs/gpu_check.sh (run only where a GPU is lent): its bash parses, its Python steps
+import on the CPU, and their pure functions compute what they say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "jobs" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_parses():
+    subprocess.run(["bash", "-n", str(ROOT / "jobs" / "gpu_check.sh")], check=True)
+
+
+def test_metric_ratio():
+    gc = _module()
+    ref = np.array([[1.0, 100.0], [2.0, -50.0]])
+    assert gc.metric_ratio(ref, ref) == 0.0
+    # column 0: bound 1e-10·2 + 1e-13·2 at [1, 0]; an error of exactly half of it
+    bound = 1e-10 * 2.0 + 1e-13 * 2.0
+    moved = ref.copy()
+    moved[1, 0] += 0.5 * bound
+    assert gc.metric_ratio(moved, ref) == pytest.approx(0.5, rel=1e-3)
+    moved[1, 0] += bound
+    assert gc.metric_ratio(moved, ref) > 1.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        gc.metric_ratio(ref[:1], ref)
+
+
+def test_compare_results():
+    gc = _module()
+    cpu = {"fermi_energy_eV": 8.0, "band_energy_eV": -100.0, "atoms": 32}
+    same = gc.compare_results(cpu, dict(cpu))
+    assert same["ok"] and set(same["keys"]) == {"fermi_energy_eV", "band_energy_eV"}
+    off = gc.compare_results(cpu, {**cpu, "band_energy_eV": -100.0 * (1 + 3e-8)})
+    assert not off["ok"]
+    assert off["keys"]["band_energy_eV"]["relative_difference"] == pytest.approx(3e-8)
+    assert not gc.compare_results({}, {})["ok"]
+
+
+def test_kernel_flop_count_uses_the_tables():
+    gc = _module()
+    flops = gc.kernel_flops_per_point(10, 26.0)
+    assert flops["products"] == 47702 and flops["entries"] == 3444  # _native_tables' doc
+    assert flops["zb_per_point"] == 47702 * 12 + 3444 * 6
+    assert flops["total"] > flops["zb_per_point"]
+
+
+def test_structure_and_summary_steps(tmp_path):
+    gc = _module()
+    assert gc.main(["structure", "2", str(tmp_path / "al.xyz")]) == 0
+    from ase.io import read
+
+    assert len(read(tmp_path / "al.xyz")) == 256
+    (tmp_path / "a.json").write_text(json.dumps({"x": 1}))
+    assert gc.main(["summary", str(tmp_path), str(tmp_path / "summary.json")]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"a": {"x": 1}}
+
+
+def test_env_step_runs_on_the_cpu(tmp_path):
+    child = subprocess.run([sys.executable, str(ROOT / "jobs" / "gpu_check.py"), "env",
+                            str(tmp_path / "env.json")], capture_output=True, text=True,
+                           timeout=300, cwd=ROOT)
+    assert child.returncode == 0, child.stderr
+    assert "numba" in json.loads((tmp_path / "env.json").read_text())
