@@ -147,3 +147,33 @@ def test_predict_device_cuda_in_the_simulator_matches_cpu(tmp_path):
     cpu_dos = np.loadtxt(tmp_path / "cpu" / "dos.csv", delimiter=",", skiprows=1, comments="#")
     sim_dos = np.loadtxt(tmp_path / "sim" / "dos.csv", delimiter=",", skiprows=1, comments="#")
     np.testing.assert_allclose(sim_dos, cpu_dos, rtol=1e-7, atol=1e-9 * cpu_dos.max())
+
+
+def test_descriptors_command_device_cuda_in_the_simulator_matches_cpu(tmp_path):
+    structure = tmp_path / "al.xyz"
+    builtin_example().write(structure)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+           "NUMBA_ENABLE_CUDASIM": "1"}
+    args = [sys.executable, "-m", "mlscale", "descriptors", str(structure), "--grid", "2", "3",
+            "2", "--twojmax", "6"]
+    for device in ("cpu", "cuda"):
+        child = subprocess.run([*args, "--device", device, "-o", str(tmp_path / f"{device}.npy")],
+                               capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+        assert child.returncode == 0, child.stderr
+    cpu = np.load(tmp_path / "cpu.npy", allow_pickle=False)
+    gpu = np.load(tmp_path / "cuda.npy", allow_pickle=False)
+    assert cpu.shape == (2, 3, 2, 30)
+    scale = np.abs(cpu).reshape(-1, cpu.shape[-1]).max(axis=0)
+    assert np.all(np.abs(gpu - cpu) <= 1e-10 * np.abs(cpu) + 1e-13 * scale)
+
+
+
+def test_calculator_device_cuda_without_gpu_is_a_clear_error():
+    from mlscale.calculator import MlscaleCalculator
+
+    if _gpu_present():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(MlscaleError, match="no CUDA GPU is available"):
+        MlscaleCalculator(shipped_model_path(), {}, device="cuda")
+    with pytest.raises(MlscaleError, match="unknown device"):
+        MlscaleCalculator(shipped_model_path(), {}, device="gpu")
