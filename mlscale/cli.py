@@ -34,6 +34,7 @@ COMMANDS = {
     "plan": "plan",
     "stm": "stm",
     "plot": "plot",
+    "qe-density": "qe_density",
 }
 
 
