@@ -18,7 +18,7 @@ from ase import Atoms
 from threadpoolctl import threadpool_limits
 
 from .. import ensemble, inference, output
-from ..device import Device, DeviceNetwork, select_device
+from ..device import DEVICE_CHUNK_POINTS, Device, DeviceNetwork, select_device
 from ..energy.upf import find_pseudopotentials
 from ..errors import MlscaleError
 from ..examples import builtin_example, shipped_model_path
@@ -45,9 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forces", action="store_true",
                         help="also compute the forces −dE/dR (eV/Å) into results.json "
                         "(needs --pseudopotentials; docs/forces.md)")
-    parser.add_argument("--chunk-points", type=int, default=DEFAULT_CHUNK_POINTS,
+    parser.add_argument("--chunk-points", type=int,
                         help="grid points per chunk of descriptors, network and LDOS "
-                        "(bounds memory; default: %(default)s)")
+                        f"(bounds memory; default: {DEFAULT_CHUNK_POINTS}, with --device "
+                        f"cuda {DEVICE_CHUNK_POINTS})")
     parser.add_argument("--fermi-energy", type=float, metavar="EV",
                         help="use this Fermi level instead of solving for the electron count")
     parser.add_argument("--network", choices=("numpy", "torch"), default="numpy",
@@ -84,6 +85,8 @@ def parse_share(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace, comm: Comm) -> int:
     device = select_device(args.device, comm)  # before loading: the network goes to it
+    if args.chunk_points is None:
+        args.chunk_points = DEFAULT_CHUNK_POINTS if device.kind == "cpu" else DEVICE_CHUNK_POINTS
     model, atoms, pseudopotentials, share = _inputs(args, comm, device)
     members = ensemble.load_members(args.ensemble, model.info, args.network, comm)
     set_threads(comm)  # after loading: torch's threads too with --network torch

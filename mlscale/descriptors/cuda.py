@@ -66,12 +66,14 @@ def compute_block(atoms, grid: Grid, block: Block, settings: BispectrumSettings,
     out = cuda.device_array((block.size, nfeat), dtype=np.float64)
     kernel = bispectrum_kernel(settings.twojmax)
     blocks = (block.size + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
-    kernel[blocks, THREADS_PER_BLOCK](
-        start, shape, grid_n, cell_cv, cuda.to_device(images.pos_iv),
-        cuda.to_device(images.species_i), rc_s, np.array(settings.weights, dtype=float),
-        float(settings.rfac0), float(settings.rmin0), int(settings.switchflag),
-        images.halo_c, images.reg_lo_c, images.bin_w_c, images.nbins_c,
-        cuda.to_device(images.bin_ptr), *device_tables(settings.twojmax), out)
+    # device copies up front: NumPy arguments would be copied back after the launch
+    arrays = [cuda.to_device(np.ascontiguousarray(a)) for a in (
+        start, shape, grid_n, cell_cv, images.pos_iv, images.species_i, rc_s,
+        np.array(settings.weights, dtype=float), images.halo_c, images.reg_lo_c,
+        images.bin_w_c, images.nbins_c, images.bin_ptr)]
+    scalars = (float(settings.rfac0), float(settings.rmin0), int(settings.switchflag))
+    kernel[blocks, THREADS_PER_BLOCK](*arrays[:8], *scalars, *arrays[8:],
+                                      *device_tables(settings.twojmax), out)
     out = out.reshape(*block.shape, nfeat)
     return out if on_device else out.copy_to_host()
 
