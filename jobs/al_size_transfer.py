@@ -1,15 +1,23 @@
-"""DOS per atom of a thermal 108-atom Al cell predicted by a model: the gap check of issue 12.
+"""DOS per atom of a thermal 108-atom Al cell predicted by a model: the size transfer of issue 12.
 
-    python jobs/al_size_transfer.py MODEL [MODEL ...] [--out out/size108]
+    python jobs/al_size_transfer.py MODEL [MODEL ...] [--ensemble M2 M3 ...] [--out out/size108]
+        [--dft out/dft108] [--pseudopotentials /usr/share/espresso/pseudo]
 
 Structure: 3×3×3 conventional fcc Al (a = 4.05 Å), EMT Langevin MD at 298 K (seed 108,
-`thermal_fcc_snapshots`, last of 3 snapshots), written to OUT/al108.xyz. For each model:
-`mlscale predict`'s DOS (45·3/2 … the model's grid for the cell), E_F for 324 electrons,
-and min(DOS)/mean(DOS) on [E_F − 4 eV, E_F + 1 eV] (the LDOS's own 0.05 eV broadening).
+`thermal_fcc_snapshots`, last of 3 snapshots), written to OUT/al108.xyz (jobs/dft_108.sh
+runs pw.x on the same file). For each MODEL: `mlscale predict`'s pipeline on QE's grid
+at the model's ecutrho (70³), E_F for 324 electrons, band energy, total energy (with the
+pseudopotentials), min(DOS)/mean(DOS) on [E_F − 4 eV, E_F + 1 eV] (the LDOS's own 0.05 eV
+broadening); OUT/<model>.dos.txt and OUT/<model>.json. With --ensemble, the first MODEL's
+prediction also evaluates these members on its descriptors (mlscale.ensemble, as
+`mlscale predict --ensemble`): OUT/<model>.json gets the ensemble's mean and spread.
+With a finished DFT run in --dft (its result.json, jobs/dft_cell.py result), prints
+prediction − DFT per atom.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -17,7 +25,9 @@ import mpi4py.MPI  # noqa: F401
 import numpy as np
 from ase.io import read, write
 
+from mlscale import ensemble
 from mlscale.datagen.structures import thermal_fcc_snapshots
+from mlscale.energy import find_pseudopotentials
 from mlscale.grid import DistributedGrid
 from mlscale.inference import grid_for, number_of_electrons, predict
 from mlscale.model import load_model
@@ -32,28 +42,76 @@ def structure(out: Path):
     return read(path)
 
 
+def predict_one(atoms, path: str, members: list[str], pseudo_dir: str | None) -> dict:
+    """Scalars (eV), DOS per atom (1/eV) and, with members, the ensemble entry."""
+    model = load_model(Path(path), "numpy")
+    dgrid = DistributedGrid(grid_for(atoms, model.info), world())
+    n_el = number_of_electrons(atoms, model.info.valence_electrons)
+    pseudo = (find_pseudopotentials(pseudo_dir, model.info.species) if pseudo_dir else None)
+    others = ensemble.load_members([Path(m) for m in members], model.info, "numpy", world())
+    if others:
+        predictions = ensemble.predict_ensemble(atoms, [model, *others], dgrid, n_el,
+                                                pseudopotentials=pseudo)
+        prediction = predictions[0]
+    else:
+        prediction = predict(atoms, model, dgrid, n_el, pseudopotentials=pseudo)
+    scalars = prediction.scalars()
+    mu = scalars["fermi_energy_eV"]
+    energies, dos = prediction.energies_e, prediction.dos_e / len(atoms)
+    window = (energies >= mu - 4.0) & (energies <= mu + 1.0)
+    result = {"model": path, "grid": list(dgrid.grid.shape), "atoms": len(atoms),
+              "fermi_energy_eV": mu,
+              "band_energy_per_atom_eV": scalars["band_energy_eV"] / len(atoms),
+              "total_energy_per_atom_eV": (scalars["total_energy_eV"] / len(atoms)
+                                           if pseudo else None),
+              "dos_min_over_mean": float(dos[window].min() / dos[window].mean())}
+    if others:
+        result["ensemble"] = ensemble.ensemble_results(predictions, [path, *members],
+                                                       len(atoms))
+    return {"result": result, "energies": energies, "dos": dos}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+")
+    parser.add_argument("--ensemble", nargs="+", default=[],
+                        help="members evaluated with the first model's descriptors")
     parser.add_argument("--out", default="out/size108")
+    parser.add_argument("--dft", default="out/dft108")
+    parser.add_argument("--pseudopotentials", default="/usr/share/espresso/pseudo")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atoms = structure(out)
-    for path in args.models:
-        model = load_model(Path(path), "torch")
-        dgrid = DistributedGrid(grid_for(atoms, model.info), world())
-        n_el = number_of_electrons(atoms, model.info.valence_electrons)
-        prediction = predict(atoms, model, dgrid, n_el)
-        energies, dos = prediction.energies_e, prediction.dos_e / len(atoms)
-        mu = prediction.scalars()["fermi_energy_eV"]
-        window = (energies >= mu - 4.0) & (energies <= mu + 1.0)
-        ratio = dos[window].min() / dos[window].mean()
-        np.savetxt(out / f"{Path(path).stem}.dos.txt", np.c_[energies, dos],
-                   header=f"energy (eV), DOS per atom (1/eV); E_F {mu:.4f} eV")
-        print(f"{path}: grid {dgrid.grid.shape}, E_F {mu:.4f} eV, "
-              f"band energy/atom {prediction.scalars()['band_energy_eV'] / len(atoms):.5f} eV, "
-              f"min/mean DOS on [E_F-4, E_F+1] = {ratio:.3f}")
+    dft_path = Path(args.dft) / "result.json"
+    dft = json.loads(dft_path.read_text()) if dft_path.is_file() else None
+    for i, path in enumerate(args.models):
+        run = predict_one(atoms, path, args.ensemble if i == 0 else [],
+                          args.pseudopotentials or None)
+        r = run["result"]
+        stem = Path(path).stem
+        np.savetxt(out / f"{stem}.dos.txt", np.c_[run["energies"], run["dos"]],
+                   header=f"energy (eV), DOS per atom (1/eV); E_F {r['fermi_energy_eV']:.4f} eV")
+        (out / f"{stem}.json").write_text(json.dumps(r, indent=1) + "\n")
+        total = r["total_energy_per_atom_eV"]
+        print(f"{path}: grid {r['grid']}, E_F {r['fermi_energy_eV']:.4f} eV, "
+              f"band energy/atom {r['band_energy_per_atom_eV']:.5f} eV, total energy/atom "
+              f"{total if total is None else f'{total:.5f}'} eV, "
+              f"min/mean DOS on [E_F-4, E_F+1] = {r['dos_min_over_mean']:.3f}")
+        if "ensemble" in r:
+            std = r["ensemble"]["std"]
+            print(f"  ensemble of {r['ensemble']['size']}: std E_F "
+                  f"{1e3 * std['fermi_energy_eV']:.1f} meV, band "
+                  f"{1e3 * std['band_energy_per_atom_eV']:.2f} meV/atom, total "
+                  f"{1e3 * std.get('total_energy_per_atom_eV', float('nan')):.2f} meV/atom")
+        if dft is not None and dft["atoms"] == len(atoms):
+            n = len(atoms)
+            print(f"  − DFT ({dft['kgrid']}, {dft['kpoints']} k-points): E_F "
+                  f"{1e3 * (r['fermi_energy_eV'] - dft['fermi_energy_eV']):+.1f} meV, band "
+                  f"{1e3 * (r['band_energy_per_atom_eV'] - dft['band_energy_eV'] / n):+.2f} "
+                  f"meV/atom" + (f", total {1e3 * (total - dft['total_energy_eV'] / n):+.2f} "
+                                 "meV/atom" if total is not None else "")
+                  + f"; DFT min/mean DOS {dft['dos_min_over_mean']:.3f}")
     return 0
 
 

@@ -38,6 +38,9 @@ SIGMA_EV = 0.05  # the data set's LDOS broadening, eV
 STRUCTURES = {
     # name: (repeat, ionic temperature K, MD seed, snapshot index)
     "al108": ((3, 3, 3), 298.0, 108, 2),  # jobs/al_size_transfer.py's cell
+    # 32-atom cells as jobs/dft_hot.sh (mlscale datagen) makes them: snapshot 0 of seed T
+    "al900": ((2, 2, 2), 900.0, 900, 0),
+    "al1200": ((2, 2, 2), 1200.0, 1200, 0),
 }
 
 
