@@ -52,6 +52,7 @@ def generate_dataset(structures, out_dir, dft: DFTSettings, ldos: LdosSettings,
         out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     total = len(structures)
+    made: list[float] = []  # seconds per snapshot made in this run (for the estimate)
     for index, atoms in enumerate(structures):
         name = f"{prefix}_{index:02d}"
         info_path = out_dir / f"{name}.info.json"
@@ -73,7 +74,11 @@ def generate_dataset(structures, out_dir, dft: DFTSettings, ldos: LdosSettings,
                              backend=backend, openpmd=openpmd)
         if records is not None:
             _on_root(comm, write_compact_record, out_dir / name, records[0], name, records[1])
-        comm.print(f"{label}: done in {time.perf_counter() - start:.0f} s")
+        seconds = time.perf_counter() - start
+        made.append(seconds)
+        left = (total - index - 1) * sum(made) / len(made)
+        comm.print(f"{label}: done in {seconds:.0f} s; elapsed {sum(made):.0f} s, "
+                   f"about {left:.0f} s left for {total - index - 1} snapshot(s)")
     return paths
 
 
