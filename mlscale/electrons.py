@@ -364,6 +364,8 @@ def density(ldos_pe: ArrayLike, energies_e: ArrayLike, mu_eV: float, temperature
 #: 1 − f below, f above the window at most this (double precision's ε): exp(−36.04)
 WINDOW_TOLERANCE = 2.0**-52
 WINDOW_KT = -math.log(WINDOW_TOLERANCE)  # 36.04 k_BT
+#: half-width (eV) of the Fermi-level bracket the prediction builds its window on
+BRACKET_HALF_WIDTH_EV = 0.05
 
 
 @dataclass(frozen=True)
@@ -472,3 +474,15 @@ def finish_density(summed_p: np.ndarray, window_pw: ArrayLike, window: EnergyWin
     if not np.all(np.isfinite(summed_p)):
         raise MlscaleError("LDOS contains NaN or infinite values")
     return summed_p
+
+
+def kept_energies(energies_e: ArrayLike, temperature_K: float,
+                  half_width_eV: float = BRACKET_HALF_WIDTH_EV) -> int:
+    """The most energies an :class:`EnergyWindow` keeps for a bracket [μ − half_width_eV,
+    μ + half_width_eV] at any μ of a uniform grid (analytical weights; quadrature keeps
+    one or two fewer): 22 for the shipped model (176 energies, 0.1 eV, 298 K)."""
+    energies_e = _check_energies(energies_e)
+    middle, step = energies_e[energies_e.size // 2], float(np.max(np.diff(energies_e)))
+    # a bracket of this width anywhere lies, up to a shift by whole steps, inside this one
+    return energy_window(energies_e, middle - half_width_eV - step, middle + half_width_eV,
+                         temperature_K).size

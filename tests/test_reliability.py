@@ -672,9 +672,12 @@ def test_a_stalled_training_rank_ends_the_job_at_the_watchdog_not_at_gloos_timeo
 def test_a_grid_too_large_for_the_memory_fails_before_the_work_saying_how_much(tiny, tmp_path):
     run = _predict(tiny, tmp_path / "run", "--grid", "2000", "2000", "2000")
     assert run.returncode == 1 and "OUTPUT-PHASE" not in run.stdout
-    need_gib = 2000**3 * (4 * 11 + 8) / 2**30  # float32 LDOS of 11 energies + the density
+    # float32 LDOS of the 4 energies of the window kept per point (1 eV steps: at most the
+    # energies of a ±0.05 eV bracket widened by 36 k_BT and a hat's step either side) + the
+    # density
+    need_gib = 2000**3 * (4 * 4 + 8) / 2**30
     assert (f"mlscale: error: the grid [2000, 2000, 2000] needs at least {need_gib:.3g} GiB "
-            "per rank (8000000000 points × 11 LDOS energies") in run.stderr, run.stderr[-2000:]
+            "per rank (8000000000 points × 4 LDOS energies") in run.stderr, run.stderr[-2000:]
     assert not (tmp_path / "run").exists()
 
 

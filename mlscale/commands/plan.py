@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, comm: Comm) -> int:
     from ..costmodel import default_constants_path, plan, read_constants
     from ..examples import shipped_model_path
-    from ..inference import grid_for
+    from ..inference import grid_for, kept_energies
     from ..model import load_model
 
     with comm.collective():
@@ -88,7 +88,8 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
                       atoms.positions @ np.linalg.inv(grid.cell_cv), info.settings.layers,
                       info.energy_grid.count, info.descriptors.cutoff, chunk_points,
                       ranks=args.ranks, memory_GiB=args.memory_per_rank,
-                      time_budget_s=args.time_per_rank, energy=args.energy)
+                      time_budget_s=args.time_per_rank, energy=args.energy,
+                      kept_energies=kept_energies(info))  # the density's LDOS window
     if args.json:
         comm.print(json.dumps({**result, "load": asdict(result["load"]),
                                "grid": list(grid.shape), "chunk_points": chunk_points,

@@ -43,6 +43,8 @@ class BenchConstants:
     energy_point_s: float | None = None  # energy phase per point (None: not measured)
     energy_point_bytes: float | None = None  # energy phase per point, beyond the density
     energy_overhead_MiB: float | None = None  # libraries of the energy phase
+    kept_energies: int | None = None  # LDOS energies kept per point when point_bytes was
+    # measured (the density's window); None: all ``energies`` (before the window)
 
     def to_dict(self) -> dict:
         """The constants as the JSON object of the file format (with its tag)."""

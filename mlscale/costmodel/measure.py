@@ -36,6 +36,7 @@ from threadpoolctl import threadpool_limits
 from ..config import BispectrumSettings
 from ..descriptors import check_atoms
 from ..descriptors.native import compute_block
+from ..electrons import kept_energies
 from ..energy import density_energy_terms
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, Grid, halo_atoms, halo_c, largest_block, slabs
@@ -157,7 +158,8 @@ def constants_from_fits(info: ModelInfo, fit: dict, neighbour: dict, per_atom: d
         electrons_point_energy_s=fit["electrons_point_energy_s"],
         output_point_s=fit["output_point_s"], overhead_MiB=fit["overhead_MiB"],
         point_bytes=fit["point_bytes"], chunk_point_bytes=fit["chunk_point_bytes"],
-        atom_bytes=per_atom["atom_bytes"], **energy)
+        atom_bytes=per_atom["atom_bytes"],
+        kept_energies=kept_energies(info.energy_grid.energies, info.temperature_K), **energy)
 
 
 # -- fits -------------------------------------------------------------------------------------

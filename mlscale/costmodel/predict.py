@@ -12,9 +12,12 @@ will run the job). Per rank with ``n`` local grid points (the model of docs/scal
 
 c: points of the rank's largest chunk; N: atoms of the structure (every rank reads
 them); ν: neighbours per grid point; macs: the network's multiply-adds per point;
-E: energies of the LDOS grid (point_bytes is measured at the bench's E and moves by
-4 bytes, one float32 LDOS value, per energy). Memory in MiB; times are CPU seconds of
-one single-threaded rank, i.e. wall time on a dedicated core.
+E: energies of the LDOS grid. point_bytes is measured at the bench's K LDOS energies
+kept per point and moves by 4 bytes (one float32 LDOS value) per energy kept: a
+prediction keeps the density and the LDOS in a window around μ
+(:func:`mlscale.electrons.kept_energies`, 22 of the shipped model's 176 at 298 K),
+one with forces all E. Memory in MiB; times are CPU seconds of one single-threaded
+rank, i.e. wall time on a dedicated core.
 """
 
 from __future__ import annotations
@@ -94,10 +97,15 @@ def rank_load(grid_shape: Sequence[int], nranks: int, chunk_points: int,
 
 # -- cost model ---------------------------------------------------------------------------
 def memory_MiB(c: BenchConstants, points: int, chunk_points: int, energies: int,
-               atoms: int, energy: bool = False) -> dict[str, float]:
+               atoms: int, energy: bool = False,
+               kept_energies: int | None = None) -> dict[str, float]:
     """Predicted peak memory per rank (MiB) and its parts (``overhead``, ``points``,
-    ``chunk``, ``atoms``, ``total``); ``energy``: with the energy phase."""
-    point_bytes = c.point_bytes + 4.0 * (energies - c.energies)
+    ``chunk``, ``atoms``, ``total``); ``energy``: with the energy phase; kept_energies:
+    the LDOS energies a rank keeps per point (default all ``energies``, the store of a
+    prediction with forces)."""
+    kept = energies if kept_energies is None else kept_energies
+    measured_kept = c.energies if c.kept_energies is None else c.kept_energies
+    point_bytes = c.point_bytes + 4.0 * (kept - measured_kept)
     parts = {"overhead": c.overhead_MiB, "points": point_bytes * points / MIB,
              "chunk": c.chunk_point_bytes * chunk_points / MIB, "atoms": c.atom_bytes * atoms / MIB}
     if energy:
@@ -153,14 +161,17 @@ def smallest_ranks(fits: Callable[[int], bool], first: int = 1, tries: int = 409
 def plan(c: BenchConstants, grid_shape: Sequence[int], cell_cv: np.ndarray,
          frac_ac: np.ndarray, layers: Sequence[int], energies: int, cutoff: float,
          chunk_points: int, *, ranks: int | None = None, memory_GiB: float | None = None,
-         time_budget_s: float | None = None, energy: bool = False) -> dict:
+         time_budget_s: float | None = None, energy: bool = False,
+         kept_energies: int | None = None) -> dict:
     """The prediction on ``ranks`` ranks, or on the fewest ranks that fit the budgets.
 
     grid_shape: the real-space grid; cell_cv: cell (Å); frac_ac: fractional atom
     positions; layers: network layer sizes; cutoff: descriptor cutoff (Å); memory_GiB
-    and time_budget_s: budgets per rank. Returns ``load`` (:class:`RankLoad`),
-    ``memory_MiB`` and ``time_s`` (dicts of parts, see :func:`memory_MiB`,
-    :func:`time_s`), ``neighbours``, ``macs``, ``atoms`` and ``points`` (of the grid).
+    and time_budget_s: budgets per rank; kept_energies: LDOS energies kept per point
+    (:func:`mlscale.electrons.kept_energies`; default all, as with forces). Returns
+    ``load`` (:class:`RankLoad`), ``memory_MiB`` and ``time_s`` (dicts of parts, see
+    :func:`memory_MiB`, :func:`time_s`), ``neighbours``, ``macs``, ``atoms`` and
+    ``points`` (of the grid).
     """
     n_atoms = len(frac_ac)
     npoints = int(np.prod(grid_shape))
@@ -172,7 +183,8 @@ def plan(c: BenchConstants, grid_shape: Sequence[int], cell_cv: np.ndarray,
         load = rank_load(grid_shape, nranks, chunk_points, cell_cv,
                          frac_ac if with_atoms else None, cutoff)
         return (load,
-                memory_MiB(c, load.points, load.chunk_points, energies, n_atoms, energy),
+                memory_MiB(c, load.points, load.chunk_points, energies, n_atoms, energy,
+                           kept_energies),
                 time_s(c, load.points, neighbours, macs, energies, n_atoms, energy))
 
     if ranks is None:
