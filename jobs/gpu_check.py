@@ -15,6 +15,7 @@ The pure functions (metric, comparison, FLOP count) are tested on the CPU
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,8 @@ def _env(out: Path) -> None:
     import torch
 
     info = {"numba": numba.__version__, "torch": torch.__version__,
-            "torch_cuda": torch.cuda.is_available()}
+            "torch_cuda": torch.cuda.is_available(),
+            "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")}
     try:
         from numba import cuda
 

@@ -77,3 +77,19 @@ def test_env_step_runs_on_the_cpu(tmp_path):
                            timeout=300, cwd=ROOT)
     assert child.returncode == 0, child.stderr
     assert "numba" in json.loads((tmp_path / "env.json").read_text())
+
+
+def test_tf32_rounding_of_gpu_precision():
+    spec = importlib.util.spec_from_file_location("gpu_precision",
+                                                  ROOT / "jobs" / "gpu_precision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ulp = 2.0**-10  # TF32's 10 mantissa bits at 1
+    x = np.array([1.0, 1 + ulp / 4, 1 + 3 * ulp / 4, 1 + ulp, -3.0 * (1 + ulp / 4), 0.0],
+                 dtype=np.float32)
+    expected = np.array([1.0, 1.0, 1 + ulp, 1 + ulp, -3.0, 0.0], dtype=np.float32)
+    np.testing.assert_array_equal(module.round_tf32(x), expected)
+    rng = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    rounded = module.round_tf32(rng)
+    assert np.all(np.abs(rounded - rng) <= 2.0**-11 * np.abs(rng))  # half a TF32 ulp
+    assert np.all(rounded.view(np.uint32) & np.uint32(0x1FFF) == 0)
