@@ -481,7 +481,8 @@ def _ldos_sum(atoms: Atoms, model: Model, grid: Grid, block: Block, chunk_points
     for chunk in slabs(block, chunk_points):
         with timings.phase("descriptors"):
             descriptors_pf = compute_descriptors(local_atoms, whole, settings, "native",
-                                                 block=chunk, check=False
+                                                 block=chunk, check=False,
+                                                 device=model_device(model)
                                                  ).reshape(chunk.size, -1)
         with timings.phase("network"):
             total_e += model(descriptors_pf, chunk_points).sum(axis=0, dtype=np.float64)
