@@ -93,3 +93,46 @@ def test_tf32_rounding_of_gpu_precision():
     rounded = module.round_tf32(rng)
     assert np.all(np.abs(rounded - rng) <= 2.0**-11 * np.abs(rng))  # half a TF32 ulp
     assert np.all(rounded.view(np.uint32) & np.uint32(0x1FFF) == 0)
+
+
+def test_compare_step(tmp_path):
+    gc = _module()
+    for name, band in (("cpu", 314.6188), ("gpu", 314.6188 * (1 + 2e-9))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(
+            {"fermi_energy_eV": 7.76, "band_energy_eV": band, "timings_s": {"total": 1.0}}))
+    out = tmp_path / "compare.json"
+    assert gc.main(["compare", str(tmp_path / "cpu"), str(tmp_path / "gpu"), str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["ok"] and result["gpu_timings_s"] == {"total": 1.0}
+    assert result["keys"]["band_energy_eV"]["relative_difference"] == pytest.approx(2e-9)
+
+
+DESCRIPTORS_CHILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import gpu_check
+from mlscale import BispectrumSettings
+cases = gpu_check._cases()
+gpu_check._cases = lambda: [(name, atoms, (2, 2, 3), BispectrumSettings(
+    twojmax=2, species=settings.species)) for name, atoms, _, settings in cases]
+gpu_check._descriptors(Path(sys.argv[2]))
+"""
+
+
+def test_descriptors_step_in_the_simulator(tmp_path):
+    """The descriptor step's code on tiny grids (twojmax 2) in numba's CUDA simulator."""
+    import os
+
+    out = tmp_path / "descriptors.json"
+    child = subprocess.run([sys.executable, "-c", DESCRIPTORS_CHILD, str(ROOT / "jobs"),
+                            str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                           env={**os.environ, "NUMBA_ENABLE_CUDASIM": "1",
+                                "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"})
+    assert child.returncode == 0, child.stderr
+    result = json.loads(out.read_text())
+    assert len(result) == 2 and "al32_shipped" in result
+    assert set(result) <= {"al32_shipped", "be2_mala", "be2_hcp_ase"}
+    for case in result.values():
+        assert case["points"] == 12 and case["ok"] and case["repeatable"]
