@@ -9,6 +9,14 @@ Fermi level (meV), band energy (Σ f ε from pw.x's eigenvalues) and total energ
 (meV/atom), density mean |Δn| / mean n over all points (QE: pp.x's density), and the
 floor: the band energy and Fermi level of DFT's own full-grid DOS (`dos_e`) through the
 same electron functions. Errors are prediction − DFT. Prints a Markdown table.
+
+    python jobs/al_k4_accuracy.py MODEL NAME ... --points [--arrays out/al_k4_train]
+
+instead compares at the record's stored stride-3 points only (what training sees): the
+band energy of the DOS V·mean(LDOS) over those points, from the stored DFT LDOS minus
+that of the full-grid `dos_e` (the subsample's own cost), and from the model's LDOS at
+the same points (descriptors from jobs/export_k4_records.py) minus the stored DFT LDOS's
+(the network's bias on those points), meV/atom, E_F for the exact electron count.
 """
 from __future__ import annotations
 
@@ -58,15 +66,45 @@ def evaluate(model, records: Path, name: str) -> dict:
     }
 
 
+def points_bias(model, records: Path, arrays: Path, name: str) -> tuple[float, float]:
+    """(stride-3 DFT − full-grid DFT, model − stride-3 DFT) band energies, meV/atom."""
+    info, stored = read_compact_record(records, name)
+    volume = abs(float(np.linalg.det(np.asarray(info["cell"], dtype=float))))
+    n_el, energies = float(info["number_of_electrons_exact"]), model.info.energy_grid.energies
+
+    def band(dos_e):
+        return electrons.electronic_structure(dos_e, energies, n_el, model.info.temperature_K)[
+            "band_energy_eV"]
+
+    n_features = model.info.descriptors.n_features
+    descriptors_pf = np.load(arrays / f"{name}.in.npy").reshape(-1, n_features)
+    predicted = np.asarray(model(descriptors_pf.astype(np.float32), 4096), dtype=np.float64)
+    full, sub = band(np.asarray(stored["dos_e"])), band(
+        volume * np.asarray(stored["ldos_ge"], dtype=np.float64).mean(axis=0))
+    n_atoms = len(info["symbols"])
+    model_band = band(volume * predicted.mean(axis=0))
+    return 1e3 * (sub - full) / n_atoms, 1e3 * (model_band - sub) / n_atoms
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("names", nargs="+")
     parser.add_argument("--records", default="data/al_k4")
+    parser.add_argument("--points", action="store_true",
+                        help="band-energy bias at the records' stored stride-3 points")
+    parser.add_argument("--arrays", default="out/al_k4_train")
     args = parser.parse_args(argv)
     if world().size != 1:
         raise SystemExit("al_k4_accuracy.py runs on one rank")
     model = load_model(Path(args.model), "torch")
+    if args.points:
+        print("| record | stride-3 DFT − full DFT (meV/atom) | model − DFT at those points "
+              "(meV/atom) |\n|---|---:|---:|")
+        for name in args.names:
+            print("| {} | {:+.2f} | {:+.2f} |".format(
+                name, *points_bias(model, Path(args.records), Path(args.arrays), name)))
+        return 0
     rows = [evaluate(model, Path(args.records), name) for name in args.names]
     print("| record | Fermi level (meV) | band energy (meV/atom) | total energy (meV/atom) "
           "| density MAE/mean (%) | floor band energy (meV/atom) | floor Fermi level (meV) |")
