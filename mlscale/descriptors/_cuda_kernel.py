@@ -50,8 +50,8 @@ def add_neighbour(ur, ui, lr, li, ar, ai, br, bi, s, ublock, rootpq, jmax, n_lay
             for ma in range(j + 1):
                 r1 = rootpq[j - ma, j - mb] if ma < j else 0.0
                 r2 = rootpq[ma, j - mb] if ma > 0 else 0.0
-                ia = rp + min(ma, j - 1)
-                ib = rp + max(ma - 1, 0)
+                ia = rp + (ma if ma < j - 1 else j - 1)  # no min/max: see bin_range
+                ib = rp + (ma - 1 if ma > 0 else 0)
                 vr = r1 * (ar * lr[ia] + ai * li[ia]) - r2 * (br * lr[ib] + bi * li[ib])
                 vi = r1 * (ar * li[ia] - ai * lr[ia]) - r2 * (br * li[ib] - bi * lr[ib])
                 lr[rc + ma] = vr
@@ -104,10 +104,13 @@ def z_b(ur, ui, entry_u, entry_w, entry_b, prod_ptr, prod_c, prod_u1, prod_u2, o
 @cuda.jit(device=True)
 def bin_range(f, halo, reg_lo, bin_w, nbins, upper):
     """First (upper 0) or one past the last (upper 1) cell-list bin along one axis
-    within ``halo`` of the fractional coordinate ``f``."""
+    within ``halo`` of the fractional coordinate ``f``. (Builtin min/max of integers
+    do not compile for the CUDA target with numba 0.68: conditionals instead.)"""
     if upper:
-        return min(nbins - 1, int(math.floor((f + halo - reg_lo) / bin_w))) + 1
-    return max(0, int(math.floor((f - halo - reg_lo) / bin_w)))
+        last = int(math.floor((f + halo - reg_lo) / bin_w))
+        return (last if last < nbins - 1 else nbins - 1) + 1
+    first = int(math.floor((f - halo - reg_lo) / bin_w))
+    return first if first > 0 else 0
 
 
 @cuda.jit(device=True)

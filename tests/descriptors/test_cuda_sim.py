@@ -148,3 +148,38 @@ def test_cpu_modules_do_not_import_numba_cuda_or_torch():
                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "[]"
+
+
+def test_cuda_kernel_compiles_to_ptx_for_sm90(monkeypatch):
+    """The real CUDA target (type inference, lowering, NVVM) on the kernel, without a GPU:
+    what the simulator, which runs the Python source, cannot check. Its local memory per
+    thread is utot (real and imaginary) and two U layers, 16·n_u + 32·n_layer bytes."""
+    from numba import cuda, types
+    from numba.cuda import dispatcher
+    from numba.cuda.cudadrv import nvvm
+
+    try:
+        nvvm.NVVM()
+    except Exception as error:  # noqa: BLE001 - no libNVVM: nothing to compile with
+        pytest.skip(f"libNVVM unavailable: {error}")
+    if not hasattr(dispatcher, "get_current_device"):
+        pytest.skip("this numba.cuda asks for the device elsewhere")
+    # device functions take the compute capability of the current device: there is none
+    monkeypatch.setattr(dispatcher, "get_current_device",
+                        lambda: type("Device", (), {"compute_capability": (9, 0)})())
+    from mlscale.descriptors._cuda_kernel import bispectrum_kernel
+
+    i8, i4, f8 = types.int64, types.int32, types.float64
+
+    def a(t, n=1):
+        return types.Array(t, n, "C")
+
+    signature = (a(i8), a(i8), a(i8), a(f8, 2), a(f8, 2), a(i8), a(f8), a(f8), f8, f8, i8,
+                 a(f8), a(f8), a(f8), a(i8), a(i8), a(i4), a(f8, 2), a(i4), a(f8), a(i4),
+                 a(i4), a(f8), a(i4), a(i4), a(f8, 2))
+    twojmax = 10
+    ptx, _ = cuda.compile_ptx(bispectrum_kernel(twojmax).py_func, signature, cc=(9, 0))
+    n_u = sum((j + 1) ** 2 for j in range(twojmax + 1))
+    n_layer = (twojmax // 2 + 2) * (twojmax + 1)
+    assert ".entry" in ptx
+    assert f"__local_depot0[{16 * n_u + 32 * n_layer}]" in ptx
