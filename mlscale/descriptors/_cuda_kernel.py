@@ -104,8 +104,8 @@ def z_b(ur, ui, entry_u, entry_w, entry_b, prod_ptr, prod_c, prod_u1, prod_u2, o
 @cuda.jit(device=True)
 def bin_range(f, halo, reg_lo, bin_w, nbins, upper):
     """First (upper 0) or one past the last (upper 1) cell-list bin along one axis
-    within ``halo`` of the fractional coordinate ``f``. (Builtin min/max of integers
-    do not compile for the CUDA target with numba 0.68: conditionals instead.)"""
+    within ``halo`` of the fractional coordinate ``f``. (Builtin min/max of two
+    integers fail numba 0.68's CUDA compile without a device: conditionals instead.)"""
     if upper:
         last = int(math.floor((f + halo - reg_lo) / bin_w))
         return (last if last < nbins - 1 else nbins - 1) + 1
