@@ -6,9 +6,10 @@
 #                      after the recipe's own and win, e.g. --band-weight 1 --electron-fermi-level 7.63)
 #   TRAIN="al298_00 ..." bash jobs/train_al_k4_model.sh ...   (other training records)
 #
-# Split by record: train al298_00 al298_01 al600_00 al600_01; validation al298_02 (early
-# stopping, best epoch); held out for docs/accuracy.md: al298_03 al600_02 and every later
-# record. Arrays: jobs/export_k4_records.py (descriptors recomputed at the records'
+# Split by record: train al298_00 al298_01 al600_00 al600_01 (or TRAIN); validation
+# al298_02 (early stopping, best epoch); held out for docs/accuracy.md: al298_03 al298_04
+# al600_02 al600_03 al600_04 (the records neither this split nor docs/accuracy.md's
+# eight-record split B trains on). Arrays: jobs/export_k4_records.py (descriptors recomputed at the records'
 # stride-3 points, 3,375 per snapshot). One rank, one torch thread, fixed seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
