@@ -9,8 +9,8 @@
 # Split by record: train al298_00 al298_01 al600_00 al600_01 (or TRAIN); validation
 # al298_02 (early stopping, best epoch); held out for docs/accuracy.md: al298_03 al298_04
 # al600_02 al600_03 al600_04 (the records neither this split nor docs/accuracy.md's
-# eight-record split B trains on). Arrays: jobs/export_k4_records.py (descriptors recomputed at the records'
-# stride-3 points, 3,375 per snapshot). One rank, one torch thread, fixed seed.
+# eight-record split B trains on). Arrays: jobs/export_k4_records.py (descriptors
+# recomputed at the records' stride-3 points, 3,375 per snapshot). One rank, one torch thread, fixed seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
