@@ -4,7 +4,8 @@
 #
 #   nohup bash jobs/qe_density_iterations.sh STRUCTURE NAME [ELECTRONS] > out/qe_density/NAME.log 2>&1 &
 #
-# ELECTRONS: an extra &ELECTRONS line for both runs, e.g. "mixing_mode = 'TF'".
+# ELECTRONS: an extra &ELECTRONS line for both runs, e.g. "mixing_mode = 'TF'", placed
+# last in the namelist (so "mixing_beta = 0.3" overrides the data set's 0.7).
 # DFT settings: tests/data/al_heldout/al_09.dft.json's (the data set's: LDA Al.pz-vbc,
 # ecutwfc 20 / ecutrho 80 Ry, 2×2×2 shifted k, Fermi–Dirac 298 K, mixing_beta 0.7,
 # conv_thr 1e-7 Ry) but QE's default band count (nbnd was raised for the LDOS only).
@@ -33,7 +34,8 @@ with open(sys.argv[2], "w") as f:
     f.write(pw_input(read_structure(sys.argv[1]), DFTSettings.from_dict(settings)))
 EOF
 if [ -n "$ELECTRONS" ]; then
-    sed -i "s/^  conv_thr = \(.*\)$/  conv_thr = \1\n  $ELECTRONS/" "$OUT/${NAME}_default/scf.in"
+    sed -i "s/^  electron_maxstep = \(.*\)$/  electron_maxstep = \1\n  $ELECTRONS/" \
+        "$OUT/${NAME}_default/scf.in"
 fi
 sed "s/^  conv_thr = \(.*\)$/  conv_thr = \1\n  startingpot = 'file'/" \
     "$OUT/${NAME}_default/scf.in" > "$OUT/${NAME}_predicted/scf.in"
