@@ -384,3 +384,45 @@ def test_be_model_predicts_unseen_band_energy(be2, tmp_path):
     trained_error = abs(band_energy(model) - dft)
     untrained_error = abs(band_energy(untrained) - dft)
     assert trained_error < 0.5 * untrained_error, (trained_error, untrained_error)
+
+
+def test_refit_last_layer_zeroes_the_mean_training_residual(tmp_path):
+    """jobs/refit_last_layer.py: the hidden layers stay, the last layer becomes the least-
+    squares fit of the standardised LDOS on the training points' hidden features (numpy's
+    lstsq as the reference), so the mean residual at every energy over those points is
+    zero (the normal equation of the bias), which training with early stopping leaves
+    non-zero."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / "refit_last_layer.py"
+    spec = importlib.util.spec_from_file_location("refit_last_layer", path)
+    refit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refit)
+    train_specs = write_snapshots(tmp_path, 2, coordinates=False)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1, coordinates=False)
+    model, _ = run(train_specs, validation_specs, TrainingSettings(
+        epochs=1, batch_size=16, learning_rate=3e-3, seed=7, output_scaling="global"))
+    save_model(tmp_path / "m.safetensors", model, METADATA)
+    names = [spec_.split(":")[0].rsplit("/", 1)[1][:-len(".in.npy")] for spec_ in train_specs]
+    assert refit.main([str(tmp_path / "m.safetensors"), str(tmp_path / "r.safetensors"),
+                       *names, "--arrays", str(tmp_path), "--ridge", "0"]) == 0
+    from mlscale.model import load_model
+    refitted = load_model(tmp_path / "r.safetensors", "torch").module
+    x, y = full_arrays(train_specs)
+    scale = model.output_scale.numpy().astype(np.float64)
+
+    def mean_residual(module):
+        return ((predict_ldos(module, x) - y) / scale).mean(axis=0)
+
+    assert np.abs(mean_residual(model)).max() > 1e-3
+    np.testing.assert_allclose(mean_residual(refitted), 0.0, atol=1e-5)
+    for name in ("mlp.0.weight", "mlp.0.bias"):
+        torch.testing.assert_close(refitted.state_dict()[name], model.state_dict()[name])
+    with torch.no_grad():
+        hidden = model.mlp[:-1](model.normalise_input(torch.from_numpy(x).float())).double()
+    design = np.hstack([hidden.numpy(), np.ones((len(x), 1))])
+    target = (y - model.output_shift.numpy()) / scale
+    expected = np.linalg.lstsq(design, target, rcond=None)[0]
+    np.testing.assert_allclose(refitted.mlp[-1].weight.detach().numpy(), expected[:-1].T,
+                               rtol=1e-4, atol=1e-4 * np.abs(expected).max())
