@@ -289,6 +289,7 @@ OUTPUT_SCALINGS = ("per-energy", "global")
 # distributed.py) and torch devices; the first of each is the default.
 SHUFFLES = ("points", "snapshots")
 DOS_TERMS = ("point", "batch")  # TrainingSettings.dos_terms
+LAST_LAYERS = ("trained", "least-squares")  # TrainingSettings.last_layer
 DISTRIBUTED_BACKENDS = ("ddp", "horovod")
 DEVICES = ("cpu", "cuda")
 
@@ -321,6 +322,10 @@ class TrainingSettings:
     dos_terms: str = setting(
         "point", "where the electron_weight and band_weight errors are taken: each point's "
         "(point) or the batch's sum over its points, a DOS estimate (batch)")
+    last_layer: str = setting(
+        "trained", "the returned model's last layer: the best epoch's (trained) or, keeping "
+        "its hidden layers, the least-squares fit of the standardised LDOS on all training "
+        "points (least-squares: their mean residual is then zero at every energy)")
 
     def __post_init__(self):
         if self.output_scaling not in OUTPUT_SCALINGS:
@@ -333,6 +338,9 @@ class TrainingSettings:
         if self.dos_terms not in DOS_TERMS:
             raise MlscaleError(f"unknown dos_terms '{self.dos_terms}' (choose from "
                                f"{', '.join(DOS_TERMS)})")
+        if self.last_layer not in LAST_LAYERS:
+            raise MlscaleError(f"unknown last_layer '{self.last_layer}' (choose from "
+                               f"{', '.join(LAST_LAYERS)})")
         for name in ("electron_weight", "band_weight"):
             if getattr(self, name) > 0 and self.electron_fermi_level is None:
                 raise MlscaleError(f"{name} > 0 needs electron_fermi_level (eV), the Fermi "

@@ -426,3 +426,34 @@ def test_refit_last_layer_zeroes_the_mean_training_residual(tmp_path):
     expected = np.linalg.lstsq(design, target, rcond=None)[0]
     np.testing.assert_allclose(refitted.mlp[-1].weight.detach().numpy(), expected[:-1].T,
                                rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_least_squares_last_layer(tmp_path):
+    """--last-layer least-squares: the same training, then the last layer is numpy's
+    least-squares fit on the training points' hidden features (ridge 1e-6 of the mean
+    diagonal), so the mean training residual is zero at every energy; hidden layers kept."""
+    train_specs = write_snapshots(tmp_path, 2)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    common = dict(epochs=1, batch_size=16, learning_rate=3e-3, seed=7, output_scaling="global")
+    trained, _ = run(train_specs, validation_specs, TrainingSettings(**common))
+    refitted, _ = run(train_specs, validation_specs,
+                      TrainingSettings(**common, last_layer="least-squares"))
+    x, y = full_arrays(train_specs)
+    scale = trained.output_scale.numpy().astype(np.float64)
+
+    def mean_residual(module):
+        return ((predict_ldos(module, x) - y) / scale).mean(axis=0)
+
+    assert np.abs(mean_residual(trained)).max() > 1e-3
+    np.testing.assert_allclose(mean_residual(refitted), 0.0, atol=1e-5)
+    for name in ("mlp.0.weight", "mlp.0.bias"):
+        torch.testing.assert_close(refitted.state_dict()[name], trained.state_dict()[name])
+    with torch.no_grad():
+        hidden = trained.mlp[:-1](trained.normalise_input(torch.from_numpy(x).float()))
+    design = np.hstack([hidden.double().numpy(), np.ones((len(x), 1))])
+    expected = np.linalg.lstsq(design, (y - trained.output_shift.numpy()) / scale,
+                               rcond=None)[0]
+    np.testing.assert_allclose(refitted.mlp[-1].weight.detach().numpy(), expected[:-1].T,
+                               rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    with pytest.raises(MlscaleError, match="unknown last_layer"):
+        TrainingSettings(last_layer="ridge")

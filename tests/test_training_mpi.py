@@ -91,6 +91,17 @@ def test_dos_terms_equal_one_rank(snapshots, dos_terms):
     assert not np.allclose(weights(reference), weights(plain), rtol=1e-3)  # the terms act
 
 
+def test_least_squares_last_layer_equals_one_rank(snapshots):
+    """--last-layer least-squares: normal equations summed over the ranks, solved on rank 0
+    and broadcast: the one-rank weights, identical on all ranks."""
+    train_specs, validation_specs = snapshots
+    settings = dataclasses.replace(SETTINGS, last_layer="least-squares")
+    reference, _ = train(train_specs, validation_specs, LAYERS, settings, METADATA, self_comm())
+    model, _ = train(train_specs, validation_specs, LAYERS, settings, METADATA, world())
+    assert_identical_on_all_ranks(model)
+    assert_same_weights(model, reference)
+
+
 def test_horovod_equals_one_rank(snapshots):
     try:
         import horovod.torch  # noqa: F401

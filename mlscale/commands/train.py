@@ -26,6 +26,7 @@ from ..config import (
     DISTRIBUTED_BACKENDS,
     DOS_TERMS,
     HIDDEN_LAYERS,
+    LAST_LAYERS,
     OUTPUT_SCALINGS,
     SHUFFLES,
     BispectrumSettings,
@@ -92,7 +93,8 @@ SOURCES: dict[str, type] = {
 ALIASES = {"patience": "early_stopping_patience"}  # older option names still accepted
 REQUIRED = ("train", "energy_grid", "temperature", "species", "output", "validation")
 CHOICES = {"shuffle": SHUFFLES, "distributed": DISTRIBUTED_BACKENDS, "device": DEVICES,
-           "output_scaling": OUTPUT_SCALINGS, "dos_terms": DOS_TERMS}
+           "output_scaling": OUTPUT_SCALINGS, "dos_terms": DOS_TERMS,
+           "last_layer": LAST_LAYERS}
 METAVARS = {int: "N", float: "X", str: "NAME"}
 # argparse details beyond name, type, help and choices
 ARGPARSE: dict[str, dict[str, Any]] = {
