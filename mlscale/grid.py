@@ -136,23 +136,34 @@ class Grid:
 
 
 def qe_fft_shape(cell_cv: ArrayLike, ecutrho_Ry: float) -> tuple[int, int, int]:
-    """Quantum ESPRESSO's dense FFT grid for a cell (Å) and density cutoff ``ecutrho`` (Ry).
+    """pw.x's dense FFT grid for a cell (Å) and density cutoff ``ecutrho`` (Ry).
 
-    As QE: n_i = 2*int(sqrt(ecutrho)*|a_i|/(2π)) + 1 (|a_i| in Bohr), raised to the next
-    size with prime factors 2, 3, 5 and 7 only.
+    As QE 6.7 built with FFTW (``realspace_grid_init``, ``grid_set``, ``good_fft_order``):
+    per axis 2·max|m_i| + 1 over the G vectors with |G|² <= ecutrho (G in 1/Bohr),
+    raised to the next size with prime factors 2, 3 and 5 only (FFTW builds reject 7
+    and 11). E.g. fcc Al (a = 4.05 Å) primitive cell at 60 Ry: 15³; the 3×3×3
+    conventional cell (12.15 Å) at 80 Ry: 72³ (both as pw.x reports).
     """
-    lengths = np.linalg.norm(np.asarray(cell_cv, dtype=float), axis=1) / BOHR_ANGSTROM
+    cell_cv = np.asarray(cell_cv, dtype=float)
     if not ecutrho_Ry > 0:
         raise MlscaleError(f"ecutrho must be positive, got {ecutrho_Ry}")
-    raw = (2 * int(np.sqrt(ecutrho_Ry) * length / (2 * np.pi)) + 1 for length in lengths)
-    return triple(_next_fft_size(n) for n in raw)
+    cell_bohr = cell_cv / BOHR_ANGSTROM
+    b_cv = 2 * np.pi * np.linalg.inv(cell_bohr).T  # reciprocal vectors (1/Bohr), rows
+    length_c = np.linalg.norm(cell_bohr, axis=1)
+    bound_c = np.floor(np.sqrt(ecutrho_Ry) * length_c / (2 * np.pi)).astype(int) + 1
+    m_qc = np.stack(np.meshgrid(*(np.arange(-b, b + 1) for b in bound_c), indexing="ij"),
+                    axis=-1).reshape(-1, 3)
+    inside = np.sum((m_qc @ b_cv) ** 2, axis=1) <= ecutrho_Ry
+    n_c = 2 * np.abs(m_qc[inside]).max(axis=0) + 1
+    return triple(_next_fft_size(int(n)) for n in n_c)
 
 
 def _next_fft_size(n: int) -> int:
+    """The smallest size >= n with prime factors 2, 3 and 5 only."""
     n = max(n, 1)
     while True:
         m = n
-        for p in (2, 3, 5, 7):
+        for p in (2, 3, 5):
             while m % p == 0:
                 m //= p
         if m == 1:

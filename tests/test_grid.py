@@ -142,3 +142,14 @@ def test_slabs_split_planes_into_rows_when_a_plane_is_too_large():
     assert all(c.size <= 1000 for c in chunks) and len(chunks) == 2 * 4
     covered = np.concatenate([c.indices_bc().reshape(-1, 3) for c in chunks])
     np.testing.assert_array_equal(covered, block.indices_bc().reshape(-1, 3))  # C order
+
+
+def test_qe_fft_shape_is_pw_x_grid_without_factor_7():
+    """Against the FFT dimensions pw.x 6.7 (FFTW) reported: fcc Al primitive (a = 4.05 Å)
+    at 60 Ry: 15³ (14 = 2·7 is rejected); the 3×3×3 conventional Al cell (12.15 Å) at
+    80 Ry: 72³ (70 = 2·5·7 is rejected); a rule allowing 7 gives 14³ and 70³."""
+    a = 4.05
+    fcc = 0.5 * a * np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    assert qe_fft_shape(fcc, 60.0) == (15, 15, 15)
+    assert qe_fft_shape(np.eye(3) * 3 * a, 80.0) == (72, 72, 72)
+    assert qe_fft_shape(np.eye(3) * 2 * a, 80.0) == (45, 45, 45)  # the data set's 32 atoms

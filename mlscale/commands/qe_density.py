@@ -21,12 +21,11 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import MlscaleError
-from ..grid import DistributedGrid, Grid, grid_shape
+from ..grid import DistributedGrid, Grid, grid_shape, qe_fft_shape
 from ..io.cube_writer import gather_full_grid
 from ..io.grid_arrays import grid_array_format, grid_array_shape
 from ..io.qe_charge_density import (
     ChargeDensityG,
-    pw_fft_shape,
     qe_miller_indices,
     reciprocal_vectors_bohr,
     rho_g_from_density,
@@ -87,7 +86,7 @@ def read_pw_input(path: Path, outdir: str | None = None) -> PwRun:
     if "ecutwfc" not in system:
         raise MlscaleError(f"{path}: no ecutwfc in &SYSTEM")
     ecutrho = float(system.get("ecutrho", 4.0 * float(system["ecutwfc"])))
-    shape = pw_fft_shape(atoms.cell.array, ecutrho)
+    shape = qe_fft_shape(atoms.cell.array, ecutrho)
     shape = grid_shape([system.get(f"nr{i}", n) for i, n in zip((1, 2, 3), shape)])
     gamma_only = any(c.upper().startswith("K_POINTS") and "GAMMA" in c.upper() for c in cards)
     default_outdir = os.environ.get("ESPRESSO_TMPDIR", "./")

@@ -52,33 +52,6 @@ def reciprocal_vectors_bohr(cell_cv: ArrayLike) -> np.ndarray:
     return 2 * np.pi * np.linalg.inv(cell_bohr).T
 
 
-def pw_fft_shape(cell_cv: ArrayLike, ecutrho_Ry: float) -> tuple[int, int, int]:
-    """pw.x's dense FFT grid (QE 6.7 with FFTW, ``realspace_grid_init``): per axis
-    2·max|m_i| + 1 over the G vectors with |G|² <= ecutrho (Ry, G in 1/Bohr; cell in
-    Å), raised to the next size with prime factors 2, 3 and 5 only (QE's
-    ``good_fft_order`` rejects factors 7 and 11 for FFTW)."""
-    b_cv = reciprocal_vectors_bohr(cell_cv)
-    length_c = np.linalg.norm(np.asarray(cell_cv, dtype=float), axis=1) / BOHR_ANGSTROM
-    bound = np.floor(np.sqrt(ecutrho_Ry) * length_c / (2 * np.pi)).astype(int) + 1
-    m_qc = np.stack(np.meshgrid(*(np.arange(-b, b + 1) for b in bound), indexing="ij"),
-                    axis=-1).reshape(-1, 3)
-    inside = np.sum((m_qc @ b_cv) ** 2, axis=1) <= ecutrho_Ry
-    n_c = 2 * np.abs(m_qc[inside]).max(axis=0) + 1
-    return (_good_fft_order(int(n_c[0])), _good_fft_order(int(n_c[1])),
-            _good_fft_order(int(n_c[2])))
-
-
-def _good_fft_order(n: int) -> int:
-    while True:
-        m = n
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
-
-
 def qe_miller_indices(cell_cv: ArrayLike, shape: tuple[int, int, int], ecutrho_Ry: float,
                       gamma_only: bool = False, alat_bohr: float | None = None) -> np.ndarray:
     """Miller indices [ngm_g, 3] of pw.x's G vectors in pw.x's global order.

@@ -22,12 +22,11 @@ import pytest
 from mlscale.cli import main
 from mlscale.datagen.qe_run import QERunner
 from mlscale.errors import MlscaleError
-from mlscale.grid import Block
+from mlscale.grid import Block, qe_fft_shape
 from mlscale.io.cube import read_cube_block
 from mlscale.io.qe_charge_density import (
     ChargeDensityG,
     density_from_rho_g,
-    pw_fft_shape,
     qe_miller_indices,
     read_charge_density,
     reciprocal_vectors_bohr,
@@ -105,7 +104,7 @@ def test_g_order_and_records_equal_pw_x_file_for_triclinic_cell(tmp_path, kpoint
     written = tmp_path / "out" / "al.save" / "charge-density.dat"
     qe = read_charge_density(written)
     cell_cv = read_structure(tmp_path / "scf.in", format="espresso-in").cell.array
-    shape = pw_fft_shape(cell_cv, 60.0)
+    shape = qe_fft_shape(cell_cv, 60.0)
     assert shape == fft_dimensions(output)
     assert qe.gamma_only == (kpoints == "gamma")
     mill_qc = qe_miller_indices(cell_cv, shape, 60.0, gamma_only=qe.gamma_only)
@@ -185,7 +184,7 @@ def test_file_that_is_not_a_charge_density_is_a_clear_error(tmp_path):
 def test_uniform_density_has_only_g0(tmp_path):
     """A constant n(r) = N/V (1/Å³) has ρ(0) = N/V in 1/Bohr³ and nothing else."""
     cell_cv = np.diag([3.0, 3.5, 4.0])
-    shape = pw_fft_shape(cell_cv, 40.0)
+    shape = qe_fft_shape(cell_cv, 40.0)
     mill_qc = qe_miller_indices(cell_cv, shape, 40.0)
     assert tuple(mill_qc[0]) == (0, 0, 0)
     rho_q = rho_g_from_density(np.full(shape, 2.0 / 42.0), mill_qc)
