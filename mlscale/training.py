@@ -500,7 +500,15 @@ def _record_epoch(state: TrainingState, val_loss: float, epoch_start: float,
     comm.print(f"epoch {entry['epoch']:4d}  train {entry['train_loss']:.6e}  "
                f"validation {val_loss:.6e}  lr {entry['lr']:.3e}  "
                f"{entry['seconds']:.2f} s  "
-               f"{entry['samples_per_s']:.0f} samples/s")
+               f"{entry['samples_per_s']:.0f} samples/s  {_time_left(state)}")
+
+
+def _time_left(state: TrainingState) -> str:
+    """Seconds of the epochs so far (a resumed run included) and at most what is left at
+    their mean pace (every epoch up to ``epochs``; early stopping may end sooner)."""
+    seconds = [entry["seconds"] for entry in state.progress.history]
+    left = (state.settings.epochs - state.progress.epoch - 1) * sum(seconds) / len(seconds)
+    return f"elapsed {sum(seconds):.0f} s, <= {left:.0f} s left"
 
 
 def _end_epoch(state: TrainingState, val_loss: float) -> bool:
