@@ -29,6 +29,7 @@ from ..descriptors.adjoint import bispectrum_forces
 from ..errors import MlscaleError
 from ..grid import DistributedGrid
 from ..model import DEFAULT_CHUNK_POINTS, Model
+from ..progress import progress
 from ..timing import Timings
 from ..units import BOHR_ANGSTROM, HARTREE_EV
 from .core import core_forces
@@ -107,7 +108,9 @@ def _bispectrum_forces(atoms: Atoms, model: Model, dgrid: DistributedGrid,
         return forces_av
     local_atoms = atoms[near]
     offset = 0
-    for chunk in descriptor_blocks(dgrid, backend, chunk_points):
+    chunks = descriptor_blocks(dgrid, backend, chunk_points)
+    for chunk in progress(chunks, total=len(chunks), desc="forces", unit="chunk",
+                          rank=dgrid.comm.rank):
         if descriptors_pf is not None:
             slab_pf = descriptors_pf[offset:offset + chunk.size]
         else:
