@@ -147,15 +147,36 @@ def qe_fft_shape(cell_cv: ArrayLike, ecutrho_Ry: float) -> tuple[int, int, int]:
     cell_cv = np.asarray(cell_cv, dtype=float)
     if not ecutrho_Ry > 0:
         raise MlscaleError(f"ecutrho must be positive, got {ecutrho_Ry}")
-    cell_bohr = cell_cv / BOHR_ANGSTROM
-    b_cv = 2 * np.pi * np.linalg.inv(cell_bohr).T  # reciprocal vectors (1/Bohr), rows
-    length_c = np.linalg.norm(cell_bohr, axis=1)
-    bound_c = np.floor(np.sqrt(ecutrho_Ry) * length_c / (2 * np.pi)).astype(int) + 1
-    m_qc = np.stack(np.meshgrid(*(np.arange(-b, b + 1) for b in bound_c), indexing="ij"),
-                    axis=-1).reshape(-1, 3)
-    inside = np.sum((m_qc @ b_cv) ** 2, axis=1) <= ecutrho_Ry
-    n_c = 2 * np.abs(m_qc[inside]).max(axis=0) + 1
-    return triple(_next_fft_size(int(n)) for n in n_c)
+    a_cv = cell_cv / BOHR_ANGSTROM
+    b_cv = 2 * np.pi * np.linalg.inv(a_cv).T  # reciprocal vectors (1/Bohr), rows
+    return triple(_next_fft_size(2 * _max_miller(a_cv, b_cv, c, ecutrho_Ry) + 1)
+                  for c in range(3))
+
+
+def _max_miller(a_cv: np.ndarray, b_cv: np.ndarray, c: int, ecut: float) -> int:
+    """The largest m_c of the G = Σ m_i b_i with |G|² <= ecut (a, b in Bohr, 1/Bohr).
+
+    Plane by plane from the continuous bound down: on the plane m_c = m the sphere cuts a
+    disc around G0 = 2π m a_c/|a_c|², and the other two indices m_i = G·a_i/2π of its
+    points lie within |G0·a_i/2π| ± radius·|a_i|/2π: only the cap's few points are tried,
+    whatever the cell's size.
+    """
+    others = [i for i in range(3) if i != c]
+    length = np.linalg.norm(a_cv[c])
+    for m in range(int(np.floor(np.sqrt(ecut) * length / (2 * np.pi))), 0, -1):
+        g0_v = 2 * np.pi * m * a_cv[c] / length**2
+        radius = np.sqrt(max(ecut - g0_v @ g0_v, 0.0))
+        ranges = []
+        for i in others:
+            centre = g0_v @ a_cv[i] / (2 * np.pi)
+            half = radius * np.linalg.norm(a_cv[i]) / (2 * np.pi)
+            ranges.append(np.arange(np.floor(centre - half), np.ceil(centre + half) + 1))
+        mi, mj = np.meshgrid(*ranges, indexing="ij")
+        g_qv = (m * b_cv[c] + mi.reshape(-1, 1) * b_cv[others[0]]
+                + mj.reshape(-1, 1) * b_cv[others[1]])
+        if np.any(np.sum(g_qv**2, axis=1) <= ecut):
+            return m
+    return 0
 
 
 def _next_fft_size(n: int) -> int:

@@ -153,3 +153,32 @@ def test_qe_fft_shape_is_pw_x_grid_without_factor_7():
     assert qe_fft_shape(fcc, 60.0) == (15, 15, 15)
     assert qe_fft_shape(np.eye(3) * 3 * a, 80.0) == (72, 72, 72)
     assert qe_fft_shape(np.eye(3) * 2 * a, 80.0) == (45, 45, 45)  # the data set's 32 atoms
+
+
+def test_qe_fft_shape_equals_the_sphere_s_miller_indices_on_triclinic_cells():
+    """2·max|m_i| + 1 over every G in the sphere, by brute force, on random cells."""
+    from mlscale.units import BOHR_ANGSTROM
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        cell = np.diag(rng.uniform(2.0, 6.0, 3)) + rng.uniform(-1.5, 1.5, (3, 3))
+        ecut = rng.uniform(20.0, 150.0)
+        a_cv = cell / BOHR_ANGSTROM
+        b_cv = 2 * np.pi * np.linalg.inv(a_cv).T
+        bound = np.floor(np.sqrt(ecut) * np.linalg.norm(a_cv, axis=1) / (2 * np.pi)) + 1
+        m_qc = np.stack(np.meshgrid(*(np.arange(-b, b + 1) for b in bound.astype(int)),
+                                    indexing="ij"), axis=-1).reshape(-1, 3)
+        n_c = 2 * np.abs(m_qc[np.sum((m_qc @ b_cv) ** 2, axis=1) <= ecut]).max(axis=0) + 1
+        smooth = [next(n for n in itertools.count(int(k))
+                       if all(p in (2, 3, 5) for p in _prime_factors(n))) for n_ in [n_c]
+                  for k in n_]
+        assert qe_fft_shape(cell, ecut) == tuple(smooth)
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    return factors
