@@ -29,8 +29,9 @@ def enabled(rank: int = 0) -> bool:
 
 
 def progress(items: Iterable[T], *, total: int | None = None, desc: str = "",
-             unit: str = "it", rank: int = 0) -> Iterator[T]:
-    """``items`` with a tqdm bar on stderr (rank 0, terminal only; otherwise plain)."""
+             unit: str = "it", rank: int = 0, initial: int = 0) -> Iterator[T]:
+    """``items`` with a tqdm bar on stderr (rank 0, terminal only; otherwise plain);
+    ``initial``: steps already done before ``items`` (a resumed run)."""
     if not enabled(rank):
         yield from items
         return
@@ -39,7 +40,8 @@ def progress(items: Iterable[T], *, total: int | None = None, desc: str = "",
     # tqdm would hide its bar on a screen of 0 rows
     size = shutil.get_terminal_size(fallback=(80, 24))
     with tqdm(items, total=total, desc=desc, unit=unit, file=sys.stderr,
-              ncols=size.columns, nrows=size.lines, leave=True, mininterval=0.5) as bar:
+              ncols=size.columns, nrows=size.lines, leave=True, mininterval=0.5,
+              initial=initial) as bar:
         yield from bar
 
 

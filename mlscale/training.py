@@ -52,6 +52,7 @@ from .io.atomic import atomic_path
 from .model import LDOSModel, ModelInfo, read_safetensors
 from .model._format import tensors_sha256
 from .parallel import Comm
+from .progress import progress as progress_bar
 
 CHECKPOINT_FORMAT = "mlscale-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -335,7 +336,9 @@ def train(train_snapshots: Sequence[SnapshotFiles | str],
     saved = _prepare_model(state, resume)
     with data_parallel(backend, comm, torch_device) as parallel, _StopSignal() as stop:
         _create_optimizer(state, saved)
-        while state.progress.epoch < state.settings.epochs:
+        done, epochs = state.progress.epoch, state.settings.epochs
+        for _ in progress_bar(range(done, epochs), total=epochs, initial=done, desc="training",
+                              unit="epoch", rank=comm.rank):
             if _run_epoch(state, parallel, stop):
                 break
     state.model.load_state_dict(state.best_state)

@@ -20,6 +20,7 @@ import numpy as np
 from ..config import BispectrumSettings
 from ..errors import MlscaleError
 from ..io.atomic import write_text_atomic
+from ..progress import progress
 from ..units import HARTREE_EV
 from . import qe_xml
 from .compact import CompactSettings, write_compact_record
@@ -53,7 +54,8 @@ def generate_dataset(structures, out_dir, dft: DFTSettings, ldos: LdosSettings,
     paths = []
     total = len(structures)
     made: list[float] = []  # seconds per snapshot made in this run (for the estimate)
-    for index, atoms in enumerate(structures):
+    for index, atoms in progress(enumerate(structures), total=total, desc="datagen",
+                                 unit="snapshot", rank=comm.rank):
         name = f"{prefix}_{index:02d}"
         info_path = out_dir / f"{name}.info.json"
         paths.append(info_path)
