@@ -34,7 +34,13 @@ from . import electrons
 from .descriptors import compute_descriptors, descriptor_blocks
 from .errors import MlscaleError
 from .grid import DistributedGrid
-from .inference import ElectronicStructure, Prediction, check_pseudopotentials, energy_terms
+from .inference import (
+    ElectronicStructure,
+    Prediction,
+    check_pseudopotentials,
+    dos_scalars,
+    energy_terms,
+)
 from .model import DEFAULT_CHUNK_POINTS, Model, ModelInfo, load_model
 from .parallel import Comm
 from .timing import Timings
@@ -139,8 +145,8 @@ def member_prediction(member: Model, shared: SharedDescriptors, dgrid: Distribut
             local_dos_e += electrons.dos_from_ldos(ldos, dgrid.voxel_volume)
     with timings.phase("electrons"):
         dos_e = dgrid.sum(local_dos_e)
-        summary = _dos_scalars(dos_e, energies_e, n_electrons, temperature, method,
-                               fermi_energy, dgrid.comm)
+        summary = dos_scalars(dos_e, dgrid, energies_e, n_electrons, temperature, method,
+                              fermi_energy)
     density_p = np.empty(dgrid.local_points)
     for start, stop in shared.ranges():
         with timings.phase("network"):
@@ -157,21 +163,6 @@ def member_prediction(member: Model, shared: SharedDescriptors, dgrid: Distribut
             result.energy_terms, result.total_energy_eV = energy_terms(
                 density_b, dgrid, atoms, pseudopotentials, info, scalars)
     return result
-
-
-def _dos_scalars(dos_e: np.ndarray, energies_e: np.ndarray, n_electrons: float,
-                 temperature_K: float, method: str, fermi_energy: float | None,
-                 comm: Comm) -> dict[str, float]:
-    """μ, E_band, −TS and the electron count of a reduced DOS (eV). Collective."""
-    with comm.collective():
-        if fermi_energy is None:
-            return electrons.electronic_structure(dos_e, energies_e, n_electrons,
-                                                  temperature_K, method)
-        args = (dos_e, energies_e, fermi_energy, temperature_K, method)
-        return {"fermi_energy_eV": float(fermi_energy),
-                "band_energy_eV": electrons.band_energy(*args),
-                "entropy_contribution_eV": electrons.entropy_contribution(*args),
-                "number_of_electrons": electrons.number_of_electrons(*args)}
 
 
 def predict_ensemble(atoms: Atoms, models: Sequence[Model], dgrid: DistributedGrid,

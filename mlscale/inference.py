@@ -296,7 +296,7 @@ def electrons_from_ldos(ldos_pe: np.ndarray, dgrid: DistributedGrid, energies_e:
     if local_dos_e is None:
         local_dos_e = electrons.dos_from_ldos(ldos_pe, dgrid.voxel_volume)
     dos_e = dgrid.sum(local_dos_e)
-    summary = _dos_scalars(dos_e, dgrid, energies_e, n_electrons, temperature_K, method,
+    summary = dos_scalars(dos_e, dgrid, energies_e, n_electrons, temperature_K, method,
                            fermi_energy)
     density_p = electrons.density(ldos_pe, energies_e, summary["fermi_energy_eV"],
                                   temperature_K, method)
@@ -305,7 +305,7 @@ def electrons_from_ldos(ldos_pe: np.ndarray, dgrid: DistributedGrid, energies_e:
     return scalars, dos_e, density_p.reshape(dgrid.local_shape)
 
 
-def _dos_scalars(dos_e: np.ndarray, dgrid: DistributedGrid, energies_e: np.ndarray,
+def dos_scalars(dos_e: np.ndarray, dgrid: DistributedGrid, energies_e: np.ndarray,
                  n_electrons: float, temperature_K: float, method: str,
                  fermi_energy: float | None) -> dict[str, float]:
     """μ (solved for ``n_electrons``, or ``fermi_energy``), E_band, −TS and the electron
@@ -373,7 +373,7 @@ def electrons_on_grid(atoms: Atoms, model: Model, dgrid: DistributedGrid, n_elec
     summed_p, window_pw, local_dos_e = density_pass(*pass_args, window, dtype)
     dos_e = dgrid.sum(local_dos_e)
     with timings.phase("electrons"):
-        summary = _dos_scalars(dos_e, dgrid, energies_e, n_electrons, temperature_K, method,
+        summary = dos_scalars(dos_e, dgrid, energies_e, n_electrons, temperature_K, method,
                                fermi_energy)
     mu = summary["fermi_energy_eV"]
     if not window.contains(mu):  # alike on all ranks: μ is replicated
