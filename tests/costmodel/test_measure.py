@@ -116,7 +116,7 @@ def test_the_cost_model_does_not_import_the_pipeline():
 @pytest.mark.slow
 def test_plan_predicts_a_real_share_within_25_percent(al_model, tmp_path):
     """bench measures on the 256-atom supercell with shares of up to 117,649 points; the
-    plan for 4 ranks (235,298 points per rank, twice the largest share) must match the
+    plan for 4 ranks (250,000 points per rank, about twice the largest share) must match the
     real share's CPU time and peak memory within 25 %."""
     from mlscale.examples import DATA
     from mlscale.io.structure import read_structure, write_structure
@@ -131,7 +131,7 @@ def test_plan_predicts_a_real_share_within_25_percent(al_model, tmp_path):
                       8192, "--constants", constants, "--json")
     assert planned.returncode == 0, planned.stderr
     predicted = json.loads(planned.stdout)
-    assert predicted["load"]["points"] == 98 * 49 * 49  # 98³ grid in 1 x 2 x 2 blocks
+    assert predicted["load"]["points"] == 100 * 50 * 50  # pw.x's 100³ grid, 1 x 2 x 2 blocks
     child = subprocess.Popen([sys.executable, "-m", "mlscale", "predict", supercell, "--model",
                               al_model, "--descriptors", "native", "--only-rank", "3/4",
                               "--chunk-points", "8192", "-o", tmp_path / "share"], env=env(),
