@@ -84,6 +84,9 @@ def parse_share(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace, comm: Comm) -> int:
+    with comm.collective():  # before anything is loaded or the output directory claimed
+        if args.ensemble and args.forces:
+            raise MlscaleError("--ensemble does not compute forces: run --forces without it")
     device = select_device(args.device, comm)  # before loading: the network goes to it
     if args.chunk_points is None:
         args.chunk_points = DEFAULT_CHUNK_POINTS if device.kind == "cpu" else DEVICE_CHUNK_POINTS
@@ -94,8 +97,8 @@ def run(args: argparse.Namespace, comm: Comm) -> int:
     dgrid, n_electrons = inference.setup(
         atoms, model.info, comm, shape=args.grid, n_electrons=args.electrons, share=share,
         backend=args.backend, with_energy=pseudopotentials is not None)
-    inference.check_memory(dgrid, inference.kept_energies(model.info, args.forces))  # before
-    # the allocation, not in it
+    # before the allocation, not in it
+    inference.check_memory(dgrid, inference.kept_energies(model.info, args.forces))
     warning = inference.grid_spacing_warning(dgrid.grid, model.info)
     if warning:
         comm.print(f"mlscale: warning: {warning}", file=sys.stderr)
@@ -156,9 +159,6 @@ def _ensemble(args: argparse.Namespace, models: list[Model], atoms: Atoms, dgrid
               n_electrons: float, pseudopotentials: dict[str, Path] | None,
               timings: Timings) -> list[inference.Prediction]:
     """Every model's prediction on descriptors computed once (mlscale.ensemble)."""
-    with dgrid.comm.collective():
-        if args.forces:
-            raise MlscaleError("--ensemble does not compute forces: run --forces without it")
     return ensemble.predict_ensemble(
         atoms, models, dgrid, n_electrons, backend=args.backend, method=args.integration,
         chunk_points=args.chunk_points, pseudopotentials=pseudopotentials,

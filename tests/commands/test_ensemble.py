@@ -114,3 +114,17 @@ def test_incompatible_member_is_one_clear_error(be2, models, tmp_path_factory, r
     assert len(lines) == 1 and "energy grid" in lines[0], run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert not (out / "results.json").exists()
+
+
+def test_ensemble_with_forces_is_refused_before_the_output_is_touched(be2, models,
+                                                                       tmp_path_factory):
+    """--ensemble --forces: one clear error, and an earlier run's results stay in place."""
+    out = tmp_path_factory.mktemp("forces")
+    (out / "results.json").write_text('{"earlier": true}')
+    run = mlscale(["predict", be2 / "Be_snapshot0.out", "--model", models[0],
+                   "--ensemble", models[1], "--pseudopotentials", be2, "--forces",
+                   "--output", out], ranks=2)
+    assert run.returncode == 1
+    lines = [line for line in run.stderr.splitlines() if line.startswith("mlscale: error:")]
+    assert len(lines) == 1 and "--ensemble does not compute forces" in lines[0], run.stderr
+    assert json.loads((out / "results.json").read_text()) == {"earlier": True}
