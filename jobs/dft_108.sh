@@ -28,7 +28,10 @@ if [ -f "$RUN/scf.out" ] && grep -q "convergence has been achieved" "$RUN/scf.ou
     echo "SCF finished before"
 else
     RESTART=()
-    if [ -f "$RUN/scf.out" ] && ls "$RUN"/qe_tmp/snapshot.restart_scf* >/dev/null 2>&1; then
+    # pw.x's restart files (restart_scf, written at a clean max_seconds stop) or, after a
+    # killed run, the wavefunction buffers and saved density: restart_mode='restart' reads
+    # the wavefunctions and density (startingwfc/startingpot 'file') either way.
+    if [ -f "$RUN/scf.out" ] && ls "$RUN"/qe_tmp/snapshot.restart_scf* "$RUN"/qe_tmp/snapshot.wfc* >/dev/null 2>&1; then
         RESTART=(--restart)
         mv "$RUN/scf.out" "$RUN/scf.out.$(date -u +%H%M%S)"
     fi
