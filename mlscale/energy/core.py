@@ -60,22 +60,39 @@ def core_density_q(fft: DistributedFFT, pseudopotentials: dict[str, Pseudopotent
     species = [s for s in dict.fromkeys(symbols) if pseudopotentials[s].core_r is not None]
     if not species:
         return None
-    g2_q = fft.g2_q
-    inside_q = g2_q <= g2_max
-    g_q = np.sqrt(g2_q[inside_q])
     table_k = np.arange(0.0, np.sqrt(g2_max) + 4 * TABLE_STEP, TABLE_STEP)
     symbols_a = np.asarray(symbols)
+    forms = [CubicSpline(table_k, core_form_factor(pseudopotentials[s], table_k))
+             for s in species]
+    phases = [_phases(fft, frac_ac[symbols_a == s]) for s in species]
     n_q = np.zeros(fft.spectral_block.shape, dtype=complex)
-    for s in species:
-        form = CubicSpline(table_k, core_form_factor(pseudopotentials[s], table_k))(g_q)
-        n_q[inside_q] += form * structure_factor(fft, frac_ac[symbols_a == s])[inside_q]
-    return n_q / fft.grid.volume
+    for index in fft.chunks_q():  # in pieces: no temporaries of the grid's size
+        g_x, g_y, g_z = fft.g_chunk(index)
+        g2 = g_x**2 + g_y**2 + g_z**2
+        inside = g2 <= g2_max
+        g = np.sqrt(g2[inside])
+        n_chunk = n_q[index]
+        for form, phase in zip(forms, phases):
+            n_chunk[inside] += form(g) * _structure_factor_chunk(phase, index)[inside]
+    n_q /= fft.grid.volume
+    return n_q
+
+
+def _phases(fft: DistributedFFT, frac_ac: np.ndarray) -> list[np.ndarray]:
+    """exp(-2πi m τ_a) of the atoms' fractional positions per axis, [atoms, q_axis]."""
+    return [np.exp(-2j * np.pi * frac_ac[:, axis, None] * m.ravel()[None, :])
+            for axis, m in enumerate(fft.m_q3)]
+
+
+def _structure_factor_chunk(phase: list[np.ndarray], index: tuple[int, slice]) -> np.ndarray:
+    """S(G) of :func:`structure_factor` on one of :meth:`DistributedFFT.chunks_q`."""
+    ix, iy = index
+    return (phase[0][:, ix, None] * phase[1][:, iy]).T @ phase[2]
 
 
 def structure_factor(fft: DistributedFFT, frac_ac: np.ndarray) -> np.ndarray:
     """S(G) = Σ_a exp(-i G·τ_a) on this rank's spectral points (exact; cost atoms × points)."""
-    phase = [np.exp(-2j * np.pi * frac_ac[:, axis, None] * m.ravel()[None, :])
-             for axis, m in enumerate(fft.m_q3)]  # [atoms, q_axis] per axis
+    phase = _phases(fft, frac_ac)
     s_q = np.empty(fft.spectral_block.shape, dtype=complex)
     for ix in range(s_q.shape[0]):
         s_q[ix] = (phase[0][:, ix, None] * phase[1]).T @ phase[2]

@@ -38,16 +38,21 @@ def ewald_energy(pos_av: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) 
     eta, g_max = _splitting(fft, kappa)
     frac_ac = np.linalg.solve(cell_cv.T, np.asarray(pos_av, dtype=float).T).T % 1.0
 
-    # reciprocal space: particle mesh
-    q_b = _spread(frac_ac, charge_a, fft)
-    s_q = fft.forward(q_b) * fft.grid.npoints
-    for axis, m in enumerate(fft.m_q3):
-        s_q /= np.sinc(m / fft.grid.shape[axis]) ** ORDER
-    g2_q = fft.g2_q
-    keep_q = (g2_q > 1e-12) & (g2_q <= g_max**2)
-    term_q = np.zeros(g2_q.shape)
-    term_q[keep_q] = np.exp(-g2_q[keep_q] / (4 * eta**2)) / g2_q[keep_q] * np.abs(s_q[keep_q]) ** 2
-    reciprocal = 2 * np.pi / volume * fft.sum_q(term_q)
+    # reciprocal space: particle mesh, in pieces of the spectral points (in the FFT's work
+    # array: no array of the grid's size beyond it and the spread charges)
+    s_work = fft.forward_work(_spread(frac_ac, charge_a, fft))
+    total = 0.0
+    for index in fft.chunks_q():
+        s = s_work[index] * fft.grid.npoints
+        ix, iy = index
+        for axis, m in enumerate((fft.m_q3[0][ix], fft.m_q3[1][0, iy], fft.m_q3[2][0, 0])):
+            s /= np.sinc(m / fft.grid.shape[axis]) ** ORDER
+        g_x, g_y, g_z = fft.g_chunk(index)
+        g2 = g_x**2 + g_y**2 + g_z**2
+        keep = (g2 > 1e-12) & (g2 <= g_max**2)
+        term = np.exp(-g2[keep] / (4 * eta**2)) / g2[keep] * np.abs(s[keep]) ** 2
+        total += float(np.sum(np.broadcast_to(fft.weight_chunk(index), keep.shape)[keep] * term))
+    reciprocal = 2 * np.pi / volume * fft.comm.sum(total)
 
     # real space: this rank's share of the atoms against all periodic images
     real = fft.comm.sum(_real_space(frac_ac, charge_a, cell_cv, eta, kappa / eta, fft.comm))

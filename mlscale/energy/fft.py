@@ -16,7 +16,7 @@ the communicator of the distributed grid.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -25,6 +25,8 @@ from mpi4py_fft import PFFT
 
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, triple
+
+CHUNK_POINTS = 1 << 15  # points per piece of the chunked loops over a field (chunks_q)
 
 
 class DistributedFFT:
@@ -38,8 +40,11 @@ class DistributedFFT:
         self.grid = grid
         self.comm = comm
         self.block = dgrid.block
+        # collapse: the axes no rank splits go in one FFTW call, so that only the stages
+        # between distributed axes hold work arrays (1 rank: one real and one half-spectrum
+        # array, 16 bytes per point; each further stage 16 more)
         self._pfft = PFFT(comm.mpi, grid.shape, axes=(0, 1, 2), dtype=np.float64,
-                          backend="fftw", planner_effort="FFTW_ESTIMATE")
+                          collapse=True, backend="fftw", planner_effort="FFTW_ESTIMATE")
         pencil = _block_of(self._pfft.local_slice(False))
         self.spectral_block = _block_of(self._pfft.local_slice(True))
         pencils = [Block(triple(b[:3]), triple(b[3:]))
@@ -53,13 +58,54 @@ class DistributedFFT:
     # -- transforms -----------------------------------------------------------------
     def forward(self, f_b: np.ndarray) -> np.ndarray:
         """f(G) on this rank's spectral points from this rank's block of real f(r)."""
-        u = self._exchange(f_b, self.block, self._send, self._pencil, self._recv)
-        return self._pfft.forward(u).copy()
+        return self.forward_work(f_b).copy()
 
     def backward(self, f_q: np.ndarray) -> np.ndarray:
         """This rank's block of real f(r) from f(G) on this rank's spectral points."""
-        u = self._pfft.backward(np.ascontiguousarray(f_q, dtype=complex))
-        return self._exchange(u, self._pencil, self._recv, self.block, self._send)
+        self.spectral_work[...] = f_q
+        return self.backward_work()
+
+    # The transform's own arrays (mpi4py-fft's): working in them saves a copy of a field
+    # per transform. They hold a result only until the next transform of this object.
+    @property
+    def spectral_work(self) -> np.ndarray:
+        """The spectral work array (this rank's spectral points): forward_work's result,
+        backward_work's input."""
+        return self._pfft.forward.output_array
+
+    def forward_work(self, f_b: np.ndarray) -> np.ndarray:
+        """f(G) of this rank's block of real f(r), in :attr:`spectral_work` (no copy:
+        overwritten by the next transform)."""
+        self._exchange(f_b, self.block, self._send, self._pencil, self._recv,
+                       self._pfft.forward.input_array)
+        return self._pfft.forward()
+
+    def backward_work(self, out: np.ndarray | None = None) -> np.ndarray:
+        """This rank's block of real f(r) from f(G) in :attr:`spectral_work` (which the
+        transform overwrites), as a new array or into ``out``."""
+        u = self._pfft.backward()
+        if out is None:
+            out = np.empty(self.block.shape)
+        return self._exchange(u, self._pencil, self._recv, self.block, self._send, out)
+
+    def chunks_q(self, points: int = CHUNK_POINTS) -> Iterator[tuple[int, slice]]:
+        """Indices ``(ix, iy slice)`` that cover this rank's spectral points in pieces of
+        whole z-rows, about ``points`` each (bounded temporaries)."""
+        return _row_chunks(self.spectral_block.shape, points)
+
+    def g_chunk(self, index: tuple[int, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Cartesian components of G on the spectral points of one of :meth:`chunks_q`
+        (as :meth:`g_q`, value for value)."""
+        ix, iy = index
+        mx, my, mz = self.m_q3[0][ix], self.m_q3[1][0, iy], self.m_q3[2][0, 0]
+        b = self.reciprocal_cv
+        return triple(mx * b[0, v] + my * b[1, v] + mz * b[2, v] for v in range(3))
+
+    def weight_chunk(self, index: tuple[int, slice]) -> np.ndarray:
+        """:attr:`weight_q` on one of :meth:`chunks_q` (broadcastable)."""
+        mz = self.m_q3[2][0, 0]
+        nz = self.grid.shape[2]
+        return np.where((mz > 0) & (2 * mz != nz), 2.0, 1.0)
 
     # -- G space ----------------------------------------------------------------------
     @cached_property
@@ -119,27 +165,49 @@ class DistributedFFT:
 
     # -- layout exchange --------------------------------------------------------------
     def _exchange(self, f: np.ndarray, f_block: Block, send: list[Block | None],
-                  out_block: Block, recv: list[Block | None]) -> np.ndarray:
-        """Move a field from blocks ``f_block`` (this rank) to ``out_block`` (this rank)."""
+                  out_block: Block, recv: list[Block | None],
+                  out: np.ndarray | None = None) -> np.ndarray:
+        """Move a field from blocks ``f_block`` (this rank) to ``out_block`` (this rank),
+        into ``out`` (default a new array). The part this rank keeps is copied directly;
+        only the other ranks' parts go through the send and receive buffers."""
         f = np.asarray(f, dtype=np.float64)
-        send_counts = np.array([0 if o is None else o.size for o in send])
-        recv_counts = np.array([0 if o is None else o.size for o in recv])
+        if out is None:
+            out = np.empty(out_block.shape)
+        me = self.comm.rank
+        own = send[me]
+        if own is not None:
+            out[_local(own, out_block)] = f[_local(own, f_block)]
+        if self.comm.size == 1:
+            return out
+        send_counts = np.array([0 if o is None or r == me else o.size
+                                for r, o in enumerate(send)])
+        recv_counts = np.array([0 if o is None or r == me else o.size
+                                for r, o in enumerate(recv)])
         send_buf = np.empty(int(send_counts.sum()))
         offset = 0
-        for o in send:
-            if o is not None:
+        for r, o in enumerate(send):
+            if o is not None and r != me:
                 send_buf[offset:offset + o.size] = f[_local(o, f_block)].ravel()
                 offset += o.size
         recv_buf = np.empty(int(recv_counts.sum()))
         self.comm.mpi.Alltoallv([send_buf, (send_counts, _displacements(send_counts)), MPI.DOUBLE],
                                 [recv_buf, (recv_counts, _displacements(recv_counts)), MPI.DOUBLE])
-        out = np.empty(out_block.shape)
+        del send_buf
         offset = 0
-        for o in recv:
-            if o is not None:
+        for r, o in enumerate(recv):
+            if o is not None and r != me:
                 out[_local(o, out_block)] = recv_buf[offset:offset + o.size].reshape(o.shape)
                 offset += o.size
         return out
+
+
+def _row_chunks(shape: tuple[int, ...], points: int) -> Iterator[tuple[int, slice]]:
+    """``(ix, iy slice)`` over an [nx, ny, nz] array: whole z-rows, ~``points`` a piece."""
+    nx, ny, nz = shape
+    rows = max(1, points // max(nz, 1))
+    for ix in range(nx):
+        for iy in range(0, ny, rows):
+            yield ix, slice(iy, min(iy + rows, ny))
 
 
 def _block_of(slices: Sequence[slice]) -> Block:

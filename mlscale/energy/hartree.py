@@ -23,3 +23,20 @@ def hartree_energy_potential(n_q: np.ndarray, fft: DistributedFFT,
     v_q[keep_q] = 4 * np.pi * n_q[keep_q] / g2_q[keep_q]
     energy = 0.5 * fft.grid.volume * fft.sum_q(np.conj(n_q) * v_q)
     return energy, v_q
+
+
+def hartree_energy(n_q: np.ndarray, fft: DistributedFFT, g2_max: float) -> float:
+    """E_H of :func:`hartree_energy_potential` (Hartree, all ranks) without v_H: in pieces of
+    the spectral points (:meth:`DistributedFFT.chunks_q`), so that it holds no array of the
+    grid's size. ∫ n v_H dr = 2 E_H (Parseval), so the double counting needs no v_H either.
+    """
+    total = 0.0
+    for index in fft.chunks_q():
+        g_x, g_y, g_z = fft.g_chunk(index)
+        g2 = g_x**2 + g_y**2 + g_z**2
+        keep = (g2 > 1e-12) & (g2 <= g2_max)
+        n = np.broadcast_to(n_q[index], keep.shape)[keep]
+        v = 4 * np.pi * n / np.broadcast_to(g2, keep.shape)[keep]
+        weight = np.broadcast_to(fft.weight_chunk(index), keep.shape)[keep]
+        total += float(np.sum(weight * np.real(np.conj(n) * v)))
+    return 0.5 * fft.grid.volume * fft.comm.sum(total)

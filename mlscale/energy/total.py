@@ -23,9 +23,9 @@ from ..units import BOHR_ANGSTROM, HARTREE_EV
 from .core import core_density_q
 from .ewald import ewald_energy
 from .fft import DistributedFFT
-from .hartree import hartree_energy_potential
+from .hartree import hartree_energy
 from .upf import Pseudopotential, read_upf
-from .xc import functional_name, xc_energy_potential
+from .xc import FUNCTIONALS, functional_name, xc_energy_double_counting
 
 PseudopotentialSource = str | os.PathLike[str] | Pseudopotential
 """A UPF file's path or the pseudopotential read from it."""
@@ -54,24 +54,31 @@ def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: A
     _check_sign(density_b, dgrid)
     fft = DistributedFFT(dgrid.with_cell(dgrid.cell_cv / BOHR_ANGSTROM))
     g2_max = _sphere(fft, ecutrho_Ry, dgrid.shape)
-
-    n_b = density_b * BOHR_ANGSTROM**3
-    n_q = fft.forward(n_b)
-    e_hartree, v_q = hartree_energy_potential(n_q, fft, g2_max)
-    v_b = fft.backward(v_q)
-    del v_q
+    # Per point this holds, besides the density: the FFT's work arrays (a real and a
+    # half-spectrum one), for GGA ρ(G) and ∇ρ, with a core charge n_core(r); E_H, E_xc
+    # and the double counting are summed in pieces (docs/scaling.md, "Energy phase").
+    scale = BOHR_ANGSTROM**3  # 1/Å³ -> 1/Bohr³
+    n_q = fft.forward_work(density_b)  # in the FFT's own array, until the next transform
+    n_q *= scale
+    e_hartree = hartree_energy(n_q, fft, g2_max)
 
     frac_ac = atoms.get_scaled_positions(wrap=True)
     core_q = core_density_q(fft, pps, symbols, frac_ac, g2_max)
-    if core_q is None:
-        e_xc, v_xc_b = xc_energy_potential(n_b, n_q, fft, name, g2_max)
-    else:
-        e_xc, v_xc_b = xc_energy_potential(n_b + fft.backward(core_q), n_q + core_q, fft, name,
-                                           g2_max)
-    del core_q
-    v_b += v_xc_b
-    del v_xc_b
-    double_counting = -fft.integrate(n_b * v_b)
+    rho_q = None
+    if FUNCTIONALS[name][1]:  # GGA: (n + n_core)(G) for the gradients
+        rho_q = n_q.copy()
+        if core_q is not None:
+            rho_q += core_q
+    del n_q
+    core_b = None
+    if core_q is not None:
+        fft.spectral_work[...] = core_q
+        del core_q
+        core_b = fft.backward_work()
+    e_xc, n_v_xc = xc_energy_double_counting(density_b, scale, core_b, rho_q, fft, name,
+                                             g2_max)
+    del core_b, rho_q
+    double_counting = -(2 * e_hartree + n_v_xc)  # −∫ n (v_H + v_xc), ∫ n v_H = 2 E_H
 
     charge_a = np.array([pps[s].z_valence for s in symbols])
     e_ewald = ewald_energy(atoms.positions / BOHR_ANGSTROM, charge_a, fft)
@@ -80,7 +87,7 @@ def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: A
         "xc_energy_eV": e_xc * HARTREE_EV,
         "ewald_energy_eV": e_ewald * HARTREE_EV,
         "double_counting_eV": double_counting * HARTREE_EV,
-        "number_of_electrons": fft.integrate(n_b),
+        "number_of_electrons": fft.integrate(density_b) * scale,
         "functional": name,
         "ecutrho_Ry": g2_max,
         "core_correction": any(pps[s].core_r is not None for s in set(symbols)),

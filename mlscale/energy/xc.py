@@ -12,7 +12,7 @@ import numpy as np
 from pyscf.dft import libxc
 
 from ..errors import MlscaleError
-from .fft import DistributedFFT
+from .fft import DistributedFFT, _row_chunks
 
 # name -> (libxc code, is GGA)
 FUNCTIONALS = {
@@ -74,6 +74,64 @@ def xc_energy_potential(n_b: np.ndarray, n_q: np.ndarray, fft: DistributedFFT, f
     div_q *= 1j * inside_q
     v_b = v_p.reshape(n_b.shape) - fft.backward(div_q)
     return fft.integrate(e_p), v_b
+
+
+def xc_energy_double_counting(valence_b: np.ndarray, scale: float, core_b: np.ndarray | None,
+                              rho_q: np.ndarray | None, fft: DistributedFFT, functional: str,
+                              g2_max: float) -> tuple[float, float]:
+    """E_xc[n + n_core] and ∫ n v_xc dr (Hartree, all ranks), v_xc as
+    :func:`xc_energy_potential`'s, without v_xc or the density on the grid: libxc runs on
+    pieces of the block (CHUNK points), and the energies are summed as they come out.
+
+    valence_b: this rank's block of the valence density in any unit, n = scale·valence_b
+    electrons/Bohr³; core_b: n_core(r) on the block (electrons/Bohr³) or None; rho_q:
+    (n + n_core)(G) for the GGA gradients (None for LDA; overwritten with n(G) when a core
+    charge is given). fft works in Bohr; its work arrays are overwritten.
+
+    The GGA term needs no divergence: with h = 2 ∂e/∂σ ∇ρ and the sphere's gradient ∇_s
+    (the same G sum as v_xc's divergence), ∫ n ∇_s·h = −∫ ∇_s n · h on the grid
+    (Parseval), and ∇_s n = ∇ρ without a core charge.
+    """
+    code, gga = FUNCTIONALS[functional]
+    if gga and rho_q is None:
+        raise ValueError("a GGA needs rho_q")
+    grad_vb = [] if rho_q is None or not gga else [_gradient(rho_q, fft, g2_max, v)
+                                                    for v in range(3)]
+    e_xc = n_v_xc = 0.0
+    for index in _row_chunks(valence_b.shape, CHUNK):
+        n_p = (valence_b[index] * scale).ravel()
+        rho_p = n_p if core_b is None else n_p + core_b[index].ravel()
+        if not gga:
+            e_p, v_p = _libxc(code, rho_p[None, :])
+        else:
+            rho_xp = np.concatenate((rho_p[None, :], [g[index].ravel() for g in grad_vb]))
+            e_p, v_p, vsigma_p = _libxc(code, rho_xp)
+            if core_b is None:  # ∫ ∇n · 2 ∂e/∂σ ∇n
+                n_v_xc += float(np.sum(2 * vsigma_p * np.sum(rho_xp[1:] ** 2, axis=0)))
+            else:  # h, in place of ∇ρ
+                for g in grad_vb:
+                    g[index] *= (2 * vsigma_p).reshape(g[index].shape)
+        e_xc += float(np.sum(e_p))
+        n_v_xc += float(np.sum(n_p * v_p))
+    if rho_q is not None and gga and core_b is not None:  # ∫ ∇_s n · h
+        n_q = rho_q
+        n_q[...] = fft.forward_work(valence_b)
+        n_q *= scale
+        for v, h_b in enumerate(grad_vb):
+            n_v_xc += float(np.sum(h_b * _gradient(n_q, fft, g2_max, v)))
+    volume = fft.grid.voxel_volume
+    return fft.comm.sum(e_xc) * volume, fft.comm.sum(n_v_xc) * volume
+
+
+def _gradient(f_q: np.ndarray, fft: DistributedFFT, g2_max: float, v: int) -> np.ndarray:
+    """Component v of ∇f inside the sphere |G|² <= g2_max on this rank's block, from f(G)
+    (as :func:`xc_energy_potential` takes it); uses the FFT's work arrays."""
+    work = fft.spectral_work
+    for index in fft.chunks_q():
+        g_vq = fft.g_chunk(index)
+        inside = g_vq[0] ** 2 + g_vq[1] ** 2 + g_vq[2] ** 2 <= g2_max
+        work[index] = g_vq[v] * np.where(inside, 1j * f_q[index], 0)
+    return fft.backward_work()
 
 
 def _libxc(code: str, rho_xp: np.ndarray) -> tuple[np.ndarray, ...]:
