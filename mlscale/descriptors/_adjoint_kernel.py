@@ -14,8 +14,9 @@ whose position, candidate and U stages it reuses unchanged. Per batch:
    gradients of its two U factors: SNAP's Y = Σ β·∂B/∂U, formed once per point); then
    the gradient of the mirrored rows (mb > j/2) folded into the rows they are copied
    from;
-4. dU stage: per neighbour, U and ∂U/∂d (three axes) by the same layer recursion as
-   the U stage, contracted at once with ytot: ∂E/∂d = s ytot·∂U/∂d + (∂s/∂d) ytot·U.
+4. dU stage: per neighbour, U by the same layer recursion as the U stage, then reverse
+   mode through it to ∂(ytot·U)/∂(a, b), contracted with ∂(a, b, s)/∂d per axis:
+   ∂E/∂d = s ytot·∂U/∂d + (∂s/∂d) ytot·U.
 
 The force on an image is F = -∂E/∂R = +∂E/∂d (R enters through d = x - R). Batches are
 split into one contiguous range per chunk, each chunk with its own accumulator row (no
@@ -194,18 +195,15 @@ def _layer_offsets(twojmax):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _u_layers(ab, k, twojmax, rootpq, offset, ulay, ytot, ublock, acc):
-    """ulay = U of neighbour k, all layers (rows of ``_layer_offsets``), across the lanes;
-    acc[4] = ytot·U over the stored rows mb <= j/2 (the mirror rows are folded in ytot)."""
+def _u_layers(ab, k, twojmax, rootpq, offset, ulay):
+    """ulay = U of neighbour k, all layers (rows of ``_layer_offsets``), across the lanes."""
     for l in range(_B):
         ulay[0, l] = 1.0
         ulay[0, _B + l] = 0.0
-        acc[4, l] = ytot[0, l]
     for j in range(1, twojmax + 1):
         for mb in range(j // 2 + 1):
             rp = offset[j - 1] + mb * j
             rc = offset[j] + mb * (j + 1)
-            ry = ublock[j] + mb * (j + 1)
             for ma in range(j + 1):
                 r1 = rootpq[j - ma, j - mb] if ma < j else 0.0
                 r2 = rootpq[ma, j - mb] if ma > 0 else 0.0
@@ -220,11 +218,8 @@ def _u_layers(ab, k, twojmax, rootpq, offset, ulay, ytot, ublock, acc):
                     pi = ulay[ia, _B + l]
                     qr = ulay[ib, l]
                     qi = ulay[ib, _B + l]
-                    vr = r1 * (ar * pr + ai * pi) - r2 * (br * qr + bi * qi)
-                    vi = r1 * (ar * pi - ai * pr) - r2 * (br * qi - bi * qr)
-                    ulay[rc + ma, l] = vr
-                    ulay[rc + ma, _B + l] = vi
-                    acc[4, l] += ytot[ry + ma, l] * vr + ytot[ry + ma, _B + l] * vi
+                    ulay[rc + ma, l] = r1 * (ar * pr + ai * pi) - r2 * (br * qr + bi * qi)
+                    ulay[rc + ma, _B + l] = r1 * (ar * pi - ai * pr) - r2 * (br * qi - bi * qr)
         if j % 2 == 1:
             _mirror_copy(ulay, offset[j], j)
 
@@ -242,7 +237,7 @@ def _mirror_copy(x, base, j):
             x[dst, _B + l] = -sign * x[src, _B + l]
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _mirror_fold(x, j):
     """Odd j: the transpose of :func:`_mirror_copy` on a gradient (row (j+1)/2 into (j-1)/2)."""
     mb = (j - 1) // 2
@@ -255,7 +250,7 @@ def _mirror_fold(x, j):
             x[src, _B + l] -= sign * x[dst, _B + l]
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _load_adjoint(adj, ytot, j, ublock):
     """adj = the rows mb <= j/2 of ytot's layer j; the mirror row (odd j) zero."""
     for row in range(j // 2 + 1 + j % 2):
@@ -273,15 +268,22 @@ def _du_stage(ytot, ab, k, twojmax, ublock, rootpq, offset, ulay, adj, adj_prev,
     the gradient layer by layer from j = twojmax down. Element ma of a row is
     v = r1 conj(a) P_ma - r2 conj(b) P_(ma-1) (P: the row of layer j-1), so each P_m
     of the previous layer receives from elements m (r1) and m+1 (r2): gathered per
-    P_m, one pass over the previous layer (:func:`_du_element`).
+    P_m, one pass over the previous layer (:func:`_du_element`, inlined: a call per
+    element cost more than its arithmetic). ytot·U_k is summed in the same pass (each
+    P_m's adjoint starts as its ytot entry), the top layer before it.
     """
+    _u_layers(ab, k, twojmax, rootpq, offset, ulay)
+    _load_adjoint(adj, ytot, twojmax, ublock)
     for l in range(_B):
         acc[0, l] = 0.0
         acc[1, l] = 0.0
         acc[2, l] = 0.0
         acc[3, l] = 0.0
-    _u_layers(ab, k, twojmax, rootpq, offset, ulay, ytot, ublock, acc)
-    _load_adjoint(adj, ytot, twojmax, ublock)
+        acc[4, l] = 0.0
+    top = offset[twojmax]
+    for i in range((twojmax // 2 + 1) * (twojmax + 1)):
+        for l in range(_B):
+            acc[4, l] += adj[i, l] * ulay[top + i, l] + adj[i, _B + l] * ulay[top + i, _B + l]
     for j in range(twojmax, 0, -1):
         if j % 2 == 1:
             _mirror_fold(adj, j)
@@ -294,11 +296,12 @@ def _du_stage(ytot, ab, k, twojmax, ublock, rootpq, offset, ulay, adj, adj_prev,
         adj, adj_prev = adj_prev, adj
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _du_element(ab, k, r1, r2, ic, ip, im, ulay, adj, adj_prev, acc):
     """Gradient through P_m (ulay row ip, adjoint row im of the previous layer), which
     enters element m as r1 conj(a) P_m (gradient adj[ic]) and element m+1 as
-    -r2 conj(b) P_m (gradient adj[ic + 1]): to a, b (acc[0:4]) and to P_m."""
+    -r2 conj(b) P_m (gradient adj[ic + 1]): to a, b (acc[0:4]) and to P_m; acc[4] +=
+    ytot·P_m (adj_prev[im] before the update, see :func:`_du_stage`)."""
     for l in range(_B):
         ar = ab[k, l]
         ai = ab[k, _B + l]
@@ -314,8 +317,11 @@ def _du_element(ab, k, r1, r2, ic, ip, im, ulay, adj, adj_prev, acc):
         acc[1, l] += gr * pi - gi * pr
         acc[2, l] -= hr * pr + hi * pi
         acc[3, l] -= hr * pi - hi * pr
-        adj_prev[im, l] += (gr * ar - gi * ai) - (hr * br - hi * bi)
-        adj_prev[im, _B + l] += (gr * ai + gi * ar) - (hr * bi + hi * br)
+        yr = adj_prev[im, l]
+        yi = adj_prev[im, _B + l]
+        acc[4, l] += yr * pr + yi * pi
+        adj_prev[im, l] = yr + ((gr * ar - gi * ai) - (hr * br - hi * bi))
+        adj_prev[im, _B + l] = yi + ((gr * ai + gi * ar) - (hr * bi + hi * br))
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
