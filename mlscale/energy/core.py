@@ -17,6 +17,7 @@ from .upf import Pseudopotential
 
 RADIAL_CUTOFF_BOHR = 10.0  # QE's rcut for integrals of radial functions
 TABLE_STEP = 0.002  # |G| spacing (1/Bohr) of the interpolation table of the transform
+FORM_CHUNK = 32  # |G| values per piece of the radial transform (temporaries [32, mesh])
 
 
 def simpson_qe(f_r: np.ndarray, rab_r: np.ndarray) -> np.ndarray:
@@ -44,10 +45,10 @@ def core_form_factor(pp: Pseudopotential, g_k: np.ndarray) -> np.ndarray:
     msh = core_mesh_size(pp.r_r)
     r, rab, core = pp.r_r[:msh], pp.rab_r[:msh], pp.core_r[:msh]
     out = np.empty(len(g_k))
-    for start in range(0, len(g_k), 256):  # bounded temporary [256, msh]
-        g = g_k[start:start + 256, None]
+    for start in range(0, len(g_k), FORM_CHUNK):  # bounded temporaries [FORM_CHUNK, msh]
+        g = g_k[start:start + FORM_CHUNK, None]
         j0 = np.sinc(g * r / np.pi)
-        out[start:start + 256] = 4 * np.pi * simpson_qe(r**2 * core * j0, rab)
+        out[start:start + FORM_CHUNK] = 4 * np.pi * simpson_qe(r**2 * core * j0, rab)
     return out
 
 

@@ -20,13 +20,16 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import erfc
 
+from ..grid import Block
 from ..parallel import Comm
 from .fft import DistributedFFT
 
 ORDER = 16  # B-spline order (even)
 ALIAS = 1e-14  # bound on the aliasing factor (m/(K-m))^ORDER
 TAIL = 1e-14  # e^{-κ²}: size of the neglected real- and reciprocal-space tails
-CHUNK = 4096  # atoms per neighbour-search batch
+CHUNK = 4096  # atoms per neighbour-search batch of the forces (mlscale.forces.ewald)
+REAL_SPACE_ATOMS = 32  # atoms per batch of the energy's pair sum: its pairs (~460 per Al
+# atom, ~70 bytes each with their temporaries) stay ~1 MiB, not 11 bytes per grid point
 
 
 def ewald_energy(pos_av: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) -> float:
@@ -40,7 +43,9 @@ def ewald_energy(pos_av: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) 
 
     # reciprocal space: particle mesh, in pieces of the spectral points (in the FFT's work
     # array: no array of the grid's size beyond it and the spread charges)
-    s_work = fft.forward_work(_spread(frac_ac, charge_a, fft))
+    pencil, real_work = fft.real_work  # the charges spread onto the FFT's own input
+    _spread(frac_ac, charge_a, fft, pencil, real_work)
+    s_work = fft.forward_work()
     total = 0.0
     for index in fft.chunks_q():
         s = s_work[index] * fft.grid.npoints
@@ -87,9 +92,11 @@ def bspline_weights(x_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return floor_a.astype(np.int64) - ORDER // 2 + 1, m_ja[::-1].T
 
 
-def _spread(frac_ac: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) -> np.ndarray:
-    """Charges spread with B-splines onto this rank's block of the mesh."""
-    block = fft.block
+def _spread(frac_ac: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT,
+            block: Block | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Charges spread with B-splines onto this rank's block of the mesh (or onto ``block``
+    of it, into ``out``)."""
+    block = fft.block if block is None else block
     shape = np.array(fft.grid.shape)
     local: list[np.ndarray] = []
     weight: list[np.ndarray] = []
@@ -101,7 +108,11 @@ def _spread(frac_ac: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) -> n
         weight.append(w_aj)
     touches_a = np.all([(loc >= 0).any(axis=1) for loc in local], axis=0)
     atoms = np.nonzero(touches_a & (charge_a != 0))[0]
-    q_b = np.zeros(block.shape)
+    if out is None:
+        q_b = np.zeros(block.shape)
+    else:
+        q_b = out
+        q_b[...] = 0.0
     (ix_aj, iy_aj, iz_aj), (wx_aj, wy_aj, wz_aj) = local, weight
     _add_stencils(charge_a[atoms], ix_aj[atoms], iy_aj[atoms], iz_aj[atoms],
                   wx_aj[atoms], wy_aj[atoms], wz_aj[atoms], q_b)
@@ -138,8 +149,8 @@ def _real_space(frac_ac: np.ndarray, charge_a: np.ndarray, cell_cv: np.ndarray, 
     mine = np.arange(natoms * comm.rank // comm.size, natoms * (comm.rank + 1) // comm.size)
     pos_av = frac_ac @ cell_cv
     energy = 0.0
-    for start in range(0, len(mine), CHUNK):
-        a = mine[start:start + CHUNK]
+    for start in range(0, len(mine), REAL_SPACE_ATOMS):
+        a = mine[start:start + REAL_SPACE_ATOMS]
         pairs = cKDTree(pos_av[a]).sparse_distance_matrix(tree, cutoff, output_type="ndarray")
         r = pairs["v"]
         keep = r > 1e-10

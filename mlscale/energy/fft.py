@@ -73,11 +73,19 @@ class DistributedFFT:
         backward_work's input."""
         return self._pfft.forward.output_array
 
-    def forward_work(self, f_b: np.ndarray) -> np.ndarray:
-        """f(G) of this rank's block of real f(r), in :attr:`spectral_work` (no copy:
-        overwritten by the next transform)."""
-        self._exchange(f_b, self.block, self._send, self._pencil, self._recv,
-                       self._pfft.forward.input_array)
+    @property
+    def real_work(self) -> tuple[Block, np.ndarray]:
+        """The real-space work array, the input of :meth:`forward_work` without an argument,
+        and the block of the grid it holds (mpi4py-fft's pencil, not this rank's block
+        unless there is one rank)."""
+        return self._pencil, self._pfft.forward.input_array
+
+    def forward_work(self, f_b: np.ndarray | None = None) -> np.ndarray:
+        """f(G) of this rank's block of real f(r) (None: of what :attr:`real_work` holds),
+        in :attr:`spectral_work` (no copy: overwritten by the next transform)."""
+        if f_b is not None:
+            self._exchange(f_b, self.block, self._send, self._pencil, self._recv,
+                           self._pfft.forward.input_array)
         return self._pfft.forward()
 
     def backward_work(self, out: np.ndarray | None = None) -> np.ndarray:
