@@ -28,8 +28,8 @@ ORDER = 16  # B-spline order (even)
 ALIAS = 1e-14  # bound on the aliasing factor (m/(K-m))^ORDER
 TAIL = 1e-14  # e^{-κ²}: size of the neglected real- and reciprocal-space tails
 CHUNK = 4096  # atoms per neighbour-search batch of the forces (mlscale.forces.ewald)
-REAL_SPACE_ATOMS = 32  # atoms per batch of the energy's pair sum: its pairs (~460 per Al
-# atom, ~70 bytes each with their temporaries) stay ~1 MiB, not 11 bytes per grid point
+REAL_SPACE_ATOMS = 8  # atoms per batch of the energy's pair sum: its pairs (~600 per Al
+# atom, ~70 bytes each with their temporaries) stay ~0.4 MiB, not 11 bytes per grid point
 
 
 def ewald_energy(pos_av: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) -> float:

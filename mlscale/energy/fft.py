@@ -16,12 +16,13 @@ the communicator of the distributed grid.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
-from mpi4py_fft import PFFT
+from mpi4py_fft import PFFT, fftw
 
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, triple
@@ -40,11 +41,13 @@ class DistributedFFT:
         self.grid = grid
         self.comm = comm
         self.block = dgrid.block
-        # collapse: the axes no rank splits go in one FFTW call, so that only the stages
-        # between distributed axes hold work arrays (1 rank: one real and one half-spectrum
-        # array, 16 bytes per point; each further stage 16 more)
+        # collapse: the axes no rank splits go in one FFTW call (the real-to-complex one);
+        # each distributed axis is a complex stage of its own, transformed in place. Work
+        # arrays per point: 8 (real) + 8.2 (half spectrum) on 1 rank, 8.2 more per
+        # distributed axis (mpi4py-fft splits 1 axis for a prime number of ranks, else 2)
         self._pfft = PFFT(comm.mpi, grid.shape, axes=(0, 1, 2), dtype=np.float64,
-                          collapse=True, backend="fftw", planner_effort="FFTW_ESTIMATE")
+                          collapse=True, backend="fftw", planner_effort="FFTW_ESTIMATE",
+                          transforms={(0,): _IN_PLACE, (1,): _IN_PLACE})
         pencil = _block_of(self._pfft.local_slice(False))
         self.spectral_block = _block_of(self._pfft.local_slice(True))
         pencils = [Block(triple(b[:3]), triple(b[3:]))
@@ -207,6 +210,17 @@ class DistributedFFT:
                 out[_local(o, out_block)] = recv_buf[offset:offset + o.size].reshape(o.shape)
                 offset += o.size
         return out
+
+
+def _in_place(plan: Callable) -> Callable:
+    """An mpi4py-fft plan function (``transforms``) that transforms its array in place."""
+    def planned(u: np.ndarray, s: Any = None, axes: Any = (-1,), threads: int = 1,
+                flags: Any = (fftw.FFTW_MEASURE,), output_array: Any = None) -> Any:
+        return plan(u, s=s, axes=axes, threads=threads, flags=flags, output_array=u)
+    return planned
+
+
+_IN_PLACE = (_in_place(fftw.fftn), _in_place(fftw.ifftn))  # complex stages of PFFT
 
 
 def _row_chunks(shape: tuple[int, ...], points: int) -> Iterator[tuple[int, slice]]:
