@@ -11,7 +11,10 @@ The shipped model on the built-in example and on it repeated 2 x 1 x 1, each on 
 at the model's 80 Ry (45³ and 90 x 45 x 45 points: the same chunks, and the G sphere
 grows with the cell as in any larger system); the slope of numpy's traced peak
 (tracemalloc) between the two, so that fixed and per-chunk memory cancel. Prints one
-line per case: bytes per point, peaks (MiB) and the Fermi level of each run.
+line per case: bytes per point, peaks (MiB) and the Fermi level of each run. The last
+line is the energy phase alone (`inference.energy_terms` after the prediction, beyond
+the density it starts from; the whole prediction's peak with the energy terms is the
+larger of it + 8 and the window's).
 """
 
 from __future__ import annotations
@@ -96,7 +99,9 @@ def main() -> None:
         (n1, b1, mu1), (n2, b2, mu2) = (
             traced(atoms.repeat(repeat), model, **kwargs) if kwargs is not None
             else energy_phase(atoms.repeat(repeat), model, pseudo) for repeat in REPEATS)
-        print(f"{name:26s} {(b2 - b1) / (n2 - n1):6.1f} bytes per point; peaks "
+        per_point = (b2 - b1) / (n2 - n1)
+        total = f" (+ 8 for the density: {per_point + 8:.1f})" if kwargs is None else ""
+        print(f"{name:26s} {per_point:6.1f} bytes per point{total}; peaks "
               f"{b1 / 2**20:.1f} MiB at {n1} points, {b2 / 2**20:.1f} MiB at {n2}; "
               f"μ {mu1:.6f}, {mu2:.6f} eV", flush=True)
 
