@@ -27,7 +27,7 @@ from mpi4py_fft import PFFT, fftw
 from ..errors import MlscaleError
 from ..grid import Block, DistributedGrid, triple
 
-CHUNK_POINTS = 1 << 15  # points per piece of the chunked loops over a field (chunks_q)
+CHUNK_POINTS = 1 << 13  # points per piece of the chunked loops over a field (chunks_q)
 
 
 class DistributedFFT:

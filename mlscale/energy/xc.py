@@ -31,6 +31,7 @@ _QE_NAMES = {
 }
 
 CHUNK = 1 << 16  # points per libxc call (bounds libxc's temporaries)
+PIECE = 1 << 13  # points per libxc call of xc_energy_double_counting (~0.5 MiB of them)
 
 
 def functional_name(name: str) -> str:
@@ -81,7 +82,7 @@ def xc_energy_double_counting(valence_b: np.ndarray, scale: float, core_b: np.nd
                               g2_max: float) -> tuple[float, float]:
     """E_xc[n + n_core] and ∫ n v_xc dr (Hartree, all ranks), v_xc as
     :func:`xc_energy_potential`'s, without v_xc or the density on the grid: libxc runs on
-    pieces of the block (CHUNK points), and the energies are summed as they come out.
+    pieces of the block (PIECE points), and the energies are summed as they come out.
 
     valence_b: this rank's block of the valence density in any unit, n = scale·valence_b
     electrons/Bohr³; core_b: n_core(r) on the block (electrons/Bohr³) or None; rho_q:
@@ -98,7 +99,7 @@ def xc_energy_double_counting(valence_b: np.ndarray, scale: float, core_b: np.nd
     grad_vb = [] if rho_q is None or not gga else [_gradient(rho_q, fft, g2_max, v)
                                                     for v in range(3)]
     e_xc = n_v_xc = 0.0
-    for index in _row_chunks(valence_b.shape, CHUNK):
+    for index in _row_chunks(valence_b.shape, PIECE):
         n_p = (valence_b[index] * scale).ravel()
         rho_p = n_p if core_b is None else n_p + core_b[index].ravel()
         if not gga:

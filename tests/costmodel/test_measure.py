@@ -163,4 +163,8 @@ def test_energy_costs_measure_on_a_repeated_grid_that_holds_a_smaller_sphere():
     atoms = builtin_example().repeat((2, 2, 2))
     costs = energy_costs(atoms, Grid(np.array(atoms.cell[:]), (42, 42, 42)),
                          find_pseudopotentials(pseudo, {"Al"}), 20.0)
-    assert costs["energy_point_s"] > 0 and costs["energy_point_bytes"] > 8
+    # the traced peak per point of the energy terms, fixed part included: the FFT's work
+    # arrays (16.2 bytes per point) and, on this coarse mesh (a long real-space Ewald
+    # cutoff), ~4 MiB of the Ewald sum's periodic images and pairs: 71 bytes per point
+    # (before issue 16: 99 + those); on the shipped model's 90³ bench grid 17.3
+    assert costs["energy_point_s"] > 0 and 16 < costs["energy_point_bytes"] < 90
