@@ -42,6 +42,8 @@ class BenchConstants:
     atom_bytes: float          # per atom of the structure
     energy_point_s: float | None = None  # energy phase per point (None: not measured)
     energy_point_bytes: float | None = None  # energy phase per point, beyond the density
+    # (traced peak / points of the energy terms on the bench's grid: ~17 for the shipped
+    # model's Al since issue 16, 110 before; measure.energy_costs)
     energy_overhead_MiB: float | None = None  # libraries of the energy phase
     kept_energies: int | None = None  # LDOS energies kept per point when point_bytes was
     # measured (the density's window); None: all ``energies`` (before the window)
