@@ -49,8 +49,7 @@ def ewald_energy(pos_av: np.ndarray, charge_a: np.ndarray, fft: DistributedFFT) 
     total = 0.0
     for index in fft.chunks_q():
         s = s_work[index] * fft.grid.npoints
-        ix, iy = index
-        for axis, m in enumerate((fft.m_q3[0][ix], fft.m_q3[1][0, iy], fft.m_q3[2][0, 0])):
+        for axis, m in enumerate(fft.m_chunk(index)):
             s /= np.sinc(m / fft.grid.shape[axis]) ** ORDER
         g_x, g_y, g_z = fft.g_chunk(index)
         g2 = g_x**2 + g_y**2 + g_z**2

@@ -102,13 +102,17 @@ class DistributedFFT:
     def chunks_q(self, points: int = CHUNK_POINTS) -> Iterator[tuple[int, slice]]:
         """Indices ``(ix, iy slice)`` that cover this rank's spectral points in pieces of
         whole z-rows, about ``points`` each (bounded temporaries)."""
-        return _row_chunks(self.spectral_block.shape, points)
+        return row_chunks(self.spectral_block.shape, points)
+
+    def m_chunk(self, index: tuple[int, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:attr:`m_q3` on one of :meth:`chunks_q` (broadcastable to its [rows, z] shape)."""
+        ix, iy = index
+        return self.m_q3[0][ix], self.m_q3[1][0, iy], self.m_q3[2][0, 0]
 
     def g_chunk(self, index: tuple[int, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The Cartesian components of G on the spectral points of one of :meth:`chunks_q`
         (as :meth:`g_q`, value for value)."""
-        ix, iy = index
-        mx, my, mz = self.m_q3[0][ix], self.m_q3[1][0, iy], self.m_q3[2][0, 0]
+        mx, my, mz = self.m_chunk(index)
         b = self.reciprocal_cv
         return triple(mx * b[0, v] + my * b[1, v] + mz * b[2, v] for v in range(3))
 
@@ -223,7 +227,7 @@ def _in_place(plan: Callable) -> Callable:
 _IN_PLACE = (_in_place(fftw.fftn), _in_place(fftw.ifftn))  # complex stages of PFFT
 
 
-def _row_chunks(shape: tuple[int, ...], points: int) -> Iterator[tuple[int, slice]]:
+def row_chunks(shape: tuple[int, ...], points: int) -> Iterator[tuple[int, slice]]:
     """``(ix, iy slice)`` over an [nx, ny, nz] array: whole z-rows, ~``points`` a piece."""
     nx, ny, nz = shape
     rows = max(1, points // max(nz, 1))

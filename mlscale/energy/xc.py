@@ -12,7 +12,7 @@ import numpy as np
 from pyscf.dft import libxc
 
 from ..errors import MlscaleError
-from .fft import DistributedFFT, _row_chunks
+from .fft import DistributedFFT, row_chunks
 
 # name -> (libxc code, is GGA)
 FUNCTIONALS = {
@@ -99,7 +99,7 @@ def xc_energy_double_counting(valence_b: np.ndarray, scale: float, core_b: np.nd
     grad_vb = [] if rho_q is None or not gga else [_gradient(rho_q, fft, g2_max, v)
                                                     for v in range(3)]
     e_xc = n_v_xc = 0.0
-    for index in _row_chunks(valence_b.shape, PIECE):
+    for index in row_chunks(valence_b.shape, PIECE):
         n_p = (valence_b[index] * scale).ravel()
         rho_p = n_p if core_b is None else n_p + core_b[index].ravel()
         if not gga:
