@@ -9,8 +9,9 @@ potential (the predicted free energy), kinetic and total energy per step, the sh
 interatomic distance, the largest force component and the wall time per step.
 ``--trajectory FILE`` appends every step (positions, momenta, forces, energy) to an
 extended-XYZ file; ``--restart FILE [--frame N]`` continues from a frame of such a file
-with its momenta (no new thermal velocities). The total energy is conserved as the integrator allows (its error falls
-as dt², tests/test_calculator.py) because the forces are the energy's exact derivative.
+with its momenta (no new thermal velocities). The total energy is conserved as the
+integrator allows (its error falls as dt², tests/test_calculator.py) because the forces
+are the energy's exact derivative.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,30 @@ def test_different_atoms_on_one_rank_fail_every_rank(tiny):
     atoms.calc = MlscaleCalculator(model=model_path, pseudopotentials=pseudo_dir, grid=GRID)
     with pytest.raises(MlscaleError, match="the same Atoms"):
         atoms.get_potential_energy()
+
+
+def test_md_example_trajectory_restarts_where_it_stopped(tiny, tmp_path):
+    """examples/md_nve.py: 2 steps with --trajectory, then 1 step restarted from frame 1
+    reproduce frame 2 (positions and energy) to the file's printed precision."""
+    import ase.io
+
+    model_path, _ = tiny
+    structure = tmp_path / "al.xyz"
+    ase.io.write(structure, thermal_al(seed=4))
+    example = Path(__file__).resolve().parents[1] / "examples" / "md_nve.py"
+    common = ["--model", str(model_path), "--pseudopotential", str(AL_PSEUDO),
+              "--grid", *map(str, GRID), "--dt", "1.0"]
+    first, second = tmp_path / "first.xyz", tmp_path / "second.xyz"
+    subprocess.run([sys.executable, str(example), str(structure), "--steps", "2",
+                    "--temperature", "600", "--trajectory", str(first), *common],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, str(example), "--restart", str(first), "--frame", "1",
+                    "--steps", "1", "--trajectory", str(second), *common],
+                   check=True, capture_output=True)
+    run, again = ase.io.read(first, index=":"), ase.io.read(second, index=":")
+    assert len(run) == 3 and len(again) == 2
+    assert np.abs(run[1].get_momenta()).max() > 0  # thermal velocities were written
+    np.testing.assert_allclose(again[0].positions, run[1].positions, atol=1e-7)
+    np.testing.assert_allclose(again[1].positions, run[2].positions, atol=1e-6)
+    assert abs(again[1].get_potential_energy() - run[2].get_potential_energy()) < 1e-5
+    assert not np.allclose(run[2].positions, run[0].positions, atol=1e-4)  # it moved
