@@ -125,9 +125,10 @@ def _cayley_klein(d, rsq, rc, w, rfac0, rmin0, switchflag, ab, dab, k, p):
 def _y_stage(utot, beta, entry_u, entry_w, entry_b, prod_ptr, prod_c, prod_u1, prod_u2, g):
     """g [n_u, 2*Y_LANES] = ∂(Σ_f beta[f] B_f)/∂(Re utot, Im utot) across the lanes.
 
-    utot [n_u, 2*Y_LANES], beta [n_features, Y_LANES] (two batches side by side). One pass over the Clebsch–Gordan products, entry by
-    entry: with ρ = 2wβ conj(U_ju) (known before the entry's Z), each product c U1 U2
-    adds to Z and scatters c ρ U2 to g[u1] and c ρ U1 to g[u2]; then g[ju] += 2wβ Z.
+    utot [n_u, 2*Y_LANES], beta [n_features, Y_LANES] (two batches side by side). One
+    pass over the Clebsch–Gordan products, entry by entry: with ρ = 2wβ conj(U_ju)
+    (known before the entry's Z), each product c U1 U2 adds to Z and scatters c ρ U2
+    to g[u1] and c ρ U1 to g[u2]; then g[ju] += 2wβ Z.
     Three complex multiply-adds per product, the same products in the same order as
     the descriptor kernel's Z.
     """

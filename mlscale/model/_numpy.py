@@ -210,9 +210,11 @@ class NumpyNetwork:
     def _backward_hidden(self, hidden: list, g: np.ndarray) -> np.ndarray:
         """Descriptor gradient of one chunk from g = ∂/∂(last hidden activation) (g is
         overwritten)."""
+        slope = self._sign_slope
         for (z, a), weight in zip(reversed(hidden), reversed(self.weights[:-1])):
             if z is None:  # derivative 1 where a > 0, the slope elsewhere (0 at z = 0)
-                np.multiply(g, self._sign_slope, out=g, where=a <= 0)
+                assert slope is not None  # z is None only for the sign-slope activations
+                np.multiply(g, slope, out=g, where=a <= 0)
             else:
                 g = g * self.derivative(z, a)
             g = g @ weight.T
