@@ -31,6 +31,27 @@ PseudopotentialSource = str | os.PathLike[str] | Pseudopotential
 """A UPF file's path or the pseudopotential read from it."""
 
 
+def _core_and_gradient_input(n_q: np.ndarray, fft: DistributedFFT,
+                             pps: dict[str, Pseudopotential], atoms: Atoms, name: str,
+                             g2_max: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The core charge n_core(r) on this rank's block (None without core correction) and,
+    for GGA, (n + n_core)(G) for the gradients (None for LDA), both per Bohr³. n_q: n(G)
+    in the FFT's own array, overwritten here (the core charge's transform uses it)."""
+    frac_ac = atoms.get_scaled_positions(wrap=True)
+    core_q = core_density_q(fft, pps, atoms.get_chemical_symbols(), frac_ac, g2_max)
+    rho_q = None
+    if FUNCTIONALS[name][1]:  # GGA: (n + n_core)(G) for the gradients
+        rho_q = n_q.copy()
+        if core_q is not None:
+            rho_q += core_q
+    core_b = None
+    if core_q is not None:
+        fft.spectral_work[...] = core_q
+        del core_q
+        core_b = fft.backward_work()
+    return core_b, rho_q
+
+
 def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: Atoms,
                          pseudopotentials: Mapping[str, PseudopotentialSource],
                          ecutrho_Ry: float | None = None,
@@ -62,19 +83,8 @@ def density_energy_terms(density_b: np.ndarray, dgrid: DistributedGrid, atoms: A
     n_q *= scale
     e_hartree = hartree_energy(n_q, fft, g2_max)
 
-    frac_ac = atoms.get_scaled_positions(wrap=True)
-    core_q = core_density_q(fft, pps, symbols, frac_ac, g2_max)
-    rho_q = None
-    if FUNCTIONALS[name][1]:  # GGA: (n + n_core)(G) for the gradients
-        rho_q = n_q.copy()
-        if core_q is not None:
-            rho_q += core_q
+    core_b, rho_q = _core_and_gradient_input(n_q, fft, pps, atoms, name, g2_max)
     del n_q
-    core_b = None
-    if core_q is not None:
-        fft.spectral_work[...] = core_q
-        del core_q
-        core_b = fft.backward_work()
     e_xc, n_v_xc = xc_energy_double_counting(density_b, scale, core_b, rho_q, fft, name,
                                              g2_max)
     del core_b, rho_q
