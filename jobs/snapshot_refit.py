@@ -15,7 +15,8 @@ alone, so mu weighs the DOS of each training record against the points. Printed 
 band energy, model − DFT at the same stride-3 points (meV/atom, Fermi level for the exact
 electron count), for every --check record; mean absolute error over --train and --check;
 mean squared standardised LDOS error over the --check points. The first line is the model
-as trained. Nothing is written.
+as trained. With --write OUT the refit of the first --mu is written to OUT (the model's
+metadata kept, as jobs/refit_last_layer.py).
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ import torch
 from mlscale import electrons
 from mlscale.datagen import read_compact_record
 from mlscale.model import load_model
+from mlscale.model._torch import save_model
+
+GENERATED = ("format", "format_version", "model", "units", "tensors_sha256")
 
 
 class Record:
@@ -91,6 +95,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--records", default="data/al_k4")
     parser.add_argument("--mu", type=float, nargs="+", default=[0.0, 10.0, 100.0])
     parser.add_argument("--ridge", type=float, default=1e-6)
+    parser.add_argument("--write", metavar="OUT", help="write the first --mu's refit to OUT")
     args = parser.parse_args(argv)
     model = load_model(Path(args.model), "torch")
 
@@ -106,6 +111,13 @@ def main(argv: list[str]) -> int:
     for mu in args.mu:
         report(model, f"refit, mu = {mu:g}", refit(list(train.values()), mu, args.ridge),
                train, check)
+    if args.write:
+        layer = refit(list(train.values()), args.mu[0], args.ridge)
+        with torch.no_grad():
+            last.weight.copy_(torch.from_numpy(layer[:-1].T))
+            last.bias.copy_(torch.from_numpy(layer[-1]))
+        metadata = {k: v for k, v in model.info.metadata.items() if k not in GENERATED}
+        save_model(args.write, model.module, metadata)
     return 0
 
 
