@@ -108,15 +108,19 @@ def main(argv: list[str]) -> int:
     print("| last layer | train MAE | check MAE | check MSE | "
           + " | ".join(check) + " |\n|---|" + "---:|" * (3 + len(check)))
     report(model, "as trained", trained, train, check)
+    layers = {}
     for mu in args.mu:
-        report(model, f"refit, mu = {mu:g}", refit(list(train.values()), mu, args.ridge),
-               train, check)
+        layers[mu] = refit(list(train.values()), mu, args.ridge)
+        report(model, f"refit, mu = {mu:g}", layers[mu], train, check)
     if args.write:
-        layer = refit(list(train.values()), args.mu[0], args.ridge)
+        layer = layers[args.mu[0]]
         with torch.no_grad():
             last.weight.copy_(torch.from_numpy(layer[:-1].T))
             last.bias.copy_(torch.from_numpy(layer[-1]))
         metadata = {k: v for k, v in model.info.metadata.items() if k not in GENERATED}
+        metadata["last_layer_refit"] = {  # what a reader of the file cannot otherwise see
+            "method": "least squares, records' mean LDOS weighted mu (jobs/snapshot_refit.py)",
+            "mu": args.mu[0], "ridge": args.ridge, "records": list(args.train)}
         save_model(args.write, model.module, metadata)
     return 0
 
