@@ -326,6 +326,9 @@ class TrainingSettings:
         "trained", "the returned model's last layer: the best epoch's (trained) or, keeping "
         "its hidden layers, the least-squares fit of the standardised LDOS on all training "
         "points (least-squares: their mean residual is then zero at every energy)")
+    dos_weight: float = setting(
+        0.0, "mu: with last_layer least-squares, also fit each training snapshot's mean LDOS "
+        "(its DOS / volume), weighed like mu × its number of points (0: the points alone)")
 
     def __post_init__(self):
         if self.output_scaling not in OUTPUT_SCALINGS:
@@ -341,6 +344,11 @@ class TrainingSettings:
         if self.last_layer not in LAST_LAYERS:
             raise MlscaleError(f"unknown last_layer '{self.last_layer}' (choose from "
                                f"{', '.join(LAST_LAYERS)})")
+        if not self.dos_weight >= 0:
+            raise MlscaleError(f"dos_weight must be >= 0, got {self.dos_weight}")
+        if self.dos_weight > 0 and self.last_layer != "least-squares":
+            raise MlscaleError("dos_weight > 0 weighs the snapshots' DOS in the least-squares "
+                               "last layer: it needs last_layer least-squares")
         for name in ("electron_weight", "band_weight"):
             if getattr(self, name) > 0 and self.electron_fermi_level is None:
                 raise MlscaleError(f"{name} > 0 needs electron_fermi_level (eV), the Fermi "

@@ -343,38 +343,62 @@ def train(train_snapshots: Sequence[SnapshotFiles | str],
                 break
     state.model.load_state_dict(state.best_state)
     if training_settings.last_layer == "least-squares":
-        refit_last_layer(state.model, state.data, comm, torch_device, chunk_points)
+        refit_last_layer(state.model, state.data, comm, torch_device, chunk_points,
+                         dos_weight=training_settings.dos_weight)
         loss = validation_loss(state.model, state.validation, comm, torch_device, chunk_points)
-        comm.print(f"last layer refitted by least squares: validation {loss:.6e}")
+        comm.print(f"last layer refitted by least squares (dos_weight "
+                   f"{training_settings.dos_weight:g}): validation {loss:.6e}")
     return state.model.cpu().eval(), state.progress.history
 
 
 def refit_last_layer(model: LDOSModel, data: SnapshotSet, comm: Comm, device: torch.device,
-                     chunk_points: int, ridge: float = 1e-6) -> None:
+                     chunk_points: int, ridge: float = 1e-6, dos_weight: float = 0.0) -> None:
     """Replace the last layer by the least-squares fit of the standardised LDOS on the
     hidden features of all points of ``data`` (collective; the hidden layers stay).
 
-    Each rank accumulates the normal equations (float64) over its share of the points,
-    the ranks sum them, rank 0 solves (``ridge`` × the mean diagonal added to the weights'
-    diagonal, not the bias's) and broadcasts, so every rank holds the same weights. At the
-    optimum the mean residual over the points is zero at every energy (the bias's normal
-    equation), which early stopping leaves non-zero: on the aluminium records that offset
-    was most of the seed-to-seed spread of the band energy (docs/accuracy.md).
+    With hidden features h_p (and a constant 1 for the bias), standardised LDOS y_p, and
+    snapshot s's means h̄_s, ȳ_s over its n_s points, the last layer [W; b] minimises
+
+        Σ_p |W h_p − y_p|²  +  dos_weight · Σ_s n_s |W h̄_s − ȳ_s|²
+
+    A snapshot's DOS is V·mean(LDOS), a linear function of h̄_s alone, so ``dos_weight``
+    (mu) weighs each training snapshot's DOS against its points' LDOS; at 0 the points
+    alone. Each rank accumulates the normal equations (float64) and the per-snapshot sums
+    of h and y over its share of the points, the ranks sum them, rank 0 solves (``ridge``
+    × the mean diagonal added to the weights' diagonal, not the bias's) and broadcasts,
+    so every rank holds the same weights. At the optimum the mean residual over all points
+    is zero at every energy (the bias's normal equation), which early stopping leaves
+    non-zero: on the aluminium records that offset was most of the seed-to-seed spread of
+    the band energy (docs/accuracy.md).
     """
     last = model.mlp[-1]
     assert isinstance(last, torch.nn.Linear)
     n_in, n_out = int(last.in_features), int(last.out_features)
     gram, cross = np.zeros((n_in + 1, n_in + 1)), np.zeros((n_in + 1, n_out))
+    n_snapshots = len(data.snapshots)
+    h_sum, y_sum = np.zeros((n_snapshots, n_in + 1)), np.zeros((n_snapshots, n_out))
+    index = {id(snapshot): s for s, snapshot in enumerate(data.snapshots)}
     with torch.no_grad():
-        for _, x_pf, ldos_pe in data.chunks(*data.share(comm), chunk_points):
+        for snapshot, x_pf, ldos_pe in data.chunks(*data.share(comm), chunk_points):
             x, y = torch.from_numpy(x_pf).to(device), torch.from_numpy(ldos_pe).to(device)
             hidden = model.mlp[:-1](model.normalise_input(x)).double()
             hidden = torch.cat([hidden, hidden.new_ones(len(hidden), 1)], dim=1)
+            y_std = model.normalise_output(y).double()
             gram += (hidden.T @ hidden).cpu().numpy()
-            cross += (hidden.T @ model.normalise_output(y).double()).cpu().numpy()
+            cross += (hidden.T @ y_std).cpu().numpy()
+            s = index[id(snapshot)]
+            h_sum[s] += hidden.sum(dim=0).cpu().numpy()
+            y_sum[s] += y_std.sum(dim=0).cpu().numpy()
     gram, cross = comm.sum(gram), comm.sum(cross)
     solution = np.zeros((n_in + 1, n_out))
+    if dos_weight > 0:
+        h_sum, y_sum = comm.sum(h_sum), comm.sum(y_sum)
     if comm.rank == 0:
+        if dos_weight > 0:
+            # mu n_s h̄_s h̄_sᵀ = mu h_sum h_sumᵀ / n_s (and the same for the cross term)
+            sizes = data.sizes.astype(np.float64)[:, None]
+            gram += dos_weight * (h_sum / sizes).T @ h_sum
+            cross += dos_weight * (h_sum / sizes).T @ y_sum
         gram[np.diag_indices(n_in)] += ridge * np.trace(gram) / (n_in + 1)
         solution = np.linalg.solve(gram, cross)
     comm.mpi.Bcast(solution, root=0)

@@ -457,3 +457,51 @@ def test_least_squares_last_layer(tmp_path):
                                rtol=1e-3, atol=1e-3 * np.abs(expected).max())
     with pytest.raises(MlscaleError, match="unknown last_layer"):
         TrainingSettings(last_layer="ridge")
+
+
+def test_dos_weighted_least_squares_last_layer(tmp_path):
+    """--dos-weight mu: the last layer also fits each training snapshot's mean LDOS (its
+    DOS / volume) weighed mu × its points. Reference: numpy's lstsq on the points' rows
+    plus one row sqrt(mu n_s)·(h̄_s, ȳ_s) per snapshot. mu = 0 is the plain refit bit for
+    bit; a large mu brings every training snapshot's mean residual to zero, which the
+    plain refit leaves non-zero (it only zeroes the mean over all snapshots)."""
+    train_specs = write_snapshots(tmp_path, 3)
+    validation_specs = write_snapshots(tmp_path, 1, seed=1)
+    common = dict(epochs=1, batch_size=16, learning_rate=3e-3, seed=7, output_scaling="global",
+                  last_layer="least-squares")
+    plain, _ = run(train_specs, validation_specs, TrainingSettings(**common))
+    zero, _ = run(train_specs, validation_specs, TrainingSettings(**common, dos_weight=0.0))
+    assert_same_state(state_of(zero), state_of(plain))
+    mu = 10.0
+    weighted, _ = run(train_specs, validation_specs, TrainingSettings(**common, dos_weight=mu))
+    for name in ("mlp.0.weight", "mlp.0.bias"):
+        torch.testing.assert_close(weighted.state_dict()[name], plain.state_dict()[name])
+    scale = plain.output_scale.numpy().astype(np.float64)
+    design, target, means = [], [], []
+    for spec in train_specs:
+        x, y = full_arrays([spec])
+        with torch.no_grad():
+            hidden = plain.mlp[:-1](plain.normalise_input(torch.from_numpy(x).float()))
+        h = np.hstack([hidden.double().numpy(), np.ones((len(x), 1))])
+        t = (y - plain.output_shift.numpy()) / scale
+        design.append(h), target.append(t), means.append((x, y))
+        design.append(np.sqrt(mu * len(h)) * h.mean(axis=0, keepdims=True))
+        target.append(np.sqrt(mu * len(h)) * t.mean(axis=0, keepdims=True))
+    expected = np.linalg.lstsq(np.vstack(design), np.vstack(target), rcond=None)[0]
+    np.testing.assert_allclose(weighted.mlp[-1].weight.detach().numpy(), expected[:-1].T,
+                               rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    assert not np.allclose(weighted.mlp[-1].weight.detach().numpy(),
+                           plain.mlp[-1].weight.detach().numpy(), rtol=1e-2)  # mu acts
+
+    def snapshot_mean_residuals(module):
+        return np.array([((predict_ldos(module, x) - y) / scale).mean(axis=0)
+                         for x, y in means])
+
+    large, _ = run(train_specs, validation_specs, TrainingSettings(**common, dos_weight=1e6))
+    plain_residual = np.abs(snapshot_mean_residuals(plain)).max()
+    assert plain_residual > 1e-3
+    assert np.abs(snapshot_mean_residuals(large)).max() < 0.02 * plain_residual
+    with pytest.raises(MlscaleError, match="needs last_layer least-squares"):
+        TrainingSettings(dos_weight=1.0)
+    with pytest.raises(MlscaleError, match="dos_weight must be >= 0"):
+        TrainingSettings(dos_weight=-1.0, last_layer="least-squares")

@@ -92,10 +92,11 @@ def test_dos_terms_equal_one_rank(snapshots, dos_terms):
 
 
 def test_least_squares_last_layer_equals_one_rank(snapshots):
-    """--last-layer least-squares: normal equations summed over the ranks, solved on rank 0
+    """--last-layer least-squares --dos-weight 10: normal equations and the snapshots' sums
+    (a snapshot's points may lie on several ranks) summed over the ranks, solved on rank 0
     and broadcast: the one-rank weights, identical on all ranks."""
     train_specs, validation_specs = snapshots
-    settings = dataclasses.replace(SETTINGS, last_layer="least-squares")
+    settings = dataclasses.replace(SETTINGS, last_layer="least-squares", dos_weight=10.0)
     reference, _ = train(train_specs, validation_specs, LAYERS, settings, METADATA, self_comm())
     model, _ = train(train_specs, validation_specs, LAYERS, settings, METADATA, world())
     assert_identical_on_all_ranks(model)

@@ -115,6 +115,7 @@ ARGPARSE: dict[str, dict[str, Any]] = {
     "electron_weight": {"metavar": "W"},
     "electron_fermi_level": {"metavar": "EV"},
     "band_weight": {"metavar": "W"},
+    "dos_weight": {"metavar": "MU"},
 }
 
 
