@@ -15,11 +15,18 @@ level minus the exact count (at the solved Fermi level the count is exact by con
 DOS: ∫|D − D_DFT| dε / ∫ D_DFT dε on the energy grid (D_DFT = Σ_r LDOS_DFT ΔV); density:
 mean |n − n_DFT| / mean n_DFT over the grid (n_DFT: pp.x's density).
 
-    python examples/accuracy.py --snapshots al_09 al_10 al_11 --markdown docs/accuracy.md
-    mpiexec -n 2 python examples/accuracy.py --snapshots al_09 al_10 al_11   # same numbers
-    python examples/accuracy.py --model M --snapshots al_08 --record OUT --description TEXT
-        # OUT = M plus DFT settings, data description and the errors on al_08 in its metadata
-    python examples/accuracy.py --snapshots al_09 --export tests/data/al_heldout
+A snapshot may also be a compact record of the converged data set (``--data data/al_k4``:
+NAME.info.json + NAME.npz, see mlscale/datagen/compact.py): DFT's DOS and density come
+from the record, and the floor row has the DOS's own Fermi level, band energy and electron
+count only (the record keeps the LDOS at a subsample of points, so no floor density or
+total energy: "—").
+
+    python examples/accuracy.py --snapshots al298_07 ... al600_10 --markdown docs/accuracy.md
+    mpiexec -n 2 python examples/accuracy.py --snapshots al298_07 al298_08   # same numbers
+    python examples/accuracy.py --model M --snapshots al298_02 --record OUT --description TEXT
+        # OUT = M plus DFT settings, data description and the errors on al298_02 in its metadata
+    python examples/accuracy.py --data data/al --snapshots al_09 --export tests/data/al_heldout
+        # a full snapshot in small form (tests/data/al_heldout, of the 2×2×2-k data set)
         # the snapshot in small form for tests/test_shipped_model.py
 """
 
@@ -80,7 +87,8 @@ def errors(values: dict, dft: dict, dos_e, dft_dos_e, energies_e, n_atoms: int) 
             dos_e, energies_e, dft["fermi_energy_dft"], temperature)
         - dft["number_of_electrons_exact"],
         "dos_relative_l1": float(np.abs(dos_e - dft_dos_e).sum() / dft_dos_e.sum()),
-        "density_relative_mae": values["density_abs_error"] / values["density_sum"],
+        "density_relative_mae": (values["density_abs_error"] / values["density_sum"]
+                                 if "density_abs_error" in values else None),
     }
     if "total_energy_eV" in values:
         out["total_energy_meV_per_atom"] = (
@@ -116,21 +124,33 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
     energies_e = energy_grid.energies
     dgrid = DistributedGrid(grid, comm)
     block = dgrid.block
+    ldos_be = floor_density_b = None
     with comm.collective():
-        ldos_be = read_npy_block(data_dir / f"{name}.out.npy", block)
-        dft_density_b = read_npy_block(data_dir / f"{name}.dens.npy", block)[..., 0]
-    dft_dos_e = comm.sum(electrons.dos_from_ldos(ldos_be, grid.voxel_volume))
+        if "compact" in info:  # a compact record: DFT's DOS and density, LDOS subsampled
+            from mlscale.datagen import read_compact_record
+
+            _, arrays = read_compact_record(data_dir, name)
+            dft_dos_e = np.asarray(arrays["dos_e"], dtype=np.float64)
+            dft_density_b = np.asarray(arrays["density_b"], np.float64)[block.slices]
+        else:
+            ldos_be = read_npy_block(data_dir / f"{name}.out.npy", block)
+            dft_density_b = read_npy_block(data_dir / f"{name}.dens.npy", block)[..., 0]
+    if ldos_be is not None:
+        dft_dos_e = comm.sum(electrons.dos_from_ldos(ldos_be, grid.voxel_volume))
     density_sum = comm.sum(float(dft_density_b.sum()))
 
-    # floor: DFT's LDOS through the same electron and energy functions
+    # floor: DFT's LDOS (its DOS alone for a compact record) through the same electron and
+    # energy functions
     floor = electrons.electronic_structure(dft_dos_e, energies_e, info["number_of_electrons_exact"],
                                            model_info.temperature_K)
-    floor_density_b = electrons.density(ldos_be, energies_e, floor["fermi_energy_eV"],
-                                        model_info.temperature_K)
-    del ldos_be
-    floor["density_abs_error"] = comm.sum(float(np.abs(floor_density_b - dft_density_b).sum()))
-    floor["density_sum"] = density_sum
-    if pseudopotentials is not None:
+    if ldos_be is not None:
+        floor_density_b = electrons.density(ldos_be, energies_e, floor["fermi_energy_eV"],
+                                            model_info.temperature_K)
+        del ldos_be
+        floor["density_abs_error"] = comm.sum(
+            float(np.abs(floor_density_b - dft_density_b).sum()))
+        floor["density_sum"] = density_sum
+    if pseudopotentials is not None and floor_density_b is not None:
         terms = density_energy_terms(floor_density_b, dgrid, atoms, pseudopotentials,
                                      ecutrho_Ry=model_info.ecutrho_Ry)
         floor["total_energy_eV"] = total_energy(floor["band_energy_eV"],
@@ -150,9 +170,10 @@ def evaluate(model, metadata: dict, data_dir: Path, name: str, comm: Comm, work_
     n_atoms = len(atoms)
     model_errors = errors(results, info, dos_e, dft_dos_e, energies_e, n_atoms)
     floor_errors = errors(floor, info, dft_dos_e, dft_dos_e, energies_e, n_atoms)
-    network = {key: model_errors[key] - floor_errors[key] for key in model_errors}
+    network = {key: model_errors[key] - floor_errors[key] for key in model_errors
+               if model_errors[key] is not None and floor_errors.get(key) is not None}
     network["dos_relative_l1"] = model_errors["dos_relative_l1"]
-    network["density_relative_mae"] = comm.sum(
+    network["density_relative_mae"] = None if floor_density_b is None else comm.sum(
         float(np.abs(density_b - floor_density_b).sum())) / density_sum
     return {"snapshot": name, "atoms": n_atoms, "model": model_errors, "dft_ldos": floor_errors,
             "network": network}
@@ -209,7 +230,8 @@ def record(model_path: Path, output: Path, evaluation: dict, info: dict, descrip
     metadata = dict(model.info.metadata)
     metadata["dft"] = {key: info[key] for key in (
         "dft_settings", "ldos_settings", "pseudopotentials", "ecutwfc", "ecutrho", "temperature")}
-    metadata["dft"]["code"] = "Quantum ESPRESSO 6.7 (pw.x, pp.x) via mlscale datagen"
+    metadata["dft"]["code"] = (f"Quantum ESPRESSO 6.7 (pw.x; LDOS: {info.get('ldos_tool', 'pp.x')})"
+                               " via mlscale datagen")
     metadata["training_data"] = {
         "description": description,
         "atoms_per_snapshot": len(info["symbols"]), "grid": info["grid_dimensions"],
@@ -255,8 +277,10 @@ def export_small(data_dir: Path, name: str, out_dir: Path, stride: int = 2) -> N
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model file (default: the shipped Al model)")
-    parser.add_argument("--data", default=str(ROOT / "data" / "al"), help="data set directory")
-    parser.add_argument("--snapshots", nargs="+", default=["al_09"], help="held-out snapshots")
+    parser.add_argument("--data", default=str(ROOT / "data" / "al_k4"),
+                        help="data set directory (full snapshots or compact records)")
+    parser.add_argument("--snapshots", nargs="+", default=["al298_07"],
+                        help="held-out snapshots")
     parser.add_argument("--pseudopotentials", default="/usr/share/espresso/pseudo",
                         help="UPF directory for the total energy ('' to skip it)")
     parser.add_argument("--work", default=str(ROOT / "out" / "accuracy"),

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Extrapolation snapshot of issue 12: one 32-atom fcc Al cell at a higher ionic temperature
 # than the training data (298 K and 600 K), DFT at the data set's settings (4×4×4 shifted
-# k-points, jobs/make_al_dataset_k4.sh's COMMON flags), as a compact record
+# k-points, jobs/make_al_dataset.sh's COMMON flags), as a compact record
 # data/al_k4/al<T>_00.{npz,info.json} (an evaluation record: never in a training set).
 #
 #   nohup bash jobs/dft_hot.sh [T_K] [SEED] [QE_PROCESSES] > out/dft_hot.log 2>&1 &
-#       (defaults 900 K, seed 900, 2 processes; resumable like make_al_dataset_k4.sh)
+#       (defaults 900 K, seed 900, 2 processes; resumable like make_al_dataset.sh)
 #
 # Thermal displacements as the data set makes them: EMT Langevin MD of the 2×2×2
 # conventional cell at T (mlscale datagen --ionic-temperature T --seed SEED), first

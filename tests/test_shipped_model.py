@@ -1,10 +1,10 @@
 """The shipped aluminium model: its metadata, `mlscale predict` of the built-in example on
 2 ranks, and a held-out DFT snapshot predicted within the errors docs/accuracy.md reports.
 
-The references are DFT's (Quantum ESPRESSO 6.7 via `mlscale datagen`): held-out snapshot
-al_09 in small form in tests/data/al_heldout (exported by examples/accuracy.py --export):
-QE's Fermi level, band energy (pw.x eigenvalues) and total energy, the DOS summed from DFT's
-LDOS and pp.x's density on every second grid point.
+The references are DFT's (Quantum ESPRESSO 6.7 via `mlscale datagen`, 4×4×4 shifted
+k-points): the held-out compact record al298_07 of the converged data set (data/al_k4,
+jobs/make_al_dataset.sh): QE's Fermi level, band energy (pw.x eigenvalues) and total
+energy, the DOS summed from DFT's LDOS on the full grid and pp.x's density at every point.
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HELDOUT = ROOT / "tests" / "data" / "al_heldout"
-NAME = "al_09"
+RECORDS = ROOT / "data" / "al_k4"
+NAME = "al298_07"
 ACCURACY_DOC = ROOT / "docs" / "accuracy.md"
 PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 # Allowed: |error| <= |error in docs/accuracy.md| * (1 + RELATIVE_MARGIN) + ABSOLUTE_MARGIN.
 # The test reruns the report's computation (round-off from thread and rank counts), except
-# that the density error is taken on every second grid point (1/8 of the points).
 RELATIVE_MARGIN = 0.1
 ABSOLUTE_MARGIN = {"fermi_energy_meV": 0.2, "band_energy_meV_per_atom": 0.2,
                    "total_energy_meV_per_atom": 0.2, "electrons_at_dft_fermi_level": 0.002,
@@ -45,8 +44,31 @@ COLUMNS = {"Fermi level (meV)": "fermi_energy_meV",
 
 
 @pytest.fixture(scope="module")
-def dft() -> dict:
-    return json.loads((HELDOUT / f"{NAME}.dft.json").read_text())
+def record() -> tuple[dict, dict]:
+    from mlscale.datagen import read_compact_record
+
+    return read_compact_record(RECORDS, NAME)
+
+
+@pytest.fixture(scope="module")
+def dft(record) -> dict:
+    return record[0]
+
+
+def record_atoms(info: dict):
+    from ase import Atoms
+
+    return Atoms(info["symbols"], positions=info["positions"], cell=info["cell"], pbc=True)
+
+
+def data_set_spread(temperature_tag: str = "al298") -> dict:
+    """Fermi level and band energy per atom (eV) over the data set's 298 K records."""
+    infos = [json.loads(p.read_text()) for p in RECORDS.glob(f"{temperature_tag}_*.info.json")]
+    fermi = [i["fermi_energy_dft"] for i in infos]
+    band = [i["band_energy_dft_calculation"] / len(i["symbols"]) for i in infos]
+    assert len(infos) >= 10
+    return {"fermi_energy_min": min(fermi), "fermi_energy_max": max(fermi),
+            "band_energy_per_atom_min": min(band), "band_energy_per_atom_max": max(band)}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +104,6 @@ def test_shipped_model_metadata(shipped, dft):
     from mlscale.config import BispectrumSettings, EnergyGrid
     from mlscale.examples import shipped_model_path
     from mlscale.grid import qe_fft_shape
-    from mlscale.io.structure import read_structure
 
     model, metadata = shipped
     assert shipped_model_path().stat().st_size < 5e6
@@ -97,9 +118,10 @@ def test_shipped_model_metadata(shipped, dft):
     # 32 atoms with the model's valence count give QE's electron count
     assert 32 * metadata["valence_electrons"]["Al"] == dft["number_of_electrons_exact"]
     assert metadata["ecutrho_Ry"] == dft["ecutrho"]
-    cell_cv = read_structure(HELDOUT / f"{NAME}.xyz").cell.array
+    cell_cv = record_atoms(dft).cell.array
     assert list(qe_fft_shape(cell_cv, metadata["ecutrho_Ry"])) == dft["grid_dimensions"]
     assert metadata["dft"]["dft_settings"] == dft["dft_settings"]
+    assert metadata["dft"]["dft_settings"]["kpoints"] == [4, 4, 4]  # the converged data
     data = metadata["training_data"]
     assert data["description"] and NAME not in data["train_snapshots"] + data[
         "validation_snapshots"]
@@ -129,7 +151,7 @@ def test_predict_builtin_example_on_two_ranks(shipped, dft, tmp_path):
     # the example is another 298 K snapshot of the same crystal: its Fermi level and band
     # energy lie within the spread of the 10 DFT snapshots (tests/data JSON) plus a margin
     # (0.1 eV, 30 meV/atom) several times the model's held-out errors
-    spread = dft["data_set_spread"]
+    spread = data_set_spread()
     assert spread["fermi_energy_min"] - 0.1 < results["fermi_energy_eV"] < \
         spread["fermi_energy_max"] + 0.1
     band_per_atom = results["band_energy_eV"] / 32
@@ -138,18 +160,18 @@ def test_predict_builtin_example_on_two_ranks(shipped, dft, tmp_path):
 
 
 @pytest.mark.slow
-def test_heldout_snapshot_within_reported_errors(shipped, dft, tmp_path):
+def test_heldout_snapshot_within_reported_errors(shipped, record, tmp_path):
     from mlscale import electrons
     from mlscale.config import EnergyGrid
     from mlscale.inference import predict, setup
     from mlscale.io import read_openpmd
-    from mlscale.io.structure import read_structure
     from mlscale.output import write_fields
     from mlscale.parallel import self_comm
 
     model, metadata = shipped
+    dft, arrays = record
     reported = reported_errors(NAME)
-    atoms = read_structure(HELDOUT / f"{NAME}.xyz")
+    atoms = record_atoms(dft)
     pseudopotentials = ({"Al": PSEUDO_DIR / "Al.pz-vbc.UPF"}
                         if (PSEUDO_DIR / "Al.pz-vbc.UPF").is_file() else None)
     dgrid, n_electrons = setup(atoms, model.info, self_comm(),
@@ -168,21 +190,20 @@ def test_heldout_snapshot_within_reported_errors(shipped, dft, tmp_path):
                                                           - dft["total_energy_dft_calculation"])
                      / n_atoms, reported)
     dos_e = np.loadtxt(tmp_path / "dos.csv", delimiter=",", skiprows=1)[:, 1]
-    dft_dos_e = np.load(HELDOUT / f"{NAME}.dft_dos.npy", allow_pickle=False)
+    dft_dos_e = np.asarray(arrays["dos_e"], dtype=np.float64)
     check_within("dos_relative_l1", np.abs(dos_e - dft_dos_e).sum() / dft_dos_e.sum(), reported)
     energies_e = EnergyGrid.from_dict(metadata["energy_grid"]).energies
     check_within("electrons_at_dft_fermi_level", electrons.number_of_electrons(
         dos_e, energies_e, dft["fermi_energy_dft"], dft["temperature"])
         - dft["number_of_electrons_exact"], reported)
-    stride = dft["density_stride"]
-    density = read_openpmd(tmp_path / "density.h5", "Density")[::stride, ::stride, ::stride]
-    dft_density = np.load(HELDOUT / f"{NAME}.dft_density.npy", allow_pickle=False)
+    density = read_openpmd(tmp_path / "density.h5", "Density")
+    dft_density = np.asarray(arrays["density_b"], dtype=np.float64)
     assert density.shape == dft_density.shape
     check_within("density_relative_mae",
                  np.abs(density - dft_density).mean() / dft_density.mean(), reported)
-    # the small-form data are sane (units): coarse DFT density and DOS hold about QE's count
+    # the record's data are sane (units): DFT density and DOS hold QE's count
     assert dft_density.mean() * atoms.get_volume() == pytest.approx(
-        dft["number_of_electrons_exact"], rel=0.02)  # 23^3 of 45^3 points: not uniform
+        dft["number_of_electrons_exact"], rel=1e-5)
     assert electrons.number_of_electrons(dft_dos_e, energies_e, dft["fermi_energy_dft"],
                                          dft["temperature"]) == pytest.approx(
         dft["number_of_electrons_exact"], abs=0.5)
