@@ -42,7 +42,7 @@ done
 ARRAYS=out/al_model/arrays
 "$PYTHON" jobs/export_k4_records.py "$DATA" "$ARRAYS" $TRAIN $VALIDATION
 pairs() { for name in "$@"; do echo "$ARRAYS/$name.in.npy:$ARRAYS/$name.out.npy"; done; }
-mkdir -p "$WORK"
+mkdir -p "$WORK" "$(dirname "$OUT")"
 rm -f "$WORK/al_model.checkpoint.safetensors"   # start afresh, never resume an older run
 
 # energy grid, temperature, ecutrho and valence: the data set's (checked by accuracy.py)
