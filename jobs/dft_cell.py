@@ -3,13 +3,16 @@
     python jobs/dft_cell.py structure al108 OUT.xyz     # al_size_transfer.py's cell
     python jobs/dft_cell.py input STRUCTURE RUN_DIR --kpoints 3 3 3 --kshift 1 1 1 \\
         --nbnd 216 --conv-thr 1e-6 --mixing-beta 0.5 [--max-seconds S] [--restart]
+        [--starting-density]
     python jobs/dft_cell.py result RUN_DIR            # scalars and DOS from pw.x's XML
 
 The input is the project's writer (mlscale.datagen.qe_input.pw_input, the data set's
 settings: LDA Al.pz-vbc.UPF, ecutwfc 20 Ry, ecutrho 80 Ry, Fermi–Dirac smearing at
 298 K) with two entries added to &CONTROL: ``max_seconds`` (pw.x stops cleanly and
 writes its restart files before it) and ``restart_mode`` ('restart' resumes such a
-stopped SCF). ``result`` writes RUN_DIR/result.json: Fermi level (eV), band energy
+stopped SCF); ``--starting-density`` adds startingpot='file' to &ELECTRONS (the density in
+RUN_DIR/qe_tmp/snapshot.save/charge-density.dat, e.g. one carried from another machine
+by jobs/dft_108.sh). ``result`` writes RUN_DIR/result.json: Fermi level (eV), band energy
 Σ_k w_k Σ_n f_nk ε_nk (eV, from the XML's eigenvalues and occupations), total energy
 (eV, QE's ``!`` line), −TS (eV), k-points, and RUN_DIR/dos.txt: the DOS per atom
 (1/eV) on the LDOS energy grid −4.5 … 13.0 eV (0.1 eV) broadened as pp.x and the
@@ -62,6 +65,8 @@ def make_input(args):
     if args.max_seconds:
         extra.append(f"  max_seconds = {int(args.max_seconds)}")
     text = text.replace("&CONTROL\n", "&CONTROL\n" + "\n".join(extra) + "\n", 1)
+    if args.starting_density:  # RUN/qe_tmp/snapshot.save/charge-density.dat, e.g. a carried one
+        text = text.replace("&ELECTRONS\n", "&ELECTRONS\n  startingpot = 'file'\n", 1)
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "scf.in").write_text(text)
@@ -131,6 +136,8 @@ def main(argv: list[str]) -> int:
     i.add_argument("--mixing-beta", type=float, default=0.5)
     i.add_argument("--max-seconds", type=float)
     i.add_argument("--restart", action="store_true")
+    i.add_argument("--starting-density", action="store_true",
+                   help="start from the saved density (startingpot='file'), not the atoms'")
     r = sub.add_parser("result")
     r.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
