@@ -27,7 +27,6 @@ total energy: "—").
         # OUT = M plus DFT settings, data description and the errors on al298_02 in its metadata
     python examples/accuracy.py --data data/al --snapshots al_09 --export tests/data/al_heldout
         # a full snapshot in small form (tests/data/al_heldout, of the 2×2×2-k data set)
-        # the snapshot in small form for tests/test_shipped_model.py
 """
 
 from __future__ import annotations
