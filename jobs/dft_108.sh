@@ -66,7 +66,7 @@ else
         mkdir -p "$CARRY"
         cp "$RUN/qe_tmp/snapshot.save/charge-density.dat" "$CARRY/charge-density.dat.tmp"
         mv "$CARRY/charge-density.dat.tmp" "$CARRY/charge-density.dat"
-        { echo "$(date -u +%FT%TZ): $(cat "$RUN"/scf.out* | grep -c 'iteration #') SCF iterations run in all on this machine;" \
+        { echo "$(date -u +%FT%TZ): $(cat "$RUN"/scf.out* | grep -c '^ *iteration #') SCF iterations run in all on this machine;" \
                "last $(grep 'estimated scf accuracy' "$RUN/scf.out" | tail -1 | sed 's/ \+/ /g')"
         } > "$CARRY/progress.txt"
         echo "density carried to $CARRY: commit it (git add $CARRY) to continue on another machine"
