@@ -12,7 +12,11 @@ broadening); OUT/<model>.dos.txt and OUT/<model>.json. With --ensemble, the firs
 prediction also evaluates these members on its descriptors (mlscale.ensemble, as
 `mlscale predict --ensemble`): OUT/<model>.json gets the ensemble's mean and spread.
 With a finished DFT run in --dft (its result.json, jobs/dft_cell.py result), prints
-prediction − DFT per atom.
+prediction − DFT per atom; where that run's density is there too (DFT/charge-density.dat
+or DFT/qe_tmp/snapshot.save/charge-density.dat, pw.x's ρ(G)), also the density error
+(mean |n − n_DFT| / mean n_DFT on the grid) and the total-energy error split into the band
+energy, −TS and the density terms (E_H + E_xc − ∫ n v_Hxc, the same functional evaluated
+on DFT's density): OUT/<model>.json "versus_dft".
 """
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ from ase.io import read, write
 
 from mlscale import ensemble
 from mlscale.datagen.structures import thermal_fcc_snapshots
-from mlscale.energy import find_pseudopotentials
+from mlscale.energy import density_energy_terms, find_pseudopotentials
 from mlscale.grid import DistributedGrid
 from mlscale.inference import grid_for, number_of_electrons, predict
+from mlscale.io.qe_charge_density import density_from_rho_g, read_charge_density
 from mlscale.model import load_model
 from mlscale.parallel import world
 
@@ -68,7 +73,50 @@ def predict_one(atoms, path: str, members: list[str], pseudo_dir: str | None) ->
     if others:
         result["ensemble"] = ensemble.ensemble_results(predictions, [path, *members],
                                                        len(atoms))
-    return {"result": result, "energies": energies, "dos": dos}
+    return {"result": result, "energies": energies, "dos": dos, "prediction": prediction,
+            "atoms": atoms, "pseudo": pseudo}
+
+
+def dft_density_path(dft_dir: Path) -> Path | None:
+    for path in (dft_dir / "charge-density.dat",
+                 dft_dir / "qe_tmp" / "snapshot.save" / "charge-density.dat"):
+        if path.is_file():
+            return path
+    return None
+
+
+def versus_dft_density(run: dict, dft: dict, density_path: Path) -> dict:
+    """Density error and the total-energy error by term (eV per atom) against a DFT run."""
+    prediction, atoms = run["prediction"], run["atoms"]
+    dgrid = prediction.dgrid
+    data = read_charge_density(density_path)
+    n_dft = density_from_rho_g(data.rho_sq[0], data.mill_qc, dgrid.shape, data.gamma_only)
+    n_dft_b = n_dft[dgrid.block.slices]
+    comm = dgrid.comm
+    out = {"density_relative_mae": float(
+        comm.sum(float(np.abs(prediction.density_b - n_dft_b).sum()))
+        / comm.sum(float(n_dft_b.sum())))}
+    if run["pseudo"] is not None and prediction.energy_terms is not None:
+        terms = density_energy_terms(n_dft_b, dgrid, atoms, run["pseudo"],
+                                     ecutrho_Ry=prediction.energy_terms["ecutrho_Ry"])
+        keys = ("double_counting_eV", "hartree_energy_eV", "xc_energy_eV")
+        n = len(atoms)
+        scalars = prediction.scalars()
+        out.update({
+            "band_energy_per_atom_eV": (scalars["band_energy_eV"] - dft["band_energy_eV"]) / n,
+            "minus_TS_per_atom_eV": (scalars["entropy_contribution_eV"]
+                                     - dft["minus_TS_eV"]) / n,
+            "density_terms_per_atom_eV": sum(prediction.energy_terms[k] - terms[k]
+                                             for k in keys) / n,
+            "ewald_per_atom_eV": (prediction.energy_terms["ewald_energy_eV"]
+                                  - terms["ewald_energy_eV"]) / n,
+            # this functional on DFT's own density and eigenvalues − pw.x's total energy:
+            # what the energy evaluation alone costs on this cell
+            "functional_on_dft_inputs_per_atom_eV": (
+                dft["band_energy_eV"] + dft["minus_TS_eV"] + sum(terms[k] for k in keys)
+                + terms["ewald_energy_eV"] - dft["total_energy_eV"]) / n,
+        })
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -85,10 +133,13 @@ def main(argv: list[str]) -> int:
     atoms = structure(out)
     dft_path = Path(args.dft) / "result.json"
     dft = json.loads(dft_path.read_text()) if dft_path.is_file() else None
+    density_path = dft_density_path(Path(args.dft)) if dft is not None else None
     for i, path in enumerate(args.models):
         run = predict_one(atoms, path, args.ensemble if i == 0 else [],
                           args.pseudopotentials or None)
         r = run["result"]
+        if density_path is not None and dft["atoms"] == len(atoms):
+            r["versus_dft"] = versus_dft_density(run, dft, density_path)
         stem = Path(path).stem
         np.savetxt(out / f"{stem}.dos.txt", np.c_[run["energies"], run["dos"]],
                    header=f"energy (eV), DOS per atom (1/eV); E_F {r['fermi_energy_eV']:.4f} eV")
@@ -112,6 +163,18 @@ def main(argv: list[str]) -> int:
                   f"meV/atom" + (f", total {1e3 * (total - dft['total_energy_eV'] / n):+.2f} "
                                  "meV/atom" if total is not None else "")
                   + f"; DFT min/mean DOS {dft['dos_min_over_mean']:.3f}")
+        if "versus_dft" in r:
+            v = r["versus_dft"]
+            print(f"  density: mean |n - n_DFT| / mean n_DFT = "
+                  f"{100 * v['density_relative_mae']:.3f} %")
+            if "density_terms_per_atom_eV" in v:
+                print("  total-energy error by term (meV/atom): band "
+                      f"{1e3 * v['band_energy_per_atom_eV']:+.2f}, -TS "
+                      f"{1e3 * v['minus_TS_per_atom_eV']:+.2f}, E_H + E_xc - int n v_Hxc "
+                      f"{1e3 * v['density_terms_per_atom_eV']:+.2f}, Ewald "
+                      f"{1e3 * v['ewald_per_atom_eV']:+.3f}; the functional on DFT's density "
+                      f"and eigenvalues - pw.x: "
+                      f"{1e3 * v['functional_on_dft_inputs_per_atom_eV']:+.2f}")
     return 0
 
 
