@@ -60,7 +60,8 @@ def run_one(name: str, out: Path) -> dict:
                            pseudopotentials={"Al": "Al.pz-vbc.UPF"}, conv_thr=1e-9)
     text = pw_input(atoms, settings)
     if fft:
-        text = text.replace("&SYSTEM\n", f"&SYSTEM\n  nr1 = {fft}\n  nr2 = {fft}\n  nr3 = {fft}\n", 1)
+        grid = "".join(f"  nr{axis} = {fft}\n" for axis in (1, 2, 3))
+        text = text.replace("&SYSTEM\n", "&SYSTEM\n" + grid, 1)
     run.mkdir(parents=True, exist_ok=True)
     (run / "scf.in").write_text(text)
     with open(run / "scf.out", "w") as log:
