@@ -1,13 +1,14 @@
 """Plot the DOS per atom of the 108-atom size-transfer cell: predictions beside DFT (issue 12).
 
-    python jobs/plot_size_transfer.py [--size108 out/size108] [--dft out/dft108/k222]
+    python jobs/plot_size_transfer.py [--size108 out/size108] [--dft RUN [RUN ...]]
         [--models m1 shipped ...] [--record data/al_k4 al298_00] [-o docs/img/size_transfer_108.png]
 
 Curves, each against its own Fermi level (E − E_F, eV), DOS per atom (1/eV), all with the
 LDOS's 0.05 eV Fermi–Dirac broadening on the 0.1 eV grid:
 - the predictions of `jobs/al_size_transfer.py` (OUT/<model>.dos.txt, E_F in the header);
-- DFT of the same cell (`jobs/dft_108.sh`: RUN/dos.txt from pw.x's eigenvalues, drawn
-  only below its lowest top band minus 5 broadenings, where it is complete);
+- DFT of the same cell, one curve per --dft RUN (`jobs/dft_108.sh`: RUN/dos.txt from
+  pw.x's eigenvalues, drawn only below its lowest top band minus 5 broadenings, where it
+  is complete; the first in black, the others dotted);
 - DFT of a 32-atom 298 K record at 4×4×4 shifted k-points (its full-grid `dos_e` / 32).
 The window [E_F − 4, E_F + 1] eV of the gap check is shaded.
 """
@@ -32,7 +33,7 @@ def read_dos(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size108", type=Path, default=Path("out/size108"))
-    parser.add_argument("--dft", type=Path, default=Path("out/dft108/k222"))
+    parser.add_argument("--dft", type=Path, nargs="+", default=[Path("data/dft108/k333")])
     parser.add_argument("--models", nargs="+", default=["m1"],
                         help="stems of OUT/<stem>.dos.txt to draw")
     parser.add_argument("--labels", nargs="+", help="legend labels of --models")
@@ -50,13 +51,16 @@ def main(argv: list[str]) -> int:
     for stem, label in zip(args.models, labels):
         e, dos, fermi = read_dos(args.size108 / f"{stem}.dos.txt")
         ax.plot(e - fermi, dos, label=f"{label} (108 atoms)", lw=1.4)
-    if (args.dft / "dos.txt").is_file():
-        e, dos, fermi = read_dos(args.dft / "dos.txt")
-        result = json.loads((args.dft / "result.json").read_text())
+    for i, run in enumerate(args.dft):
+        if not (run / "dos.txt").is_file():
+            continue
+        e, dos, fermi = read_dos(run / "dos.txt")
+        result = json.loads((run / "result.json").read_text())
         complete = e <= result["lowest_top_band_eV"] - 5 * 0.05
-        ax.plot(e[complete] - fermi, dos[complete], "k", lw=1.8,
-                label=f"DFT, 108 atoms, {result['kgrid'].split()[0]}×{result['kgrid'].split()[1]}"
-                      f"×{result['kgrid'].split()[2]} shifted ({result['kpoints']} k)")
+        kx, ky, kz = result["kgrid"].split()[:3]
+        ax.plot(e[complete] - fermi, dos[complete], "k" if i == 0 else "k:",
+                lw=1.8 if i == 0 else 1.0,
+                label=f"DFT, 108 atoms, {kx}×{ky}×{kz} shifted ({result['kpoints']} k)")
     from mlscale.datagen import read_compact_record
 
     info, arrays = read_compact_record(Path(args.record[0]), args.record[1])
