@@ -420,6 +420,7 @@ def density_pass(atoms: Atoms, model: Model, dgrid: DistributedGrid, backend: st
     summed_p = np.empty(dgrid.local_points)
     window_pw = np.empty((dgrid.local_points, window.size), dtype=dtype)
     dos_e = np.zeros(model.n_energies)
+    timings.count("density_passes")
     for rows, ldos_chunk in ldos_chunks(atoms, model, dgrid, backend, chunk_points, timings):
         with timings.phase("electrons"):
             dos_e += electrons.dos_from_ldos(ldos_chunk, dgrid.voxel_volume)
@@ -446,6 +447,7 @@ def fermi_estimate(atoms: Atoms, model: Model, dgrid: DistributedGrid, n_electro
     ldos_sum_e = np.zeros(model.n_energies)
     if block.size:
         ldos_sum_e = _ldos_sum(atoms, model, coarse, block, chunk_points, timings)
+    timings.count("estimate_points", block.size)  # on every rank: results.json's counts
     totals = dgrid.sum(np.concatenate((ldos_sum_e, [block.size, dgrid.local_points])))
     if totals[-2] == 0:
         return None

@@ -78,6 +78,9 @@ def timing_results(timings: Timings, comm: Comm) -> dict[str, Any]:
     return {
         "timings_s": {name: comm.max(s) for name, s in timings.seconds.items()},
         "cpu_timings_s": {name: comm.max(s) for name, s in timings.cpu_seconds.items()},
+        # work counts per rank (max over ranks): "density_passes" (1, or 2 where the solved
+        # Fermi level fell outside the first pass's window), "estimate_points"
+        "counts": {name: comm.max(n) for name, n in sorted(timings.counts.items())},
         "peak_memory_per_rank_MiB": comm.max(peak_rss_mib()),
     }
 

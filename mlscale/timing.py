@@ -11,10 +11,16 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Timings:
-    """Wall and CPU time (this process, all its threads) per phase in seconds."""
+    """Wall and CPU time (this process, all its threads) per phase in seconds, and counts
+    of work done (``counts``: e.g. the density passes over the grid)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the count ``name``."""
+        self.counts[name] = self.counts.get(name, 0) + int(n)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -86,10 +86,17 @@ def _full_store(atoms, model, dgrid, n_electrons, method, fermi_energy=None):
 
 def _windowed(atoms, model, dgrid, n_electrons, method, **kwargs):
     from mlscale import inference
+    from mlscale.timing import Timings
 
     model.points = 0
+    timings = Timings()
     result = inference.predict(atoms, model, dgrid, n_electrons, method=method,
-                               chunk_points=2000, **kwargs)
+                               chunk_points=2000, timings=timings, **kwargs)
+    # the counts results.json reports: the passes and the estimate's points are the
+    # network's points (an instrumented model counts them)
+    counts = timings.counts
+    assert model.points == (counts["density_passes"] * dgrid.local_points
+                            + counts.get("estimate_points", 0))
     return result, model.points
 
 

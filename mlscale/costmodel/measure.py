@@ -166,7 +166,8 @@ def constants_from_fits(info: ModelInfo, fit: dict, neighbour: dict, per_atom: d
 def fit_runs(runs: list[dict], clean: list[dict], macs: int, energies: int) -> dict:
     """Least-squares fits of the share runs.
 
-    Time (``runs``): CPU seconds per phase linear in the points (slopes); startup = the
+    Time (``runs``): CPU seconds per phase linear in the points (slopes), each run's
+    time first scaled to one density pass (:func:`one_pass_fraction`); startup = the
     median CPU time the slopes leave unexplained (imports, model, numba cache, ...).
     Memory: bytes per point and per chunk point from the ``clean`` runs (heap without
     fragmentation: the arrays alone, deterministic; two sizes at one chunk size, then a
@@ -176,11 +177,17 @@ def fit_runs(runs: list[dict], clean: list[dict], macs: int, energies: int) -> d
     points = np.array([r["points"] for r in runs], dtype=float)
     ones = np.ones_like(points)
     slopes = {}
+    one_pass = np.array([one_pass_fraction(r) for r in runs])
+    extra = np.zeros_like(points)  # CPU seconds of second passes, per run
     for phase in ("descriptors", "network", "electrons", "output"):
-        y = np.array([r["cpu_phases_s"].get(phase, 0.0) for r in runs])
+        raw = np.array([r["cpu_phases_s"].get(phase, 0.0) for r in runs])
+        y = raw * (one_pass[:, 0] if phase in ("descriptors", "network")
+                   else one_pass[:, 1] if phase == "electrons" else 1.0)
+        extra += raw - y
         slopes[phase] = max(float(np.linalg.lstsq(np.stack([ones, points], 1), y,
                                                   rcond=None)[0][1]), 0.0)
-    startup = np.median([r["cpu_s"] - sum(slopes.values()) * r["points"] for r in runs])
+    startup = np.median([r["cpu_s"] - e - sum(slopes.values()) * r["points"]
+                         for r, e in zip(runs, extra)])
 
     small, large, wide = clean
     point_mib = (large["peak_MiB"] - small["peak_MiB"]) / (large["points"] - small["points"])
@@ -193,6 +200,20 @@ def fit_runs(runs: list[dict], clean: list[dict], macs: int, energies: int) -> d
             "electrons_point_energy_s": slopes["electrons"] / energies,
             "output_point_s": slopes["output"], "overhead_MiB": float(overhead),
             "point_bytes": point_mib * 1024**2, "chunk_point_bytes": chunk_mib * 1024**2}
+
+
+def one_pass_fraction(run: dict) -> tuple[float, float]:
+    """The share of a run's (descriptor and network, electrons) time that a job of one
+    density pass spends: a run whose solved Fermi level fell outside its first window made
+    a second pass over its points (results.json ``counts``: ``density_passes``), which the
+    job it stands for need not (its estimate, from the whole grid, is the better one:
+    docs/scaling.md). Descriptors and network: (points + estimate points) / (passes ·
+    points + estimate points); electrons: 1 / passes. (1, 1) for one pass or no counts."""
+    counts = run.get("counts") or {}
+    passes = max(int(counts.get("density_passes", 1)), 1)
+    estimate = float(counts.get("estimate_points", 0))
+    points = float(run["points"])
+    return (points + estimate) / (passes * points + estimate), 1.0 / passes
 
 
 def split_neighbours(per_point_s: float, timing: dict) -> tuple[float, float]:
@@ -244,7 +265,8 @@ def child_predict(structure: Path, model_path: Path, grid_shape: tuple[int, int,
     results = json.loads((out / "results.json").read_text())
     return {"cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall,
             "cpu_phases_s": results["cpu_timings_s"], "wall_phases_s": results["timings_s"],
-            "peak_MiB": results["peak_memory_per_rank_MiB"], "share": results.get("share")}
+            "peak_MiB": results["peak_memory_per_rank_MiB"], "share": results.get("share"),
+            "counts": results.get("counts", {})}
 
 
 def descriptor_neighbours(atoms: Atoms, grid: Grid, settings: BispectrumSettings,

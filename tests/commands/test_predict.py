@@ -90,6 +90,9 @@ def test_results_do_not_depend_on_rank_count(rank_runs):
     for ranks in (2, 3):
         results = json.loads((rank_runs[ranks] / "results.json").read_text())
         assert results["ranks"] == ranks
+        # the work counts: one density pass (or a second one at μ), the estimate's points
+        assert results["counts"]["density_passes"] in (1, 2)
+        assert 0 < results["counts"]["estimate_points"] < 18 * 18 * 27 / ranks
         for key in ("fermi_energy_eV", "band_energy_eV", "entropy_contribution_eV",
                     "number_of_electrons"):
             assert results[key] == pytest.approx(reference[key], rel=1e-8, abs=1e-12), key

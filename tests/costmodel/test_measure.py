@@ -63,6 +63,36 @@ def test_fit_runs_recovers_the_constants_the_runs_were_made_from():
         assert fit[name] == pytest.approx(value, rel=1e-9), name  # startup: median noise 0
 
 
+def test_fit_runs_counts_a_second_density_pass_once():
+    """A share whose solved Fermi level fell outside its first window made a second pass
+    (results.json counts): its descriptor and network time is (2·points + estimate) and
+    its electrons time 2× the one-pass model's; the fit scales it back and recovers the
+    constants, where taking it at face value would not."""
+    def two_pass(run, estimate):
+        phases = run["cpu_phases_s"]
+        factor = (2 * run["points"] + estimate) / (run["points"] + estimate)
+        added = 0.0
+        for phase, f in (("descriptors", factor), ("network", factor), ("electrons", 2.0)):
+            added += phases[phase] * (f - 1)
+            phases[phase] *= f
+        run["cpu_s"] += added
+        run["counts"] = {"density_passes": 2, "estimate_points": estimate}
+        return run
+
+    runs = [made_up_run(n, 8192) for n in (25000, 50000, 100000)]
+    for run in runs:
+        run["counts"] = {"density_passes": 1, "estimate_points": run["points"] // 27}
+    runs[0] = two_pass(runs[0], 25000 // 27)
+    clean = [made_up_run(50000, 8192), made_up_run(100000, 8192), made_up_run(100000, 32768)]
+    fit = fit_runs(runs, clean, MACS, ENERGIES)
+    for name, value in TRUE.items():
+        assert fit[name] == pytest.approx(value, rel=1e-9), name
+    for run in runs:
+        del run["counts"]
+    assert fit_runs(runs, clean, MACS, ENERGIES)["descriptor_point_s"] != pytest.approx(
+        TRUE["descriptor_point_s"], rel=1e-3)
+
+
 def test_fit_runs_never_gives_negative_slopes():
     runs = [made_up_run(n, 8192) for n in (25000, 50000, 100000)]
     for run in runs:
