@@ -90,6 +90,11 @@ def versus_dft_density(run: dict, dft: dict, density_path: Path) -> dict:
     prediction, atoms = run["prediction"], run["atoms"]
     dgrid = prediction.dgrid
     data = read_charge_density(density_path)
+    reach = np.abs(data.mill_qc).max(axis=0)
+    if np.any(reach > (np.array(dgrid.shape) - 1) // 2):
+        raise SystemExit(f"{density_path}: G vectors up to Miller index {reach.tolist()} do "
+                         f"not fit the prediction's {list(dgrid.shape)} grid (another cell or "
+                         "cutoff?)")
     n_dft = density_from_rho_g(data.rho_sq[0], data.mill_qc, dgrid.shape, data.gamma_only)
     n_dft_b = n_dft[dgrid.block.slices]
     comm = dgrid.comm
