@@ -31,7 +31,7 @@ from ase.io import read, write
 
 from mlscale import ensemble
 from mlscale.datagen.structures import thermal_fcc_snapshots
-from mlscale.energy import density_energy_terms, find_pseudopotentials
+from mlscale.energy import density_energy_terms, find_pseudopotentials, total_energy
 from mlscale.grid import DistributedGrid
 from mlscale.inference import grid_for, number_of_electrons, predict
 from mlscale.io.qe_charge_density import density_from_rho_g, read_charge_density
@@ -118,8 +118,8 @@ def versus_dft_density(run: dict, dft: dict, density_path: Path) -> dict:
             # this functional on DFT's own density and eigenvalues − pw.x's total energy:
             # what the energy evaluation alone costs on this cell
             "functional_on_dft_inputs_per_atom_eV": (
-                dft["band_energy_eV"] + dft["minus_TS_eV"] + sum(terms[k] for k in keys)
-                + terms["ewald_energy_eV"] - dft["total_energy_eV"]) / n,
+                total_energy(dft["band_energy_eV"], dft["minus_TS_eV"], terms)
+                - dft["total_energy_eV"]) / n,
         })
     return out
 
